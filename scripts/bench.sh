@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# make bench: thinkbench beside transformers 5.24, same machine, same thread count, one run.
+# Builds its own random-weight checkpoints (cached in ~/.cache/thinkbench/bench-models).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads="${BENCH_THREADS:-2}"
+models="${XDG_CACHE_HOME:-$HOME/.cache}/thinkbench/bench-models"
+py="$(scripts/setup-pyref.sh)"
+mkdir -p "$models"
+"$py" scripts/bench_reference.py build --out "$models"
+results="$(mktemp)"
+run_pair() { # name dtype(thinkbench) dtype(torch)
+  local dir="$models/$1"
+  echo "bench: $1 ($2, $threads threads)" >&2
+  ./target/release/thinkbench bench --model "$dir" --dtype "$2" --threads "$threads" >> "$results"
+  "$py" scripts/bench_reference.py run --model "$dir" --dtype "$3" --threads "$threads" >> "$results"
+}
+run_pair tiny_deepseek_v3 f32 float32
+run_pair qwen2_1p5b_shape bf16 bfloat16
+"$py" scripts/bench_reference.py table "$results"
+cp "$results" target/bench-results.jsonl
+echo "raw results: target/bench-results.jsonl" >&2

@@ -1,0 +1,5 @@
+//! The non-interactive commands.
+
+pub mod bench;
+pub mod demo;
+pub mod generate;

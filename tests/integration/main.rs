@@ -1,0 +1,6 @@
+//! The one integration-test binary (every test binary links libtorch, so there is only one).
+
+mod bad_input;
+mod cli;
+mod common;
+mod parity;
