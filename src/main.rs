@@ -26,6 +26,8 @@ enum Command {
     /// Generate from a prompt without the interface; --json prints the per-token trace.
     Generate(cli::generate::GenerateArgs),
     /// Render a conversation through the model's chat template and show the ids fed to the model.
+    /// Render a conversation through the model's chat template and show the ids fed to the model.
+    Prompt(cli::prompt::PromptArgs),
     /// Measure prefill and decode speed and peak memory of a model.
     Bench(cli::bench::BenchArgs),
 }
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Generate(args)) => cli::generate::run(args),
 
+        Some(Command::Prompt(args)) => cli::prompt::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
         None => cli::demo::run(cli.model.as_deref()),
     };

@@ -37,6 +37,9 @@ pub struct TokenRecord {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routing: Vec<LayerRouting>,
+    /// Injected rather than sampled (the thinking budget closed the thought).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,7 @@ pub fn run(model: Option<&Path>) -> Result<()> {
         seed: 0,
         top_logprobs: 5,
         ignore_eos: false,
+        think_budget: None,
         stop: Vec::new(),
         device: "cpu".into(),
         dtype: "f32".into(),

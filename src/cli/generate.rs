@@ -48,6 +48,9 @@ pub struct GenerateArgs {
     /// Keep going past end-of-sequence tokens.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Close the thought after this many reasoning tokens (inject `</think>`) so the model answers.
+    #[arg(long)]
+    pub think_budget: Option<usize>,
     /// Stop once this text appears (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -149,6 +152,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         top_logprobs: args.top_logprobs,
         trace_routing: args.json,
         n: 1,
+        think_budget: args.think_budget,
     };
     let cancel = AtomicBool::new(false);
     let stdout = std::io::stdout();

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::model::cache::KvCache;
 use crate::model::{Model, Probe};
 use crate::runtime::sampling::{token_stats, Sampler, SamplingParams};
-use crate::text::{PhaseTracker, StreamDecoder, TextCodec};
+use crate::text::{Phase, PhaseTracker, StreamDecoder, TextCodec};
 use crate::trace::{FinishReason, GenStats, LayerRouting, PromptToken, TokenRecord};
 
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct GenerateRequest {
     pub trace_routing: bool,
     /// Completions drawn from the same prompt (GRPO's group); the prompt is prefilled once.
     pub n: usize,
+    /// After this many reasoning tokens, close the thought (inject `</think>`) so the model
+    /// answers. `None`: think as long as it likes.
+    pub think_budget: Option<usize>,
 }
 
 impl GenerateRequest {
@@ -42,6 +46,7 @@ impl GenerateRequest {
             top_logprobs: 5,
             trace_routing: true,
             n: 1,
+            think_budget: None,
         }
     }
 }
@@ -64,6 +69,31 @@ pub struct Generation {
     pub prompt: Vec<PromptToken>,
     pub completions: Vec<Completion>,
     pub stats: GenStats,
+}
+
+/// A KV cache that remembers which token ids it holds (and their routing), so that a follow-up
+/// generation sharing a prefix with the last one — the next chat turn, a regenerate, an edit, a
+/// "keep thinking" — only runs the model over what is new.
+#[derive(Default)]
+pub struct PrefixCache {
+    cache: Option<KvCache>,
+    ids: Vec<u32>,
+    routing: Vec<Vec<LayerRouting>>,
+}
+
+impl PrefixCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Token ids whose keys and values are held.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
 }
 
 /// What the loop reports as it goes.
@@ -124,6 +154,8 @@ struct Row {
     tokens: Vec<TokenRecord>,
     text: String,
     finish: Option<FinishReason>,
+    /// Reasoning tokens generated so far (for the thinking budget).
+    thought: usize,
 }
 
 /// Logits `[B,1,V]` as one f32 vector per row.
@@ -138,10 +170,24 @@ fn rows_of(logits: &Tensor) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Generates from scratch.
 pub fn generate(
     model: &Model,
     codec: Option<&TextCodec>,
     req: &GenerateRequest,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(GenEvent),
+) -> Result<Generation, GenerateError> {
+    generate_cached(model, codec, req, &mut PrefixCache::new(), cancel, on_event)
+}
+
+/// Generates, reusing whatever prefix of `req.prompt_ids` the cache already holds, and leaves the
+/// cache holding the prompt and what was generated (when `req.n == 1`).
+pub fn generate_cached(
+    model: &Model,
+    codec: Option<&TextCodec>,
+    req: &GenerateRequest,
+    prefix: &mut PrefixCache,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(GenEvent),
 ) -> Result<Generation, GenerateError> {
@@ -161,14 +207,34 @@ pub fn generate(
         on: req.trace_routing && !model.moe_layers().is_empty(),
         rows: Vec::new(),
     };
-    let mut cache = model.new_cache();
-
     let p = req.prompt_ids.len();
-    let prompt_ids: Vec<i64> = req.prompt_ids.iter().map(|&i| i as i64).collect();
+    // Reuse the longest shared prefix, but always run at least the last prompt token: its logits
+    // choose the first new token.
+    let shared = prefix
+        .ids
+        .iter()
+        .zip(&req.prompt_ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let keep = shared.min(p - 1);
+    let mut cache = match prefix.cache.take() {
+        Some(mut c) if keep > 0 => {
+            c.truncate(keep as i64);
+            c
+        }
+        _ => model.new_cache(),
+    };
+    let keep = cache.len() as usize;
+    let mut prompt_routing: Vec<Vec<LayerRouting>> = std::mem::take(&mut prefix.routing);
+    prompt_routing.truncate(keep);
+    prompt_routing.resize(keep, Vec::new());
+    prefix.ids.clear();
+
+    let new_ids: Vec<i64> = req.prompt_ids[keep..].iter().map(|&i| i as i64).collect();
     let t0 = Instant::now();
     let logits = model.forward(
-        &Tensor::from_slice(&prompt_ids)
-            .view([1, p as i64])
+        &Tensor::from_slice(&new_ids)
+            .view([1, new_ids.len() as i64])
             .to_device(model.device),
         &mut cache,
         &mut rec,
@@ -176,10 +242,11 @@ pub fn generate(
     );
     let mut row_logits = rows_of(&logits);
     let prefill_secs = t0.elapsed().as_secs_f64();
+    prompt_routing.extend(rec.take(new_ids.len()));
     let prompt: Vec<PromptToken> = req
         .prompt_ids
         .iter()
-        .zip(rec.take(p))
+        .zip(prompt_routing)
         .map(|(&id, routing)| PromptToken { id, routing })
         .collect();
     on_event(GenEvent::Prompt(&prompt));
@@ -197,6 +264,7 @@ pub fn generate(
             tokens: Vec::new(),
             text: String::new(),
             finish: None,
+            thought: 0,
         })
         .collect();
 
@@ -218,9 +286,17 @@ pub fn generate(
                 continue;
             }
             let logits = &row_logits[r];
-            let id = row.sampler.sample(logits, allowed, &row.history);
+            let over_budget = req.think_budget.is_some_and(|b| row.thought >= b);
+            let forced = match (think_ids, over_budget, row.phase.current()) {
+                (Some((_, close)), true, Phase::Think) => Some(close),
+                _ => None,
+            };
+            let id = forced.unwrap_or_else(|| row.sampler.sample(logits, allowed, &row.history));
             let stats = token_stats(logits, id, req.top_logprobs);
             let phase = row.phase.push(id);
+            if phase == Phase::Think {
+                row.thought += 1;
+            }
             let text = codec.map(|c| row.detok.push(c, id)).unwrap_or_default();
             row.text.push_str(&text);
             row.history.push(id);
@@ -232,6 +308,7 @@ pub fn generate(
                 entropy: stats.entropy,
                 phase,
                 routing: Vec::new(),
+                forced: forced.is_some(),
             });
             generated += 1;
             feed[r] = id as i64;
@@ -275,6 +352,24 @@ pub fn generate(
         }
     }
     let decode_secs = t1.elapsed().as_secs_f64();
+    if n == 1 {
+        // Everything fed through the model stays cached for the next call.
+        let fed = cache.len() as usize;
+        let mut ids = req.prompt_ids.clone();
+        let mut routing: Vec<Vec<LayerRouting>> =
+            prompt.iter().map(|t| t.routing.clone()).collect();
+        for t in &rows[0].tokens {
+            ids.push(t.id);
+            routing.push(t.routing.clone());
+        }
+        ids.truncate(fed);
+        routing.truncate(fed);
+        *prefix = PrefixCache {
+            cache: Some(cache),
+            ids,
+            routing,
+        };
+    }
     let completions = rows
         .into_iter()
         .map(|mut row| {

@@ -4,5 +4,8 @@
 pub mod generate;
 pub mod sampling;
 
-pub use generate::{generate, Completion, GenEvent, GenerateError, GenerateRequest, Generation};
+pub use generate::{
+    generate, generate_cached, Completion, GenEvent, GenerateError, GenerateRequest, Generation,
+    PrefixCache,
+};
 pub use sampling::{Sampler, SamplingParams};

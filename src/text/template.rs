@@ -669,12 +669,10 @@ pub(crate) fn strftime_utc(format: &str, unix_secs: i64) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    /// DeepSeek-R1's published template (as shipped in the R1-Distill `tokenizer_config.json`).
+    /// DeepSeek-R1's published chat template, as kept verbatim by the fixture script.
     pub(crate) fn r1_template_source() -> String {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let theirs = root.join("scripts/templates/deepseek_r1.jinja");
-        let ours = root.join("tests/fixtures/templates/deepseek_r1.jinja");
-        let path = if theirs.exists() { theirs } else { ours };
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/templates/deepseek_r1.jinja");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
@@ -767,6 +765,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn r1_system_prompts_are_joined() {
+        let got = render_r1(
+            &[
+                ChatMessage::system("A."),
+                ChatMessage::user("u"),
+                ChatMessage::system("B."),
+            ],
+            true,
+        );
+        assert_eq!(
+            got,
+            "<｜begin▁of▁sentence｜>A.\n\nB.<｜User｜>u<｜Assistant｜><think>\n"
+        );
+    }
+
+    #[test]
     fn r1_tool_messages() {
         let got = render_r1(
             &[
@@ -780,7 +794,7 @@ pub(crate) mod tests {
         assert_eq!(
             got,
             "<｜begin▁of▁sentence｜><｜User｜>u<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>out1\
-             <｜tool▁output▁end｜>\n<｜tool▁output▁begin｜>out2<｜tool▁output▁end｜>\
+             <｜tool▁output▁end｜><｜tool▁output▁begin｜>out2<｜tool▁output▁end｜>\
              <｜tool▁outputs▁end｜>done<｜end▁of▁sentence｜><｜Assistant｜><think>\n"
         );
         // A trailing tool output closes the outputs block and suppresses the generation prompt.
@@ -986,23 +1000,5 @@ pub(crate) mod tests {
             e.to_string(),
             "m.json: expected a list of messages or an object with a \"messages\" list"
         );
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[test]
-    fn scratch() {
-        let full = tests::r1_template_source();
-        assert_eq!(strip_generation_tags(&full), full);
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.add_template("x", &full).unwrap();
-        let ctx = minijinja::context!{messages => vec![ChatMessage::new("tool", "a"), ChatMessage::new("tool", "b")]};
-        eprintln!("=> plain env {:?}", env.get_template("x").unwrap().render(&ctx).unwrap());
-        let mut env = Environment::new();
-        env.add_template("x", &full).unwrap();
-        eprintln!("=> no trim {:?}", env.get_template("x").unwrap().render(&ctx).unwrap());
     }
 }
