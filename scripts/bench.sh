@@ -20,3 +20,7 @@ run_pair qwen2_1p5b_shape bf16 bfloat16
 "$py" scripts/bench_reference.py table "$results"
 cp "$results" target/bench-results.jsonl
 echo "raw results: target/bench-results.jsonl" >&2
+# The workbench: rendering a 10 000-token session with the inspectors open (target ≤ 5 ms per
+# frame) and keypress-to-screen latency while a reply streams.
+echo "bench: workbench rendering and keypress latency" >&2
+"${CARGO:-cargo}" bench --bench render 2>/dev/null | tee target/bench-render.txt

@@ -15,6 +15,9 @@ What it writes (everything is regenerated from fixed seeds; two runs give byte-i
       config.json, *.safetensors (+ model.safetensors.index.json when sharded), tokenizer.json,
       tokenizer_config.json, generation_config.json, expected.json (what transformers computes)
   tests/fixtures/templates/deepseek_r1/ the chat template cases (cases.json) and the tokenizer used
+  tests/fixtures/builtin/expected.json  what transformers computes on the shipped built-in model,
+      models/thinkbench-tiny, for a few chat prompts (target ``builtin``: ``python3 scripts/make_fixtures.py
+      builtin``; rerun it whenever the model is retrained)
 
 Each model folder is built in a temporary sibling folder and renamed into place at the end.
 
@@ -814,12 +817,12 @@ def top_entries(logprobs: torch.Tensor) -> list[list]:
     return [[int(i), float(v)] for i, v in zip(ids.tolist(), vals.tolist())]
 
 
-def check_logit_margins(logits: torch.Tensor, greedy_rows: list[int]) -> float:
+def check_logit_margins(logits: torch.Tensor, greedy_rows: list[int], n_tokens: int = N_TOKENS) -> float:
     """Smallest neighbour gap in the top-6 at every row; raises if a greedy step is close to a tie or a
     padded (token-less) row reaches a top-5 list."""
     top = logits.topk(TOP_K + 1, dim=-1)
     gaps = top.values[:, :-1] - top.values[:, 1:]
-    if (top.indices[:, :TOP_K] >= N_TOKENS).any():
+    if (top.indices[:, :TOP_K] >= n_tokens).any():
         raise Margins("a padded vocabulary row reached a top-5 list")
     for r in greedy_rows:
         if gaps[r, 0].item() < GREEDY_GAP:
@@ -830,7 +833,9 @@ def check_logit_margins(logits: torch.Tensor, greedy_rows: list[int]) -> float:
 
 
 @torch.no_grad()
-def run_cases(model, cfg: dict, prompts: list[list[int]]) -> tuple[list[dict], dict]:
+def run_cases(
+    model, cfg: dict, prompts: list[list[int]], new_tokens: int = NEW_TOKENS, n_tokens: int = N_TOKENS
+) -> tuple[list[dict], dict]:
     probe = RouterProbe(model, cfg) if any(is_moe_layer(cfg, i) for i in range(cfg["num_hidden_layers"])) else None
     stats = {"min_top_gap": math.inf}
     cases = []
@@ -841,7 +846,7 @@ def run_cases(model, cfg: dict, prompts: list[list[int]]) -> tuple[list[dict], d
             if probe:
                 probe.begin()
             logits = model(input_ids=ids).logits[0].float()
-            stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(logits, []))
+            stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(logits, [], n_tokens))
             logprobs = torch.log_softmax(logits, dim=-1)
             prompt_top = [top_entries(logprobs[p]) for p in range(len(prompt))]
             routing = []
@@ -859,11 +864,11 @@ def run_cases(model, cfg: dict, prompts: list[list[int]]) -> tuple[list[dict], d
             # Greedy decoding, one full forward per new token (no cache, and eos does not stop it).
             seq = list(prompt)
             generated = []
-            for _ in range(NEW_TOKENS):
+            for _ in range(new_tokens):
                 if probe:
                     probe.begin()
                 step_logits = model(input_ids=torch.tensor([seq], dtype=torch.long)).logits[0, -1:].float()
-                stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(step_logits, [0]))
+                stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(step_logits, [0], n_tokens))
                 lp = torch.log_softmax(step_logits[0], dim=-1)
                 nxt = int(step_logits[0].argmax().item())
                 generated.append({"id": nxt, "top": top_entries(lp)})
@@ -1195,6 +1200,65 @@ def build_template_fixture(tok: Tokenizer, template: str) -> int:
 # ---------------------------------------------------------------------------------------------------
 
 
+
+# ---------------------------------------------------------------------------------------------------
+# The built-in model (models/thinkbench-tiny, trained by `thinkbench train recipes/tiny-sft.toml`)
+# ---------------------------------------------------------------------------------------------------
+
+BUILTIN_MODEL = ROOT / "models" / "thinkbench-tiny"
+BUILTIN_FIXTURE = FIXTURES / "builtin"
+BUILTIN_NEW_TOKENS = 40
+BUILTIN_CASES = 3
+# Chat prompts tried in order; a prompt whose greedy steps, top-5 lists or routing decisions come
+# within the margins of a tie is skipped (float32 rounding could flip such a decision).
+BUILTIN_PROMPTS = [
+    "What is 12 + 7?",
+    "Compute 4821 - 397.",
+    "How much is 56 + 78?",
+    "Calculate 905 - 38.",
+    "What is 3 + 4?",
+    "What is 640 + 275?",
+    "Compute 77 - 19.",
+    "How much is 1234 + 8765?",
+]
+
+
+def build_builtin_fixture() -> int:
+    """Loads the shipped model in transformers (float32, eager) and records, for a few chat prompts
+    rendered by transformers' apply_chat_template, the greedy tokens with their top-5 logprobs, the
+    top-5 at every prompt position and the routing of every prompt token."""
+    if not (BUILTIN_MODEL / "config.json").exists():
+        raise SystemExit(f"{BUILTIN_MODEL}: missing; train it first: thinkbench train recipes/tiny-sft.toml")
+    cfg = json.loads((BUILTIN_MODEL / "config.json").read_text(encoding="utf-8"))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(BUILTIN_MODEL))
+    model, info = load_reference(BUILTIN_MODEL)
+    n = verify_loaded(model, info, reference_tensors(read_checkpoint(BUILTIN_MODEL)), cfg, set())
+    n_tokens = len(hf_tok)
+    cases = []
+    for text in BUILTIN_PROMPTS:
+        messages = [{"role": "user", "content": text}]
+        ids = as_id_list(hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        try:
+            (case,), _ = run_cases(model, cfg, [ids], new_tokens=BUILTIN_NEW_TOKENS, n_tokens=n_tokens)
+        except Margins as why:
+            print(f"  builtin: prompt {text!r} skipped ({why})")
+            continue
+        case = {"messages": messages, **case}
+        case["generated_text"] = hf_tok.decode([g["id"] for g in case["generated"]])
+        cases.append(case)
+        if len(cases) == BUILTIN_CASES:
+            break
+    if len(cases) < BUILTIN_CASES:
+        raise SystemExit(f"builtin: only {len(cases)} prompts cleared the margins")
+    doc = expected_document(cfg, cases, model)
+    doc["model"] = "models/thinkbench-tiny"
+    BUILTIN_FIXTURE.mkdir(parents=True, exist_ok=True)
+    tmp = BUILTIN_FIXTURE / "expected.json.tmp"
+    write_json(tmp, doc)
+    tmp.replace(BUILTIN_FIXTURE / "expected.json")
+    return n
+
+
 def folder_size(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
@@ -1207,9 +1271,9 @@ def main() -> None:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore")
     only = set(sys.argv[1:])
-    unknown = only - set(FIXTURE_SPECS) - {"templates"}
+    unknown = only - set(FIXTURE_SPECS) - {"templates", "builtin"}
     if unknown:
-        sys.exit(f"unknown fixture(s): {', '.join(sorted(unknown))}; known: templates, {', '.join(FIXTURE_SPECS)}")
+        sys.exit(f"unknown fixture(s): {', '.join(sorted(unknown))}; known: templates, builtin, {', '.join(FIXTURE_SPECS)}")
 
     print(f"transformers {TRANSFORMERS_VERSION}, torch {torch.__version__}")
     template = TEMPLATE_FILE.read_text(encoding="utf-8")
@@ -1221,6 +1285,12 @@ def main() -> None:
     if not only or "templates" in only:
         n = build_template_fixture(tok, template)
         print(f"templates/deepseek_r1: {n} cases, {folder_size(TEMPLATES_DIR)} bytes")
+
+    if "builtin" in only or (not only and (BUILTIN_MODEL / "config.json").exists()):
+        n = build_builtin_fixture()
+        print(f"builtin: models/thinkbench-tiny loaded ({n} tensors match), {BUILTIN_FIXTURE / 'expected.json'} written")
+        if only == {"builtin"}:
+            return
 
     with tempfile.TemporaryDirectory(prefix="thinkbench-fixtures-") as scratch:
         for name, spec in FIXTURE_SPECS.items():

@@ -5,10 +5,21 @@
 //! - `text`    strings <-> token ids: tokenizer, chat template, streaming detokenisation, phases
 //! - `runtime` the decode loop, sampling and the per-token trace; emits plain data (no Tensor)
 //! - `trace`   the plain per-token records every consumer reads
-//! - `cli`     the non-interactive commands
+//! - `session` saved conversations (JSON, atomic writes) with their per-token trace
+//! - `app`     the workbench's state and `update(Action) -> Vec<Command>`; no I/O, no tch
+//! - `ui`      draws `&App` with ratatui; nothing else
+//! - `tui`, `runner` the terminal and the event loop that joins engine, app and screen
+//! - `train`   recipes, tasks, the built-in model's tokenizer, SFT, evaluation, checkpoints
+//! - `cli`     the commands
 
+pub mod app;
 pub mod cli;
 pub mod model;
+pub mod runner;
 pub mod runtime;
+pub mod session;
 pub mod text;
 pub mod trace;
+pub mod train;
+pub mod tui;
+pub mod ui;

@@ -16,9 +16,8 @@ use thinkbench::cli;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Model directory (Hugging Face layout) to open the workbench on.
-    #[arg(long, global = false)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    workbench: cli::workbench::WorkbenchArgs,
 }
 
 #[derive(Subcommand)]
@@ -26,10 +25,22 @@ enum Command {
     /// Generate from a prompt without the interface; --json prints the per-token trace.
     Generate(cli::generate::GenerateArgs),
     /// Render a conversation through the model's chat template and show the ids fed to the model.
-    /// Render a conversation through the model's chat template and show the ids fed to the model.
     Prompt(cli::prompt::PromptArgs),
     /// Measure prefill and decode speed and peak memory of a model.
     Bench(cli::bench::BenchArgs),
+    /// Run a training recipe (recipes/*.toml); re-running it resumes from the last checkpoint.
+    Train(cli::train::TrainArgs),
+    /// Accuracy, format rate, reasoning length and expert load on a task's held-out problems.
+    Eval(cli::eval::EvalArgs),
+    /// Ask a model questions without the interface and save the conversation as a session.
+    Record(cli::record::RecordArgs),
+    /// Reopen a saved session in the workbench (the inspectors work without the model).
+    Open {
+        /// A session file (sessions/*.json, or one from the session list).
+        file: PathBuf,
+        #[command(flatten)]
+        workbench: cli::workbench::WorkbenchArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,7 +50,11 @@ fn main() -> ExitCode {
 
         Some(Command::Prompt(args)) => cli::prompt::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
-        None => cli::demo::run(cli.model.as_deref()),
+        Some(Command::Train(args)) => cli::train::run(args),
+        Some(Command::Eval(args)) => cli::eval::run(args),
+        Some(Command::Record(args)) => cli::record::run(args),
+        Some(Command::Open { file, workbench }) => cli::workbench::run(workbench, Some(file)),
+        None => cli::demo::run(cli.workbench.model.as_deref(), &cli.workbench),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,46 +1,37 @@
-//! What `thinkbench` (and `make run`) does until the terminal workbench lands: one streamed
-//! generation with the chain of thought and the routing of the first answer tokens, so a user can
-//! see the engine work end to end.
+//! Which model plain `thinkbench` (and `make run`) opens when no `--model` is given, and the
+//! launch of the workbench on it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::generate::{run as generate, GenerateArgs};
+use super::workbench::{self, WorkbenchArgs};
 
 /// The stand-in model until the built-in one ships: the tiny random deepseek_v3 parity fixture.
+/// The one place to switch the default model (a path relative to the repository).
 pub const STAND_IN_MODEL: &str = "tests/fixtures/models/deepseek_v3_qlora";
 
-pub fn run(model: Option<&Path>) -> Result<()> {
-    let model = model
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| STAND_IN_MODEL.into());
-    eprintln!(
-        "thinkbench {}: the interactive workbench is not built yet; running one generation on {}",
-        env!("CARGO_PKG_VERSION"),
-        model.display()
-    );
-    eprintln!("(try `thinkbench generate --model DIR --chat \"...\" --json` for the full per-token trace)");
-    let args = GenerateArgs {
-        model,
-        prompt: None,
-        chat: Some("What is 17 + 25?".into()),
-        prompt_ids: None,
-        max_new_tokens: 48,
-        temperature: None,
-        top_p: None,
-        top_k: None,
-        min_p: None,
-        repetition_penalty: None,
-        seed: 0,
-        top_logprobs: 5,
-        ignore_eos: false,
-        think_budget: None,
-        stop: Vec::new(),
-        device: "cpu".into(),
-        dtype: "f32".into(),
-        threads: None,
-        json: false,
-    };
-    generate(&args)
+/// The default model folder: [`STAND_IN_MODEL`] found from the working directory, from the
+/// executable (`target/release/thinkbench` sits two levels under the repository) or from the
+/// source tree the binary was built from.
+pub fn default_model() -> PathBuf {
+    let mut candidates = vec![PathBuf::from(STAND_IN_MODEL)];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join(STAND_IN_MODEL));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(STAND_IN_MODEL));
+    candidates
+        .iter()
+        .find(|p| p.join("config.json").is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates.remove(0))
+}
+
+/// Opens the workbench on `model` (or the default model).
+pub fn run(model: Option<&Path>, args: &WorkbenchArgs) -> Result<()> {
+    let mut args = args.clone();
+    args.model = Some(model.map_or_else(default_model, Path::to_path_buf));
+    workbench::run(&args, None)
 }

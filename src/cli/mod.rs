@@ -1,6 +1,11 @@
-//! The non-interactive commands.
+//! The commands: the workbench (`workbench`, `demo` picks its default model) and the
+//! non-interactive ones.
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
 pub mod generate;
 pub mod prompt;
+pub mod record;
+pub mod train;
+pub mod workbench;

@@ -20,6 +20,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 use std::cell::UnsafeCell;
+use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::Thread;
@@ -56,6 +57,15 @@ const XROWS: usize = 4;
 /// (grad mode is off, or no input requires grad). The result has `x`'s dtype; sums are f32 and the
 /// bias is added in f32 before the one rounding to the output dtype.
 pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+    try_linear_on(x, weight, bias, threading())
+}
+
+fn try_linear_on(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    threading: Threading,
+) -> Option<Tensor> {
     if !enabled() || !cpu_supported() {
         return None;
     }
@@ -108,7 +118,7 @@ pub fn try_linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Option<
     // allocated, so aliasing none of the inputs) are contiguous CPU tensors of the element type
     // `elem`, so each data pointer addresses that many elements; and all four tensors are borrowed
     // or owned here until `run` returns, which is after every thread has finished with them.
-    unsafe { run(&p) };
+    unsafe { run(&p, threading) };
     Some(y)
 }
 
@@ -212,15 +222,17 @@ unsafe impl Sync for Product {}
 /// # Safety
 /// `p` must satisfy the invariants documented on [`Product`], and the CPU must support
 /// AVX512F, AVX512BW and AVX512-BF16.
-unsafe fn run(p: &Product) {
+unsafe fn run(p: &Product, threading: Threading) {
     let elem_bytes = match p.elem {
         Elem::Bf16 => 2,
         Elem::F32 => 4,
     };
+    // SAFETY: a plain C call without arguments.
+    let torch_threads = unsafe { torch_sys::at_get_num_threads() }.max(1) as usize;
     let threads = if p.n * p.k * elem_bytes < PARALLEL_MIN_BYTES {
         1
     } else {
-        wanted_threads()
+        torch_threads
     };
     if threads <= 1 {
         // SAFETY: forwarded from the caller.
@@ -241,14 +253,105 @@ unsafe fn run(p: &Product) {
         // SAFETY: forwarded from the caller; the counter gives each chunk of rows to one thread.
         unsafe { rows(p, r0, (r0 + per_chunk).min(p.n)) };
     };
-    pool().run(threads, &work);
+    match threading {
+        Threading::OpenMp(parallel) => {
+            let work: &(dyn Fn() + Sync) = &work;
+            // SAFETY: `GOMP_parallel` calls `omp_trampoline(data)` on `threads` threads (this one
+            // included) and returns after all of them have returned, so `work`, borrowed here,
+            // outlives every use. The work never unwinds (no panics in the kernels); if it did,
+            // unwinding out of the `extern "C"` trampoline would abort rather than leave a thread
+            // running on freed data.
+            unsafe {
+                parallel(
+                    omp_trampoline,
+                    &work as *const &(dyn Fn() + Sync) as *mut c_void,
+                    threads as c_uint,
+                    0,
+                )
+            };
+        }
+        Threading::Own => {
+            let pool = pool();
+            pool.run(threads.min(pool.helpers.len() + 1), &work);
+        }
+    }
 }
 
-/// Threads to use: libtorch's setting (so `--threads` applies to both), at most the pool's size.
-fn wanted_threads() -> usize {
-    // SAFETY: a plain C call without arguments.
-    let torch = unsafe { torch_sys::at_get_num_threads() };
-    (torch.max(1) as usize).min(pool().helpers.len() + 1)
+/// Who runs the helper threads.
+#[derive(Clone, Copy)]
+enum Threading {
+    /// libgomp's `GOMP_parallel`, found in the process (libtorch's own OpenMP runtime): the
+    /// products run on the very threads that run libtorch's parallel ops, so the two never
+    /// compete for cores, and `tch::set_num_threads` applies to both.
+    OpenMp(GompParallel),
+    /// This module's pool (no OpenMP runtime found, or `THINKBENCH_GEMV_POOL=own`).
+    Own,
+}
+
+/// `void GOMP_parallel(void (*fn)(void *), void *data, unsigned num_threads, unsigned flags)`:
+/// the entry point GCC compiles `#pragma omp parallel` to (libgomp ≥ 4.9; Intel's and LLVM's
+/// OpenMP runtimes export it too).
+type GompParallel = unsafe extern "C" fn(extern "C" fn(*mut c_void), *mut c_void, c_uint, c_uint);
+
+extern "C" fn omp_trampoline(data: *mut c_void) {
+    // SAFETY: `data` is the `&&(dyn Fn() + Sync)` that `run` passed, alive until it returns.
+    let work = unsafe { &*(data as *const &(dyn Fn() + Sync)) };
+    work();
+}
+
+/// Which threads run the products: `"openmp"` (libtorch's OpenMP pool) or `"own"` (this
+/// module's pool).
+pub fn threading_name() -> &'static str {
+    match threading() {
+        Threading::OpenMp(_) => "openmp",
+        Threading::Own => "own",
+    }
+}
+
+fn threading() -> Threading {
+    static OPENMP: OnceLock<Option<GompParallel>> = OnceLock::new();
+    if OWN_POOL.load(Ordering::Relaxed) == UNSET {
+        let own = matches!(std::env::var("THINKBENCH_GEMV_POOL").as_deref(), Ok("own"));
+        let _ = OWN_POOL.compare_exchange(
+            UNSET,
+            if own { ON } else { OFF },
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+    match OWN_POOL.load(Ordering::Relaxed) {
+        ON => Threading::Own,
+        _ => OPENMP
+            .get_or_init(find_gomp_parallel)
+            .map_or(Threading::Own, Threading::OpenMp),
+    }
+}
+
+/// Runs the products on this module's own pool even where libtorch's OpenMP pool is available
+/// (the default then comes from `THINKBENCH_GEMV_POOL=own`). For comparisons.
+pub fn set_own_pool(own: bool) {
+    OWN_POOL.store(if own { ON } else { OFF }, Ordering::Relaxed);
+}
+
+static OWN_POOL: AtomicU8 = AtomicU8::new(UNSET);
+
+#[cfg(target_os = "linux")]
+fn find_gomp_parallel() -> Option<GompParallel> {
+    extern "C" {
+        fn dlsym(handle: *mut c_void, symbol: *const std::ffi::c_char) -> *mut c_void;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT (null on Linux) only looks the name up among the libraries
+    // already loaded; libtorch loads its OpenMP runtime at start-up. The symbol, when present, is
+    // the function declared by `GompParallel`.
+    unsafe {
+        let f = dlsym(std::ptr::null_mut(), c"GOMP_parallel".as_ptr());
+        (!f.is_null()).then(|| std::mem::transmute::<*mut c_void, GompParallel>(f))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn find_gomp_parallel() -> Option<GompParallel> {
+    None
 }
 
 /// Rows `r0..r1` of `p.out`.
@@ -577,7 +680,7 @@ impl Pool {
                 let mut spins = 0u32;
                 while self.0.state.load(Ordering::Acquire) & COUNT_MASK != 0 {
                     spins += 1;
-                    if spins % 256 == 0 {
+                    if spins.is_multiple_of(256) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
@@ -616,7 +719,7 @@ fn wait_for_job(sh: &'static Shared, index: usize, seen: u64) -> u64 {
             return s;
         }
         spins += 1;
-        if spins % 64 != 0 {
+        if !spins.is_multiple_of(64) {
             std::hint::spin_loop();
             continue;
         }
@@ -677,12 +780,16 @@ mod tests {
     }
 
     fn check(kind: Kind, lead: &[i64], n: i64, k: i64, with_bias: bool) {
+        check_on(threading(), kind, lead, n, k, with_bias)
+    }
+
+    fn check_on(threading: Threading, kind: Kind, lead: &[i64], n: i64, k: i64, with_bias: bool) {
         let mut xs = lead.to_vec();
         xs.push(k);
         let x = Tensor::randn(xs.as_slice(), (Kind::Float, Device::Cpu)).to_kind(kind);
         let w = (Tensor::randn([n, k], (Kind::Float, Device::Cpu)) * 0.1).to_kind(kind);
         let b = with_bias.then(|| Tensor::randn([n], (Kind::Float, Device::Cpu)).to_kind(kind));
-        let y = try_linear(&x, &w, b.as_ref()).unwrap_or_else(|| {
+        let y = try_linear_on(&x, &w, b.as_ref(), threading).unwrap_or_else(|| {
             panic!("kernel not used for {kind:?} {lead:?} n={n} k={k} bias={with_bias}")
         });
         let r = reference(&x, &w, b.as_ref());
@@ -756,17 +863,38 @@ mod tests {
         check(Kind::BFloat16, &[1, 1], 1537, 8960, false);
         check(Kind::BFloat16, &[5], 4099, 1000, true);
         check(Kind::Float, &[1], 3001, 1536, true);
-        // The pool from several threads at once: one job runs on it, the others run alone.
+        // Several threads at once: each has its own OpenMP team; one job runs on our pool and
+        // the others run alone.
         std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
+            for t in 0..4 {
+                s.spawn(move || {
                     let _g = tch::no_grad_guard();
+                    let threading = if t % 2 == 0 {
+                        threading()
+                    } else {
+                        Threading::Own
+                    };
                     for _ in 0..20 {
-                        check(Kind::BFloat16, &[1], 2051, 1536, false);
+                        check_on(threading, Kind::BFloat16, &[1], 2051, 1536, false);
                     }
                 });
             }
         });
+    }
+
+    #[test]
+    fn own_pool_matches() {
+        if skip() {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        for _ in 0..3 {
+            check_on(Threading::Own, Kind::BFloat16, &[1], 8963, 1536, true);
+            check_on(Threading::Own, Kind::BFloat16, &[3], 1537, 8960, false);
+            check_on(Threading::Own, Kind::Float, &[2], 3001, 1536, true);
+            // Let the helpers park, then wake them.
+            std::thread::sleep(SPIN * 3);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The inference runtime: sampling and the one decode loop. Emits plain data (`trace`), never a
 //! Tensor.
 
+pub mod engine;
 pub mod generate;
 pub mod sampling;
 

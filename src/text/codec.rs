@@ -218,7 +218,7 @@ impl TextCodec {
                 }
             })
             .collect();
-        if true || sentinels.is_empty() {
+        if sentinels.is_empty() {
             let ids = self.encode_raw(&text)?;
             return Ok(ChatPrompt { text, ids });
         }
@@ -241,7 +241,7 @@ impl TextCodec {
         let found = tok
             .get_added_vocabulary()
             .extract_and_normalize(tok.get_normalizer(), shielded);
-        let pieces: Vec<((usize, usize), Option<Vec<Token>>)> = found
+        let pieces: Vec<Piece> = found
             .get_splits(OffsetReferential::Original, OffsetType::Byte)
             .into_iter()
             .map(|(_, offsets, tokens)| (offsets, tokens.clone()))
@@ -371,6 +371,9 @@ impl TextCodec {
     }
 }
 
+/// A byte range of the shielded text and, for a control token, its token.
+type Piece = ((usize, usize), Option<Vec<Token>>);
+
 /// Private-use characters already present somewhere in the inputs (so unusable as sentinels).
 #[derive(Default)]
 struct ReservedChars(BTreeSet<char>);
@@ -426,11 +429,20 @@ impl Sentinels {
 
     /// `content` with every control string (longest match first, left to right) replaced.
     fn substitute(&mut self, content: &str, control: &[String]) -> String {
+        let mut first = [false; 256];
+        for s in control {
+            first[usize::from(s.as_bytes()[0])] = true;
+        }
         let mut out = String::with_capacity(content.len());
         let mut i = 0;
         while i < content.len() {
             let rest = &content[i..];
-            match control.iter().find(|s| rest.starts_with(s.as_str())) {
+            let hit = if first[usize::from(rest.as_bytes()[0])] {
+                control.iter().find(|s| rest.starts_with(s.as_str()))
+            } else {
+                None
+            };
+            match hit {
                 Some(s) => {
                     out.push(self.sentinel_for(s));
                     i += s.len();
@@ -595,6 +607,14 @@ pub(crate) mod tests {
 
     fn cat(parts: &[&[u32]]) -> Vec<u32> {
         parts.concat()
+    }
+
+    #[test]
+    fn codec_can_move_to_the_engine_thread() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<TextCodec>();
+        send_sync::<crate::text::StreamDecoder>();
+        send_sync::<crate::text::PhaseTracker>();
     }
 
     #[test]

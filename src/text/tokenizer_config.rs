@@ -103,7 +103,7 @@ impl TokenizerConfig {
     /// `model_max_length` when it is a real limit (transformers writes ~1e30 for "no limit").
     pub fn max_length(&self) -> Option<usize> {
         self.model_max_length
-            .filter(|&n| n.is_finite() && n >= 1.0 && n < 1e15)
+            .filter(|n| (1.0..1e15).contains(n))
             .map(|n| n as usize)
     }
 }

@@ -6,3 +6,4 @@ mod common;
 mod generation;
 mod parity;
 mod text;
+mod workbench;

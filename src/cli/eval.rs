@@ -1,0 +1,161 @@
+//! `thinkbench eval --model DIR --task NAME --n N`: accuracy, format-correct rate, reasoning
+//! length and expert load on a task's held-out problems, through the one decode loop. A table, or
+//! one JSON object with `--json`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use crate::model::{parse_device, DType, Model};
+use crate::text::TextCodec;
+use crate::train::eval::{evaluate, render, EvalOptions};
+use crate::train::task::{self, Split};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model directory in the Hugging Face layout.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A built-in task (arithmetic).
+    #[arg(long)]
+    pub task: String,
+    /// Number of problems (spread evenly over the levels).
+    #[arg(long, default_value_t = 240)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Levels to draw from, e.g. 1-6 or 2,4 (default: all of the task's levels).
+    #[arg(long)]
+    pub levels: Option<String>,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Evaluate on training-split problems instead of held-out ones.
+    #[arg(long)]
+    pub train_split: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print one JSON object (the report, plus every graded completion).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// "1-6", "2,4", "1-3,8" to levels, each checked against the task's range.
+pub fn parse_levels(s: &str, range: std::ops::RangeInclusive<u32>) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |x: &str| {
+            x.parse::<u32>()
+                .map_err(|_| format!("--levels {s}: \"{x}\" is not a level"))
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        for l in a..=b {
+            if !range.contains(&l) {
+                return Err(format!(
+                    "--levels {s}: level {l} is outside {}-{}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+            out.push(l);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("--levels {s}: no levels"));
+    }
+    Ok(out)
+}
+
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let task = task::by_name(&args.task).map_err(|e| anyhow!("--task: {e}"))?;
+    if args.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if let Some(t) = args.threads {
+        if t < 1 {
+            bail!("--threads must be at least 1");
+        }
+        tch::set_num_threads(t);
+    }
+    let levels = match &args.levels {
+        Some(s) => parse_levels(s, task.levels()).map_err(|e| anyhow!(e))?,
+        None => task.levels().collect(),
+    };
+    let dtype = DType::parse(&args.dtype)
+        .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", args.dtype))?;
+    let device = parse_device(&args.device)?;
+    let model = Model::load(&args.model, dtype, device)?;
+    let codec = TextCodec::load(&args.model)?;
+    let opts = EvalOptions {
+        n: args.n,
+        seed: args.seed,
+        levels,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        split: if args.train_split {
+            Split::Train
+        } else {
+            Split::HeldOut
+        },
+    };
+    let show = !args.json && std::io::stderr().is_terminal();
+    let mut correct = 0;
+    let (report, items) = evaluate(
+        &model,
+        &codec,
+        task.as_ref(),
+        &opts,
+        &mut |done, total, s| {
+            correct += usize::from(s.correct);
+            if show {
+                eprint!("\r{done}/{total} problems, {correct} correct");
+                if done == total {
+                    eprint!("\r\x1b[K");
+                }
+            }
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = json!(args.model.display().to_string());
+        v["items"] = serde_json::to_value(&items)?;
+        println!("{v}");
+    } else {
+        print!("{}", render(&report, &args.model.display().to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_parse_ranges_and_lists() {
+        assert_eq!(parse_levels("1-3,8", 1..=8).unwrap(), vec![1, 2, 3, 8]);
+        assert_eq!(parse_levels("5", 1..=8).unwrap(), vec![5]);
+        assert_eq!(
+            parse_levels("0-2", 1..=8).unwrap_err(),
+            "--levels 0-2: level 0 is outside 1-8"
+        );
+        assert!(parse_levels("a", 1..=8).is_err());
+    }
+}

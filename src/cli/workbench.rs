@@ -1,0 +1,92 @@
+//! `thinkbench` and `thinkbench open FILE.json`: the interactive workbench.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use crate::app::Overrides;
+use crate::runner::{self, RunOptions};
+use crate::session::{self, Session};
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct WorkbenchArgs {
+    /// Model directory (Hugging Face layout); default: the built-in model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where sessions are saved; default: the platform data dir (e.g. ~/.local/share/thinkbench/sessions).
+    #[arg(long)]
+    pub sessions_dir: Option<PathBuf>,
+    /// Draw below the prompt instead of on the alternate screen; finished messages go into the
+    /// terminal's scrollback.
+    #[arg(long)]
+    pub inline: bool,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Close the thought after this many reasoning tokens (default: unlimited).
+    #[arg(long)]
+    pub think_budget: Option<usize>,
+    /// Longest reply in tokens, thought included (default: generation_config.json, else 1024).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature (default: generation_config.json; 0 is greedy).
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Opens the workbench; with `open`, on a saved session (whose model is loaded too when its
+/// folder is still there, so the conversation can go on; the inspectors never need it).
+pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("the workbench needs a terminal; for scripts use `thinkbench generate --json`");
+    }
+    let model = match (open, &args.model) {
+        (_, Some(m)) => Some(m.clone()),
+        (Some(file), None) => {
+            // The folder it was recorded from, else the default model if it is the same
+            // checkpoint (example sessions recorded in another clone).
+            let recorded = Session::load(file)?.model;
+            recorded.and_then(|m| {
+                let default = super::demo::default_model();
+                if m.dir.join("config.json").is_file() {
+                    Some(m.dir)
+                } else if crate::runtime::engine::checkpoint_hash(&default) == m.checkpoint_hash {
+                    Some(default)
+                } else {
+                    None
+                }
+            })
+        }
+        (None, None) => Some(super::demo::default_model()),
+    };
+    let sessions_dir = args
+        .sessions_dir
+        .clone()
+        .or_else(session::default_dir)
+        .unwrap_or_else(|| PathBuf::from("thinkbench-sessions"));
+    runner::run(RunOptions {
+        model,
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        threads: args.threads,
+        sessions_dir,
+        inline: args.inline,
+        open: open.map(Path::to_path_buf),
+        overrides: Overrides {
+            temperature: args.temperature,
+            max_tokens: args.max_tokens,
+            think_budget: args.think_budget,
+            seed: args.seed,
+        },
+    })
+}

@@ -1,0 +1,319 @@
+//! The event loop that joins the terminal, the engine thread and the app:
+//! `tokio::select!` over key presses, engine events, signals and a frame tick. Every input
+//! becomes an `Action` for `App::update`; the `Command`s it returns are carried out here (the only
+//! place with I/O besides the engine). Redraws are driven by changes and rate-limited: a key press
+//! is drawn at once, streamed tokens at most once per frame.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossterm::event::{Event, EventStream};
+use futures_util::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::app::{Action, App, Command, EngineState, Overrides};
+use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, Job};
+use crate::session::{self, Session};
+use crate::tui;
+
+/// Streamed tokens redraw at most this often.
+const FRAME: Duration = Duration::from_millis(33);
+/// Unsaved changes are written at least this often.
+const AUTOSAVE: Duration = Duration::from_secs(15);
+
+pub struct RunOptions {
+    /// The model to load (none: read-only, for `open`).
+    pub model: Option<PathBuf>,
+    pub device: String,
+    pub dtype: String,
+    pub threads: Option<i32>,
+    pub sessions_dir: PathBuf,
+    pub inline: bool,
+    /// A session file to open.
+    pub open: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+pub fn run(opts: RunOptions) -> Result<()> {
+    let session = match &opts.open {
+        Some(p) => Session::load(p)?,
+        None => Session::new(session::now_secs()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the event loop")?;
+    rt.block_on(run_loop(opts, session))
+}
+
+struct Runner {
+    engine: Option<Engine>,
+    cancels: HashMap<u64, Arc<AtomicBool>>,
+    sessions_dir: PathBuf,
+    term: tui::Term,
+    inline: bool,
+    started: Instant,
+    last_save: Instant,
+}
+
+async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
+    let (tx, mut engine_rx) = mpsc::unbounded_channel::<EngineEvent>();
+    let (engine, state) = match &opts.model {
+        Some(dir) => {
+            let name = dir.file_name().map_or(dir.display().to_string(), |n| {
+                n.to_string_lossy().into_owned()
+            });
+            let engine = Engine::spawn(
+                EngineConfig {
+                    model_dir: dir.clone(),
+                    device: opts.device.clone(),
+                    dtype: opts.dtype.clone(),
+                    threads: opts.threads,
+                },
+                tx,
+            );
+            (Some(engine), EngineState::Loading(name))
+        }
+        None => (None, EngineState::Absent),
+    };
+    let opened = opts.open.is_some();
+    let mut app = App::new(session, state, opts.overrides.clone());
+    if opened {
+        // A reopened session starts on its last reply, ready for the inspectors.
+        app.update(Action::FocusTranscript);
+    }
+    let term = tui::init(opts.inline).context("set up the terminal")?;
+    let mut r = Runner {
+        engine,
+        cancels: HashMap::new(),
+        sessions_dir: opts.sessions_dir.clone(),
+        term,
+        inline: opts.inline,
+        started: Instant::now(),
+        last_save: Instant::now(),
+    };
+    let result = r.event_loop(&mut app, &mut engine_rx).await;
+    // Whatever happened, the session is saved and the terminal given back.
+    r.save(&mut app);
+    tui::restore();
+    for c in r.cancels.values() {
+        c.store(true, Ordering::Relaxed);
+    }
+    if let Some(e) = r.engine.take() {
+        e.shutdown_within(Duration::from_secs(3));
+    }
+    result
+}
+
+impl Runner {
+    async fn event_loop(
+        &mut self,
+        app: &mut App,
+        engine_rx: &mut mpsc::UnboundedReceiver<EngineEvent>,
+    ) -> Result<()> {
+        let mut input = EventStream::new();
+        let mut tick = tokio::time::interval(FRAME);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut dirty = true;
+        let mut last_draw = Instant::now() - FRAME;
+        let mut engine_open = true;
+        self.draw(app)?;
+        loop {
+            let mut draw_now = false;
+            tokio::select! {
+                biased;
+                ev = input.next() => match ev {
+                    Some(Ok(ev)) => {
+                        self.clock(app);
+                        if let Some(a) = terminal_action(ev) {
+                            let cmds = app.update(a);
+                            self.execute(app, cmds)?;
+                        }
+                        draw_now = true;
+                    }
+                    Some(Err(e)) => return Err(e).context("read the terminal"),
+                    None => break,
+                },
+                _ = sigterm.recv() => break,
+                _ = sighup.recv() => break,
+                _ = sigint.recv() => break,
+                ev = engine_rx.recv(), if engine_open => match ev {
+                    Some(ev) => {
+                        self.clock(app);
+                        let mut cmds = app.update(Action::Engine(ev));
+                        // Take everything already waiting before drawing once.
+                        for _ in 0..512 {
+                            match engine_rx.try_recv() {
+                                Ok(ev) => cmds.extend(app.update(Action::Engine(ev))),
+                                Err(_) => break,
+                            }
+                        }
+                        self.execute(app, cmds)?;
+                        dirty = true;
+                    }
+                    None => engine_open = false,
+                },
+                _ = tick.tick() => {
+                    self.clock(app);
+                    // Elapsed-time counters move while generating; notices expire.
+                    if app.generating.is_some() || app.notice.is_some() {
+                        dirty = true;
+                    }
+                    if app.unsaved && self.last_save.elapsed() >= AUTOSAVE {
+                        self.save(app);
+                    }
+                }
+            }
+            if app.quit {
+                break;
+            }
+            if draw_now || (dirty && last_draw.elapsed() >= FRAME) {
+                self.draw(app)?;
+                last_draw = Instant::now();
+                dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn clock(&self, app: &mut App) {
+        app.update(Action::Clock(self.started.elapsed().as_secs_f64()));
+    }
+
+    fn draw(&mut self, app: &App) -> Result<()> {
+        self.term
+            .draw(|f| crate::ui::draw(f, app))
+            .context("draw")?;
+        Ok(())
+    }
+
+    fn save(&mut self, app: &mut App) {
+        self.last_save = Instant::now();
+        if app.session.conversation.thread().is_empty() {
+            return;
+        }
+        app.session.updated = session::timestamp(session::now_secs());
+        match app.session.save(&self.sessions_dir) {
+            Ok(_) => app.unsaved = false,
+            Err(e) => app.notice(format!("autosave failed: {e}")),
+        }
+    }
+
+    /// Carries out commands; results come back to the app as actions (which may ask for more).
+    fn execute(&mut self, app: &mut App, cmds: Vec<Command>) -> Result<()> {
+        let mut queue: std::collections::VecDeque<Command> = cmds.into();
+        while let Some(cmd) = queue.pop_front() {
+            let follow_up = match cmd {
+                Command::Generate(spec) => {
+                    let job = spec.job;
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    self.cancels.retain(|_, c| !c.load(Ordering::Relaxed));
+                    self.cancels.insert(job, cancel.clone());
+                    let sent = self
+                        .engine
+                        .as_ref()
+                        .is_some_and(|e| e.submit(Job::Generate { spec, cancel }));
+                    (!sent).then(|| {
+                        Action::Engine(EngineEvent::Failed {
+                            job,
+                            error: "the engine is not running".into(),
+                        })
+                    })
+                }
+                Command::Cancel(job) => {
+                    if let Some(c) = self.cancels.get(&job) {
+                        c.store(true, Ordering::Relaxed);
+                    }
+                    None
+                }
+                Command::Save => {
+                    self.save(app);
+                    None
+                }
+                Command::ListSessions => Some(Action::Sessions(session::list(&self.sessions_dir))),
+                Command::OpenSession(path) => Some(match Session::load(&path) {
+                    Ok(s) => Action::Opened(Box::new(s)),
+                    Err(e) => Action::Notice(e.to_string()),
+                }),
+                Command::DeleteSession(path) => {
+                    Some(Action::Notice(match std::fs::remove_file(&path) {
+                        Ok(()) => format!("deleted {}", path.display()),
+                        Err(e) => format!("{}: {e}", path.display()),
+                    }))
+                }
+                Command::RenameSession { path, name } => {
+                    Some(Action::Notice(match rename_file(&path, &name) {
+                        Ok(()) => format!("renamed to “{name}”"),
+                        Err(e) => e.to_string(),
+                    }))
+                }
+                Command::Export => Some(Action::Notice(match self.export(app) {
+                    Ok(p) => format!("exported to {}", p.display()),
+                    Err(e) => format!("export failed: {e:#}"),
+                })),
+                Command::Copy(text) => {
+                    if let Err(e) = tui::copy_to_clipboard(&text) {
+                        app.notice(format!("copy failed: {e}"));
+                    }
+                    None
+                }
+                Command::Transcribe(node) => {
+                    if self.inline {
+                        self.transcribe(app, node)?;
+                    }
+                    None
+                }
+                Command::Quit => {
+                    app.quit = true;
+                    None
+                }
+            };
+            if let Some(a) = follow_up {
+                queue.extend(app.update(a));
+            }
+        }
+        Ok(())
+    }
+
+    fn export(&self, app: &App) -> Result<PathBuf> {
+        let path = self.sessions_dir.join(format!("{}.md", app.session.id));
+        std::fs::create_dir_all(&self.sessions_dir)?;
+        session::write_atomic(&path, app.session.to_markdown().as_bytes())?;
+        Ok(path)
+    }
+
+    /// Inline mode: a finished message goes into the terminal's own scrollback.
+    fn transcribe(&mut self, app: &App, node: usize) -> Result<()> {
+        let width = self.term.size()?.width as usize;
+        let lines = crate::ui::transcript::plain_lines(app, node, width);
+        let n = lines.len() as u16;
+        self.term.insert_before(n, |buf| {
+            use ratatui::widgets::Widget;
+            ratatui::widgets::Paragraph::new(lines).render(buf.area, buf);
+        })?;
+        Ok(())
+    }
+}
+
+fn rename_file(path: &Path, name: &str) -> Result<(), session::SessionError> {
+    let mut s = Session::load(path)?;
+    s.name = name.to_string();
+    session::write_atomic(path, s.to_json().as_bytes())
+}
+
+fn terminal_action(ev: Event) -> Option<Action> {
+    match ev {
+        Event::Key(k) => Some(Action::Key(k)),
+        Event::Paste(s) => Some(Action::Paste(s)),
+        // A resize needs no action: the draw that follows every input event adapts.
+        _ => None,
+    }
+}

@@ -1,0 +1,437 @@
+//! The engine thread: the one owner of the model's weights and tokenizer while the workbench runs.
+//!
+//! `tch::Tensor` is `Send` but not `Sync`, so the model lives on one thread and everything else
+//! talks to it with plain data: [`Job`]s go in over a channel, [`EngineEvent`]s come out. A
+//! [`PrefixCache`] stays on the thread between jobs, so the next chat turn, a regeneration, an
+//! edit of a late message or a "keep thinking" only runs the model over tokens it has not seen.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::model::{parse_device, DType, Model};
+use crate::runtime::{generate_cached, GenEvent, GenerateRequest, PrefixCache, SamplingParams};
+use crate::text::{ChatMessage, TextCodec};
+use crate::trace::{FinishReason, GenStats, PromptToken, TokenRecord};
+
+/// What the workbench needs to know about the loaded model (plain data, saved with sessions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The model folder's name.
+    pub id: String,
+    pub dir: PathBuf,
+    pub model_type: String,
+    /// A fingerprint of config.json and the weight files (see [`checkpoint_hash`]).
+    pub checkpoint_hash: String,
+    pub device: String,
+    pub dtype: String,
+    pub num_layers: usize,
+    /// Decoder layers with routed experts.
+    #[serde(default)]
+    pub moe_layers: Vec<usize>,
+    #[serde(default)]
+    pub n_experts: usize,
+    /// Experts chosen per token.
+    #[serde(default)]
+    pub top_k: usize,
+    /// `max_position_embeddings`: the context the conversation must fit in.
+    pub context: usize,
+    #[serde(default)]
+    pub eos_ids: Vec<u32>,
+    /// `<think>` and `</think>`.
+    #[serde(default)]
+    pub think_ids: Option<(u32, u32)>,
+    /// Sampling defaults from generation_config.json (R1's recommendation where it is silent).
+    pub sampling: SamplingParams,
+    /// generation_config.json's `max_new_tokens`, if any.
+    #[serde(default)]
+    pub max_new_tokens: Option<usize>,
+}
+
+/// What to generate: the reply to the last user message of `messages`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenSpec {
+    /// The caller's id for this job; every event about it carries it.
+    pub job: u64,
+    /// The conversation so far, ending with a user message. Assistant messages carry only their
+    /// answer (R1's template drops earlier reasoning; so do we).
+    pub messages: Vec<ChatMessage>,
+    /// Token ids of the reply generated so far, fed after the template's generation prompt
+    /// ("keep thinking" continues a thought from here). Empty for a fresh reply.
+    pub continue_from: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    pub think_budget: Option<usize>,
+    pub top_logprobs: usize,
+}
+
+/// A job for the engine thread.
+pub enum Job {
+    Generate {
+        spec: GenSpec,
+        /// Set to stop the job; checked before every decode step.
+        cancel: Arc<AtomicBool>,
+    },
+}
+
+/// What the engine thread reports. Plain data only.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// The model is loaded and ready for jobs.
+    Ready(Box<ModelInfo>),
+    /// Loading failed; no job will run.
+    LoadFailed(String),
+    /// The prompt of `job` went through the model. `reused` of its tokens came from the cache.
+    Prompt {
+        job: u64,
+        tokens: Vec<PromptToken>,
+        reused: usize,
+    },
+    /// One generated token, with the text of each of its top alternatives.
+    Token {
+        job: u64,
+        token: TokenRecord,
+        top_text: Vec<String>,
+    },
+    Finished {
+        job: u64,
+        reason: FinishReason,
+        stats: GenStats,
+    },
+    /// The job could not run or broke off; one line.
+    Failed { job: u64, error: String },
+}
+
+/// How to load the model.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model_dir: PathBuf,
+    pub device: String,
+    pub dtype: String,
+    pub threads: Option<i32>,
+}
+
+/// The UI side's handle. Dropping it (or [`Engine::shutdown`]) ends the thread once the running
+/// job stops.
+pub struct Engine {
+    jobs: Option<std::sync::mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the thread; it loads the model first and reports `Ready` or `LoadFailed`.
+    pub fn spawn(config: EngineConfig, events: UnboundedSender<EngineEvent>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("thinkbench-engine".into())
+            .spawn(move || engine_main(config, rx, events))
+            .expect("spawn the engine thread");
+        Self {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a job; false if the engine thread is gone.
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Closes the job channel and waits for the thread to finish its current job.
+    pub fn shutdown(mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Engine {
+    /// Like [`Engine::shutdown`], but gives up waiting after `limit` (a job that ignores its cancel
+    /// flag, e.g. a long prefill, must not hold the terminal hostage).
+    pub fn shutdown_within(mut self, limit: std::time::Duration) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let until = std::time::Instant::now() + limit;
+            while !t.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the channel is enough: the thread ends after its current job. Not joined here
+        // so that a quitting UI never waits on a long prefill.
+        self.jobs.take();
+    }
+}
+
+fn engine_main(
+    config: EngineConfig,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    events: UnboundedSender<EngineEvent>,
+) {
+    let loaded = std::panic::catch_unwind(|| load(&config));
+    let (model, codec, info) = match loaded {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            let _ = events.send(EngineEvent::LoadFailed(one_line(&format!("{e:#}"))));
+            return;
+        }
+        Err(p) => {
+            let _ = events.send(EngineEvent::LoadFailed(panic_text(&p)));
+            return;
+        }
+    };
+    let _ = events.send(EngineEvent::Ready(Box::new(info.clone())));
+    let mut prefix = PrefixCache::new();
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Generate { spec, cancel } => {
+                let job = spec.job;
+                let run = std::panic::AssertUnwindSafe(|| {
+                    run_job(&model, &codec, &info, &spec, &cancel, &mut prefix, &events)
+                });
+                let ev = match std::panic::catch_unwind(run) {
+                    Ok(Ok((reason, stats))) => EngineEvent::Finished { job, reason, stats },
+                    Ok(Err(e)) => EngineEvent::Failed {
+                        job,
+                        error: one_line(&format!("{e:#}")),
+                    },
+                    Err(p) => {
+                        // A libtorch exception surfaces as a panic; the cache may be half-written.
+                        prefix.clear();
+                        EngineEvent::Failed {
+                            job,
+                            error: panic_text(&p),
+                        }
+                    }
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, ModelInfo)> {
+    use anyhow::Context;
+    if let Some(t) = config.threads {
+        tch::set_num_threads(t.max(1));
+    }
+    let dtype = DType::parse(&config.dtype)
+        .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", config.dtype))?;
+    let device = parse_device(&config.device)?;
+    let codec = TextCodec::load(&config.model_dir)?;
+    let model = Model::load(&config.model_dir, dtype, device)?;
+    let info = model_info(&model, &codec, &config.device, &config.model_dir);
+    Ok((model, codec, info))
+}
+
+fn model_info(model: &Model, codec: &TextCodec, device: &str, dir: &Path) -> ModelInfo {
+    let defaults = codec.generation_defaults();
+    let base = SamplingParams::default();
+    let sampling = SamplingParams {
+        temperature: defaults.temperature.map_or(base.temperature, |t| t as f32),
+        top_p: defaults.top_p.map_or(base.top_p, |p| p as f32),
+        top_k: defaults.top_k.map_or(base.top_k, |k| k as usize),
+        min_p: defaults.min_p.map_or(base.min_p, |p| p as f32),
+        repetition_penalty: defaults.repetition_penalty.map_or(1.0, |p| p as f32),
+        seed: 0,
+    };
+    let mut eos_ids = codec.eos_ids().to_vec();
+    for id in model.config.eos_ids() {
+        if !eos_ids.contains(&id) {
+            eos_ids.push(id);
+        }
+    }
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    ModelInfo {
+        id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string()),
+        checkpoint_hash: checkpoint_hash(&dir),
+        dir,
+        model_type: model.config.model_type.name().to_string(),
+        device: device.to_string(),
+        dtype: model.dtype.name().to_string(),
+        num_layers: model.num_layers(),
+        moe_layers: model.moe_layers(),
+        n_experts: model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts),
+        top_k: model.config.moe.as_ref().map_or(0, |m| m.top_k),
+        context: model.config.raw.max_position_embeddings.unwrap_or(4096),
+        eos_ids,
+        think_ids: codec.think_ids(),
+        sampling,
+        max_new_tokens: defaults.max_new_tokens,
+    }
+}
+
+fn run_job(
+    model: &Model,
+    codec: &TextCodec,
+    info: &ModelInfo,
+    spec: &GenSpec,
+    cancel: &AtomicBool,
+    prefix: &mut PrefixCache,
+    events: &UnboundedSender<EngineEvent>,
+) -> anyhow::Result<(FinishReason, GenStats)> {
+    let mut prompt_ids = codec.encode_chat(&spec.messages, true)?.ids;
+    prompt_ids.extend_from_slice(&spec.continue_from);
+    let room = info.context.saturating_sub(prompt_ids.len());
+    if room == 0 {
+        anyhow::bail!(
+            "the conversation ({} tokens) fills the model's context of {} tokens; start a new session or edit an earlier message",
+            prompt_ids.len(),
+            info.context
+        );
+    }
+    let reused = prefix
+        .ids()
+        .iter()
+        .zip(&prompt_ids)
+        .take_while(|(a, b)| a == b)
+        .count()
+        .min(prompt_ids.len() - 1);
+    let req = GenerateRequest {
+        max_new_tokens: spec.max_new_tokens.min(room),
+        sampling: spec.sampling.clone(),
+        eos_ids: info.eos_ids.clone(),
+        ignore_eos: false,
+        stop_strings: Vec::new(),
+        top_logprobs: spec.top_logprobs,
+        trace_routing: true,
+        n: 1,
+        think_budget: spec.think_budget,
+        ..GenerateRequest::new(prompt_ids)
+    };
+    let job = spec.job;
+    let mut on_event = |ev: GenEvent| {
+        let _ = match ev {
+            GenEvent::Prompt(tokens) => events.send(EngineEvent::Prompt {
+                job,
+                tokens: tokens.to_vec(),
+                reused,
+            }),
+            GenEvent::Token { token, .. } => events.send(EngineEvent::Token {
+                job,
+                top_text: token
+                    .top
+                    .iter()
+                    .map(|&(id, _)| codec.token_text(id))
+                    .collect(),
+                token: token.clone(),
+            }),
+        };
+    };
+    let gen = generate_cached(model, Some(codec), &req, prefix, cancel, &mut on_event)?;
+    let reason = gen
+        .completions
+        .first()
+        .map_or(FinishReason::Length, |c| c.finish_reason);
+    Ok((reason, gen.stats))
+}
+
+/// A cheap fingerprint of a checkpoint: FNV-1a over config.json and, for every weight file, its
+/// name, size, safetensors header (every tensor's name, dtype, shape and offsets) and last MiB.
+/// Reading whole multi-gigabyte files at every start would be too slow; this still changes when
+/// the weights are retrained or swapped.
+pub fn checkpoint_hash(dir: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut h = Fnv::new();
+    if let Ok(bytes) = std::fs::read(dir.join("config.json")) {
+        h.write(&bytes);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for path in files {
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        h.write(path.file_name().unwrap_or_default().as_encoded_bytes());
+        h.write(&size.to_le_bytes());
+        let mut len = [0u8; 8];
+        if f.read_exact(&mut len).is_ok() {
+            let n = u64::from_le_bytes(len).min(64 << 20);
+            let mut header = vec![0u8; n as usize];
+            if f.read_exact(&mut header).is_ok() {
+                h.write(&header);
+            }
+        }
+        let tail = size.min(1 << 20);
+        if f.seek(SeekFrom::Start(size - tail)).is_ok() {
+            let mut buf = Vec::with_capacity(tail as usize);
+            if f.take(tail).read_to_end(&mut buf).is_ok() {
+                h.write(&buf);
+            }
+        }
+    }
+    format!("fnv1a64:{:016x}", h.0)
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    let msg = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into());
+    one_line(&format!("engine error: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_changes_with_the_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let mut st = 8u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{\"a\":1} ");
+        st.extend_from_slice(&[1, 2, 3, 4]);
+        std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
+        let a = checkpoint_hash(dir.path());
+        assert!(a.starts_with("fnv1a64:"));
+        assert_eq!(a, checkpoint_hash(dir.path()));
+        *st.last_mut().unwrap() = 5;
+        std::fs::write(dir.path().join("model.safetensors"), &st).unwrap();
+        assert_ne!(a, checkpoint_hash(dir.path()));
+    }
+}

@@ -1,0 +1,426 @@
+//! Evaluation on a task's held-out problems through the one decode loop (`runtime::generate`):
+//! accuracy, format-correct rate, reasoning length, all by difficulty level, and for MoE models
+//! the expert load (share of routed slots per expert per layer) read from the routing trace.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+
+use super::balance::{layer_loads, LayerLoad, LoadCounter};
+use super::task::{content_hash, Example, Split, Task};
+use crate::model::Model;
+use crate::runtime::{generate, GenerateRequest, SamplingParams};
+use crate::text::{ChatMessage, TextCodec};
+use crate::trace::FinishReason;
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub n: usize,
+    pub seed: u64,
+    /// Levels cycled through (problem i has level `levels[i % len]`).
+    pub levels: Vec<u32>,
+    pub max_new_tokens: usize,
+    /// 0: greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub split: Split,
+}
+
+/// One graded completion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub level: u32,
+    pub prompt: String,
+    pub answer: String,
+    pub completion: String,
+    pub extracted: Option<String>,
+    pub correct: bool,
+    pub format_ok: bool,
+    /// Generated tokens before `</think>` (all of them if it never closed).
+    pub reasoning_tokens: usize,
+    pub generated_tokens: usize,
+    /// Ran out of tokens before end-of-sentence.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LevelReport {
+    pub level: u32,
+    pub n: usize,
+    pub accuracy: f64,
+    pub format_rate: f64,
+    pub mean_reasoning_tokens: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalReport {
+    pub task: String,
+    pub split: &'static str,
+    pub n: usize,
+    pub seed: u64,
+    pub temperature: f32,
+    pub accuracy: f64,
+    pub format_rate: f64,
+    pub mean_reasoning_tokens: f64,
+    pub mean_generated_tokens: f64,
+    pub truncated_rate: f64,
+    pub by_level: Vec<LevelReport>,
+    /// Empty for dense models.
+    pub expert_load: Vec<LayerLoad>,
+    /// The smallest expert load over the mean, across layers (1: even; 0: an unused expert).
+    pub min_expert_load_over_mean: Option<f64>,
+    pub seconds: f64,
+}
+
+/// The problems of an evaluation: problem `i` is drawn at `levels[i % len]` from its own seeded
+/// stream, so the first k problems are the same whatever n is.
+pub fn problems(task: &dyn Task, opts: &EvalOptions) -> Vec<Example> {
+    (0..opts.n)
+        .map(|i| {
+            let mut rng = StdRng::seed_from_u64(content_hash(&[opts.seed, 0xE7A1, i as u64]));
+            let level = opts.levels[i % opts.levels.len()];
+            task.sample(&mut rng, level, opts.split)
+        })
+        .collect()
+}
+
+/// Generates for one problem and grades it; routing of the prompt and every generated token is
+/// added to `load`.
+pub fn run_one(
+    model: &Model,
+    codec: &TextCodec,
+    task: &dyn Task,
+    ex: &Example,
+    opts: &EvalOptions,
+    sample_seed: u64,
+    load: &mut LoadCounter,
+) -> Result<Scored, String> {
+    let prompt = codec
+        .encode_chat(&[ChatMessage::user(ex.prompt.clone())], true)
+        .map_err(|e| e.to_string())?;
+    let mut eos_ids = codec.eos_ids().to_vec();
+    for id in model.config.eos_ids() {
+        if !eos_ids.contains(&id) {
+            eos_ids.push(id);
+        }
+    }
+    let req = GenerateRequest {
+        max_new_tokens: opts.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: opts.temperature,
+            top_p: opts.top_p,
+            seed: sample_seed,
+            ..SamplingParams::greedy()
+        },
+        eos_ids,
+        top_logprobs: 0,
+        trace_routing: !model.moe_layers().is_empty(),
+        ..GenerateRequest::new(prompt.ids)
+    };
+    let gen = generate(
+        model,
+        Some(codec),
+        &req,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .map_err(|e| e.to_string())?;
+    for t in &gen.prompt {
+        for r in &t.routing {
+            load.add(r.layer, &r.experts);
+        }
+    }
+    let c = &gen.completions[0];
+    for t in &c.tokens {
+        for r in &t.routing {
+            load.add(r.layer, &r.experts);
+        }
+    }
+    let close = codec.think_ids().map(|(_, close)| close);
+    let reasoning_tokens = c
+        .tokens
+        .iter()
+        .position(|t| Some(t.id) == close)
+        .unwrap_or(c.tokens.len());
+    let finished = c.finish_reason == FinishReason::Stop;
+    Ok(score(
+        task,
+        ex,
+        &c.text,
+        finished,
+        reasoning_tokens,
+        c.tokens.len(),
+    ))
+}
+
+/// Grades one completion.
+pub fn score(
+    task: &dyn Task,
+    ex: &Example,
+    completion: &str,
+    finished: bool,
+    reasoning_tokens: usize,
+    generated_tokens: usize,
+) -> Scored {
+    let g = task.grade(ex, completion, finished);
+    Scored {
+        level: ex.level,
+        prompt: ex.prompt.clone(),
+        answer: ex.answer.clone(),
+        completion: completion.to_string(),
+        extracted: g.extracted,
+        correct: g.correct,
+        format_ok: g.format_ok,
+        reasoning_tokens,
+        generated_tokens,
+        truncated: !finished,
+    }
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        s / n as f64
+    }
+}
+
+fn rate(items: &[&Scored], f: impl Fn(&Scored) -> bool) -> f64 {
+    mean(items.iter().map(|s| f64::from(u8::from(f(s)))))
+}
+
+/// Aggregates graded completions (and the load counts) into the report.
+pub fn summarize(
+    task: &str,
+    opts: &EvalOptions,
+    items: &[Scored],
+    load: &LoadCounter,
+    seconds: f64,
+) -> EvalReport {
+    let all: Vec<&Scored> = items.iter().collect();
+    let mut levels: Vec<u32> = items.iter().map(|s| s.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let by_level = levels
+        .into_iter()
+        .map(|level| {
+            let these: Vec<&Scored> = items.iter().filter(|s| s.level == level).collect();
+            LevelReport {
+                level,
+                n: these.len(),
+                accuracy: rate(&these, |s| s.correct),
+                format_rate: rate(&these, |s| s.format_ok),
+                mean_reasoning_tokens: mean(these.iter().map(|s| s.reasoning_tokens as f64)),
+            }
+        })
+        .collect();
+    let expert_load = layer_loads(&load.counts);
+    let min_expert_load_over_mean = expert_load.iter().map(|l| l.min_over_mean).reduce(f64::min);
+    EvalReport {
+        task: task.to_string(),
+        split: match opts.split {
+            Split::HeldOut => "held_out",
+            Split::Train => "train",
+        },
+        n: items.len(),
+        seed: opts.seed,
+        temperature: opts.temperature,
+        accuracy: rate(&all, |s| s.correct),
+        format_rate: rate(&all, |s| s.format_ok),
+        mean_reasoning_tokens: mean(items.iter().map(|s| s.reasoning_tokens as f64)),
+        mean_generated_tokens: mean(items.iter().map(|s| s.generated_tokens as f64)),
+        truncated_rate: rate(&all, |s| s.truncated),
+        by_level,
+        expert_load,
+        min_expert_load_over_mean,
+        seconds,
+    }
+}
+
+/// Runs the whole evaluation; `progress(done, total)` is called after each problem.
+pub fn evaluate(
+    model: &Model,
+    codec: &TextCodec,
+    task: &dyn Task,
+    opts: &EvalOptions,
+    progress: &mut dyn FnMut(usize, usize, &Scored),
+) -> Result<(EvalReport, Vec<Scored>), String> {
+    let t0 = Instant::now();
+    let experts = model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts);
+    let mut load = LoadCounter::new(experts);
+    let list = problems(task, opts);
+    let mut items = Vec::with_capacity(list.len());
+    for (i, ex) in list.iter().enumerate() {
+        let s = run_one(
+            model,
+            codec,
+            task,
+            ex,
+            opts,
+            content_hash(&[opts.seed, i as u64]),
+            &mut load,
+        )?;
+        progress(i + 1, list.len(), &s);
+        items.push(s);
+    }
+    let report = summarize(task.name(), opts, &items, &load, t0.elapsed().as_secs_f64());
+    Ok((report, items))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// The report as a plain-text table.
+pub fn render(report: &EvalReport, model: &str) -> String {
+    let mut out = String::new();
+    let mode = if report.temperature == 0.0 {
+        "greedy".to_string()
+    } else {
+        format!("temperature {}", report.temperature)
+    };
+    out.push_str(&format!(
+        "{model}: {} {} problems of {} (seed {}), {mode}, {:.1} s\n\n",
+        report.n,
+        report.split.replace('_', "-"),
+        report.task,
+        report.seed,
+        report.seconds
+    ));
+    out.push_str(&format!(
+        "accuracy {}   format {}   mean reasoning {:.1} tokens   truncated {}\n\n",
+        pct(report.accuracy),
+        pct(report.format_rate),
+        report.mean_reasoning_tokens,
+        pct(report.truncated_rate)
+    ));
+    out.push_str("level     n  accuracy    format  reasoning\n");
+    for l in &report.by_level {
+        out.push_str(&format!(
+            "{:>5} {:>5} {:>9} {:>9} {:>10.1}\n",
+            l.level,
+            l.n,
+            pct(l.accuracy),
+            pct(l.format_rate),
+            l.mean_reasoning_tokens
+        ));
+    }
+    if !report.expert_load.is_empty() {
+        let e = report.expert_load[0].share.len();
+        out.push_str(&format!(
+            "\nexpert load: share of routed slots per expert (even = {:.1}%)\nlayer",
+            100.0 / e as f64
+        ));
+        for i in 0..e {
+            out.push_str(&format!(" {:>5}", format!("e{i}")));
+        }
+        out.push_str("  min/mean  max/mean\n");
+        for l in &report.expert_load {
+            out.push_str(&format!("{:>5}", l.layer));
+            for s in &l.share {
+                out.push_str(&format!(" {:>5.1}", 100.0 * s));
+            }
+            out.push_str(&format!(
+                "  {:>8.2}  {:>8.2}\n",
+                l.min_over_mean,
+                l.max_violation + 1.0
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::task::arithmetic::Arithmetic;
+    use std::collections::BTreeMap;
+
+    fn opts() -> EvalOptions {
+        EvalOptions {
+            n: 4,
+            seed: 0,
+            levels: vec![1, 2],
+            max_new_tokens: 64,
+            temperature: 0.0,
+            top_p: 1.0,
+            split: Split::HeldOut,
+        }
+    }
+
+    #[test]
+    fn report_from_hand_built_completions() {
+        let eos = "<｜end▁of▁sentence｜>";
+        let ex = |level: u32, answer: &str| Example {
+            level,
+            prompt: "p".into(),
+            answer: answer.into(),
+            reasoning: String::new(),
+        };
+        let items = vec![
+            // right and well-formed
+            score(
+                &Arithmetic,
+                &ex(1, "7"),
+                &format!("r\n</think>\n\nThe answer is 7.{eos}"),
+                true,
+                10,
+                20,
+            ),
+            // wrong answer, good format
+            score(
+                &Arithmetic,
+                &ex(1, "8"),
+                &format!("r\n</think>\n\nThe answer is 9.{eos}"),
+                true,
+                30,
+                40,
+            ),
+            // right answer, chatter after it: correct but not well-formed
+            score(
+                &Arithmetic,
+                &ex(2, "12"),
+                &format!("r</think>The answer is 12. Sure?{eos}"),
+                true,
+                5,
+                9,
+            ),
+            // never closed its thought: truncated, wrong, bad format
+            score(&Arithmetic, &ex(2, "13"), "r r r r", false, 64, 64),
+        ];
+        let mut load = LoadCounter::new(4);
+        load.counts = BTreeMap::from([(1, vec![3, 1, 0, 4])]);
+        let r = summarize("arithmetic", &opts(), &items, &load, 1.0);
+        assert_eq!(r.n, 4);
+        assert_eq!(r.accuracy, 0.5);
+        assert_eq!(r.format_rate, 0.5);
+        assert_eq!(r.truncated_rate, 0.25);
+        assert_eq!(r.mean_reasoning_tokens, (10 + 30 + 5 + 64) as f64 / 4.0);
+        assert_eq!(r.by_level.len(), 2);
+        assert_eq!(r.by_level[0].accuracy, 0.5);
+        assert_eq!(r.by_level[0].format_rate, 1.0);
+        assert_eq!(r.by_level[1].accuracy, 0.5);
+        assert_eq!(r.by_level[1].format_rate, 0.0);
+        assert_eq!(r.by_level[1].mean_reasoning_tokens, 34.5);
+        assert_eq!(r.expert_load[0].share, vec![0.375, 0.125, 0.0, 0.5]);
+        assert_eq!(r.min_expert_load_over_mean, Some(0.0));
+        let table = render(&r, "m");
+        assert!(table.contains("accuracy 50.0%   format 50.0%"), "{table}");
+    }
+
+    #[test]
+    fn problems_are_held_out_and_cycle_levels() {
+        let mut o = opts();
+        o.n = 6;
+        let p = problems(&Arithmetic, &o);
+        let levels: Vec<u32> = p.iter().map(|e| e.level).collect();
+        assert_eq!(levels, vec![1, 2, 1, 2, 1, 2]);
+        // The first problems do not depend on n.
+        o.n = 2;
+        assert_eq!(problems(&Arithmetic, &o), p[..2].to_vec());
+    }
+}

@@ -1,0 +1,27 @@
+//! Training: the built-in model's recipe pieces, shared by SFT and GRPO.
+//!
+//! - `recipe`     recipes/*.toml -> typed structs; errors name the file and the key
+//! - `task`       problems with checkable answers, teacher traces, graders (`arithmetic`)
+//! - `tokenizer`  a byte-level BPE trained on the task corpus, with R1's special tokens and template
+//! - `init`       a new deepseek_v3 model: config.json and random weights under HF names
+//! - `data`       problems -> tokenised, right-padded batches with the loss mask
+//! - `optim`      AdamW on tensors (state saved and resumed exactly), clipping, the LR schedule
+//! - `balance`    auxiliary-loss-free expert balancing (router-bias nudges) and load statistics
+//! - `checkpoint` hub-layout model folders written atomically; trainer state for resume
+//! - `metrics`    the JSONL metrics log
+//! - `sft`        the supervised loop
+//! - `eval`       accuracy / format / reasoning length / expert load through the one decode loop
+//!
+//! No `tch::Tensor` leaves this module: callers get plain data (reports, summaries).
+
+pub mod balance;
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod init;
+pub mod metrics;
+pub mod optim;
+pub mod recipe;
+pub mod sft;
+pub mod task;
+pub mod tokenizer;

@@ -1,0 +1,917 @@
+//! Supervised fine-tuning on a task's teacher traces (distillation), with DeepSeek-V3's
+//! auxiliary-loss-free balancing, checkpoints, exact resume and a metrics log.
+//!
+//! One readable loop: draw the step's problems, tokenise, forward (the inference code, gradients
+//! on) in length-sorted micro-batches, cross-entropy on the completion tokens, clip, AdamW, nudge
+//! the router biases, log, checkpoint.
+//!
+//! Layout of the output folder:
+//!
+//! ```text
+//! <output_dir>/recipe.json            the recipe the run was started with
+//! <output_dir>/metrics.jsonl          one line per step (+ evaluations)
+//! <output_dir>/checkpoints/step-N/    complete model directories + optimizer and trainer state
+//! <output_dir>/eval.json              the final held-out evaluation
+//! ```
+//!
+//! Re-running the same command continues from the newest checkpoint; the result is identical to
+//! a run that was never interrupted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use tch::{Device, Kind};
+
+use super::balance::{layer_loads, nudge_biases, LoadCounter};
+use super::checkpoint::{
+    generation_config, latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors,
+    safetensors_bytes, step_dir_name, sweep_temporaries, AtomicDir,
+};
+use super::data::{encode, loss_sum, make_batch, micro_batches, Encoded, Sampler};
+use super::eval::{evaluate, render, EvalOptions};
+use super::init::{
+    config_json, deepseek_v3_weights, padded_vocab, parameter_counts, random_weights,
+};
+use super::metrics::MetricsLog;
+use super::optim::{lr_at, AdamW};
+use super::recipe::SftRecipe;
+use super::task::{self, Split, Task};
+use super::tokenizer;
+use crate::model::{DType, Model};
+use crate::text::TextCodec;
+
+/// How the caller wants the run to behave (not part of the recipe: it does not change results).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// No progress bar or compact lines (tests).
+    pub quiet: bool,
+    /// Stop after this optimiser step, with a checkpoint there (`--stop-after`; tests).
+    pub stop_after: Option<u64>,
+    /// Skip the final evaluation.
+    pub skip_eval: bool,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub output_dir: PathBuf,
+    pub steps_done: u64,
+    pub resumed_from: Option<u64>,
+    pub final_checkpoint: Option<PathBuf>,
+    pub exported_to: Option<PathBuf>,
+    pub train_seconds: f64,
+}
+
+/// The files of a model directory besides its weights, kept in memory for every checkpoint.
+struct ModelFiles {
+    config: Vec<u8>,
+    tokenizer: Vec<u8>,
+    tokenizer_config: Vec<u8>,
+    generation_config: Vec<u8>,
+}
+
+impl ModelFiles {
+    fn read(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).with_context(|| format!("{}", dir.join(name).display()))
+        };
+        let generation_config = match std::fs::read(dir.join("generation_config.json")) {
+            Ok(b) => b,
+            Err(_) => b"{}\n".to_vec(),
+        };
+        Ok(Self {
+            config: read("config.json")?,
+            tokenizer: read("tokenizer.json")?,
+            tokenizer_config: read("tokenizer_config.json")?,
+            generation_config,
+        })
+    }
+
+    fn write_into(&self, w: &AtomicDir) -> Result<()> {
+        w.write("config.json", &self.config)?;
+        w.write("tokenizer.json", &self.tokenizer)?;
+        w.write("tokenizer_config.json", &self.tokenizer_config)?;
+        w.write("generation_config.json", &self.generation_config)?;
+        Ok(())
+    }
+}
+
+/// Trainer state saved next to the weights.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct TrainerState {
+    /// Optimiser steps taken.
+    step: u64,
+    /// AdamW's bias-correction step count.
+    adam_t: u64,
+    /// The data position: the problems of step s are drawn from (seed, s), so the next step's
+    /// problems follow from `step` alone.
+    data_step: u64,
+    seed: u64,
+    tokens_seen: u64,
+    examples_seen: u64,
+    train_seconds: f64,
+}
+
+fn metadata() -> BTreeMap<String, String> {
+    BTreeMap::from([("format".to_string(), "pt".to_string())])
+}
+
+/// The first key at which two JSON values differ (for "this folder holds another recipe").
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                first_difference(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &p,
+                )
+            })
+        }
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            ".".into()
+        } else {
+            path.to_string()
+        }),
+    }
+}
+
+/// Checks that `dir` can be created and written, with one clear message if not.
+pub fn ensure_writable(dir: &Path, what: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow!("{what} {}: cannot create it: {e}", dir.display()))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| anyhow!("{what} {}: not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Builds the starting model directory of a from-scratch run: tokenizer trained on the task's
+/// corpus, config.json, random weights. Written with the checkpoint writer as `step-00000000`.
+fn write_initial_checkpoint(r: &SftRecipe, task: &dyn Task, target: &Path) -> Result<()> {
+    let arch = r
+        .model
+        .architecture
+        .as_ref()
+        .ok_or_else(|| anyhow!("model.architecture is required for init = \"scratch\""))?;
+    let tk = r
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| anyhow!("[tokenizer] is required for init = \"scratch\""))?;
+    // The corpus: problems of every training level, prompts and teacher completions as plain
+    // text, from a stream of their own.
+    let sampler = Sampler::new(task, &r.data.levels, None, r.seed ^ 0x70C0);
+    let mut texts = Vec::with_capacity(2 * tk.corpus_examples);
+    let mut step = 0;
+    while texts.len() < 2 * tk.corpus_examples {
+        for ex in sampler.step(step, 64) {
+            texts.push(ex.prompt.clone());
+            texts.push(ex.completion());
+        }
+        step += 1;
+    }
+    texts.truncate(2 * tk.corpus_examples);
+    let tok = tokenizer::train_bpe(texts.into_iter(), tk.vocab_size).map_err(|e| anyhow!(e))?;
+    let vocab = padded_vocab(tok.get_vocab_size(true));
+    let w = AtomicDir::begin(target)?;
+    tokenizer::write_files(w.path(), &tok, arch.max_position_embeddings)
+        .with_context(|| w.path().display().to_string())?;
+    w.write_json("config.json", &config_json(arch, vocab, 0, 1))?;
+    w.write_json("generation_config.json", &generation_config(0, 1))?;
+    let weights = random_weights(&deepseek_v3_weights(arch, vocab), r.seed);
+    w.write(
+        "model.safetensors",
+        &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
+    )?;
+    let state = TrainerState {
+        step: 0,
+        adam_t: 0,
+        data_step: 0,
+        seed: r.seed,
+        tokens_seen: 0,
+        examples_seen: 0,
+        train_seconds: 0.0,
+    };
+    w.write_json("trainer_state.json", &serde_json::to_value(&state)?)?;
+    w.commit()?;
+    Ok(())
+}
+
+struct Trainer<'a> {
+    r: &'a SftRecipe,
+    model: Model,
+    codec: TextCodec,
+    opt: AdamW,
+    files: ModelFiles,
+    ckpt_dir: PathBuf,
+    eos: u32,
+    pad: u32,
+}
+
+impl Trainer<'_> {
+    fn save(&self, state: &TrainerState) -> Result<PathBuf> {
+        let target = self.ckpt_dir.join(step_dir_name(state.step));
+        let w = AtomicDir::begin(&target)?;
+        self.files.write_into(&w)?;
+        let weights = model_tensors(&self.model.vars, Kind::Float);
+        w.write(
+            "model.safetensors",
+            &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
+        )?;
+        w.write(
+            "optimizer.safetensors",
+            &safetensors_bytes(&self.opt.state_tensors(), &BTreeMap::new())
+                .map_err(|e| anyhow!(e))?,
+        )?;
+        w.write_json("trainer_state.json", &serde_json::to_value(state)?)?;
+        w.commit()?;
+        prune_checkpoints(&self.ckpt_dir, self.r.train.keep_checkpoints);
+        Ok(target)
+    }
+
+    /// One optimiser step over `examples`; returns (mean loss per target token, grad norm,
+    /// target tokens, real tokens, load counts, whether the update was applied).
+    fn step(&mut self, examples: &[Encoded], lr: f64) -> StepOutcome {
+        let experts = self
+            .model
+            .config
+            .moe
+            .as_ref()
+            .map_or(0, |m| m.n_routed_experts);
+        let mut counter = LoadCounter::new(experts);
+        self.opt.zero_grad();
+        let total_targets: usize = examples
+            .iter()
+            .map(|e| e.ids.len() - e.prompt_len)
+            .sum::<usize>()
+            .max(1);
+        let mut loss_total = 0.0;
+        let mut tokens = 0;
+        for mb in micro_batches(examples, self.r.train.micro_batch_size) {
+            let batch = make_batch(&mb, self.pad, self.model.device);
+            counter.real = batch.real.clone();
+            let mut cache = self.model.new_cache();
+            let logits = self
+                .model
+                .forward(&batch.ids, &mut cache, &mut counter, true);
+            let loss = loss_sum(&logits, &batch.targets) / total_targets as f64;
+            loss.backward();
+            loss_total += loss.double_value(&[]);
+            tokens += batch.tokens;
+        }
+        let norm = self.opt.clip_grad_norm(self.r.optimizer.grad_clip);
+        let applied = loss_total.is_finite() && norm.is_finite();
+        if applied {
+            self.opt.step(lr);
+            nudge_biases(
+                &self.model,
+                &counter.counts,
+                self.r.balance.bias_update_rate,
+            );
+        }
+        StepOutcome {
+            loss: loss_total,
+            grad_norm: norm,
+            target_tokens: total_targets,
+            tokens,
+            counts: counter.counts,
+            applied,
+        }
+    }
+}
+
+struct StepOutcome {
+    loss: f64,
+    grad_norm: f64,
+    target_tokens: usize,
+    tokens: usize,
+    counts: BTreeMap<usize, Vec<u64>>,
+    applied: bool,
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// Runs (or resumes) an SFT recipe.
+pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
+    if let Some(t) = r.train.threads {
+        tch::set_num_threads(t);
+    }
+    let task = task::by_name(&r.data.task).map_err(|e| anyhow!("data.task: {e}"))?;
+    let out = r.output_dir.clone();
+    ensure_writable(&out, "output_dir")?;
+    if let Some(export) = &r.export_to {
+        let parent = export
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        ensure_writable(parent, "export_to's folder")?;
+    }
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).with_context(|| ckpt_dir.display().to_string())?;
+    sweep_temporaries(&ckpt_dir);
+
+    // The folder belongs to one recipe: resuming under a different one would mix two runs.
+    let recipe_json = serde_json::to_value(r)?;
+    let recipe_path = out.join("recipe.json");
+    match std::fs::read_to_string(&recipe_path) {
+        Ok(text) => {
+            let before: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", recipe_path.display()))?;
+            let mut a = before.clone();
+            let mut b = recipe_json.clone();
+            // Lengthening a run (train.steps), or changing where it is exported or how it is
+            // evaluated, does not change what the steps so far computed.
+            for v in [&mut a, &mut b] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("export_to");
+                    o.remove("eval");
+                    if let Some(t) = o.get_mut("train").and_then(Value::as_object_mut) {
+                        t.remove("steps");
+                        t.remove("log_every");
+                        t.remove("checkpoint_every");
+                        t.remove("keep_checkpoints");
+                    }
+                }
+            }
+            if let Some(key) = first_difference(&a, &b, "") {
+                bail!(
+                    "output_dir {} holds a run of a different recipe (key {key} differs); delete the folder or choose another output_dir",
+                    out.display()
+                );
+            }
+        }
+        Err(_) => {
+            let w = serde_json::to_string_pretty(&recipe_json)?;
+            super::checkpoint::write_synced(&recipe_path, format!("{w}\n").as_bytes())
+                .with_context(|| recipe_path.display().to_string())?;
+        }
+    }
+
+    // Start: the newest checkpoint, else a new model.
+    let (start_dir, resumed_from) = match latest_checkpoint(&ckpt_dir) {
+        Some((step, dir)) => (dir, Some(step)),
+        None => {
+            if r.model.init == "scratch" {
+                let target = ckpt_dir.join(step_dir_name(0));
+                write_initial_checkpoint(r, task.as_ref(), &target)?;
+                (target, None)
+            } else {
+                (PathBuf::from(&r.model.init), None)
+            }
+        }
+    };
+    let state: TrainerState = match std::fs::read_to_string(start_dir.join("trainer_state.json")) {
+        Ok(text) if resumed_from.is_some() || r.model.init == "scratch" => {
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: bad trainer state",
+                    start_dir.join("trainer_state.json").display()
+                )
+            })?
+        }
+        _ => TrainerState {
+            step: 0,
+            adam_t: 0,
+            data_step: 0,
+            seed: r.seed,
+            tokens_seen: 0,
+            examples_seen: 0,
+            train_seconds: 0.0,
+        },
+    };
+    let model = Model::load(&start_dir, DType::F32, Device::Cpu)?;
+    let codec = TextCodec::load(&start_dir)?;
+    let files = ModelFiles::read(&start_dir)?;
+    let mut opt = AdamW::new(model.vars.variables(), &r.optimizer);
+    let opt_file = start_dir.join("optimizer.safetensors");
+    if state.step > 0 && opt_file.exists() {
+        let tensors = read_safetensors(&opt_file).map_err(|e| anyhow!(e))?;
+        opt.load_state(tensors, state.adam_t)
+            .map_err(|e| anyhow!("{}: {e}", opt_file.display()))?;
+    }
+    let eos = codec
+        .eos_ids()
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow!("{}: the tokenizer has no eos_token", start_dir.display()))?;
+    let mut trainer = Trainer {
+        r,
+        model,
+        codec,
+        opt,
+        files,
+        ckpt_dir: ckpt_dir.clone(),
+        eos,
+        pad: eos,
+    };
+
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.step)
+        .with_context(|| out.join("metrics.jsonl").display().to_string())?;
+    let sampler = Sampler::new(
+        task.as_ref(),
+        &r.data.levels,
+        r.data.level_weights.as_deref(),
+        r.seed,
+    );
+    let total = r.train.steps;
+    let (params, active) = match &r.model.architecture {
+        Some(a) => parameter_counts(a, trainer.model.vocab_size()),
+        None => {
+            let n: i64 = trainer
+                .model
+                .vars
+                .variables()
+                .values()
+                .map(|t| t.numel() as i64)
+                .sum();
+            (n as u64, n as u64)
+        }
+    };
+    if !opts.quiet {
+        eprintln!(
+            "train {}: {} ({} parameters, {} active per token), {} steps of {} sequences, {}",
+            r.name,
+            match resumed_from {
+                Some(s) => format!("resuming from step {s} ({})", start_dir.display()),
+                None => format!("starting from {}", start_dir.display()),
+            },
+            human(params as f64),
+            human(active as f64),
+            total,
+            r.train.batch_size,
+            log.path().display()
+        );
+    }
+
+    let pb = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        pb.set_position(state.step);
+        pb
+    };
+    let say = |line: String| {
+        if opts.quiet {
+        } else if pb.is_hidden() {
+            println!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
+
+    let mut st = state.clone();
+    let mut last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
+    let mut bad_steps = 0;
+    let run_t0 = Instant::now();
+    let seconds_before = st.train_seconds;
+    for step in st.step..total {
+        let t0 = Instant::now();
+        let examples: Vec<Encoded> = sampler
+            .step(step, r.train.batch_size)
+            .iter()
+            .map(|ex| encode(&trainer.codec, ex, trainer.eos))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!(e))?;
+        let lr = lr_at(step, total, &r.optimizer);
+        let out_step = trainer.step(&examples, lr);
+        let dt = t0.elapsed().as_secs_f64();
+        st.step = step + 1;
+        st.data_step = step + 1;
+        st.adam_t = trainer.opt.t;
+        st.tokens_seen += out_step.tokens as u64;
+        st.examples_seen += examples.len() as u64;
+        st.train_seconds = seconds_before + run_t0.elapsed().as_secs_f64();
+        if out_step.applied {
+            bad_steps = 0;
+        } else {
+            bad_steps += 1;
+            say(format!(
+                "step {}: loss {} / grad norm {}: not finite, update skipped",
+                st.step, out_step.loss, out_step.grad_norm
+            ));
+            if bad_steps >= 5 {
+                bail!("5 steps in a row had a non-finite loss or gradient; stopping (last good checkpoint: {})",
+                    last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string()));
+            }
+        }
+        let loads = layer_loads(&out_step.counts);
+        let min_load = loads.iter().map(|l| l.min_over_mean).reduce(f64::min);
+        let max_vio = loads.iter().map(|l| l.max_violation).reduce(f64::max);
+        let record = json!({
+            "step": st.step,
+            "loss": out_step.loss,
+            "lr": lr,
+            "grad_norm": out_step.grad_norm,
+            "skipped": !out_step.applied,
+            "tokens": out_step.tokens,
+            "target_tokens": out_step.target_tokens,
+            "tokens_per_s": out_step.tokens as f64 / dt,
+            "step_time_s": dt,
+            "elapsed_s": st.train_seconds,
+            "expert_load_min_over_mean": min_load,
+            "expert_load_max_violation": max_vio,
+            "expert_load": loads.iter().map(|l| json!({
+                "layer": l.layer,
+                "share": l.share.iter().map(|&s| round4(s)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        log.write(&record)?;
+        pb.set_position(st.step);
+        pb.set_message(format!("loss {:.4}", out_step.loss));
+        if st.step.is_multiple_of(r.train.log_every) || st.step == total {
+            say(format!(
+                "step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad {:.3}  {:.0} tok/s  {:.2} s/step  expert load min/mean {}",
+                st.step,
+                out_step.loss,
+                lr,
+                out_step.grad_norm,
+                out_step.tokens as f64 / dt,
+                dt,
+                min_load.map_or("-".into(), |m| format!("{m:.2}")),
+            ));
+        }
+        if st.step.is_multiple_of(r.train.checkpoint_every) || st.step == total {
+            let p = trainer.save(&st)?;
+            log.write(
+                &json!({"event": "checkpoint", "step": st.step, "path": p.display().to_string()}),
+            )?;
+            last_ckpt = Some(p);
+        }
+        if let Some(e) = r
+            .eval
+            .as_ref()
+            .and_then(|e| e.every.map(|every| (e, every)))
+        {
+            if st.step.is_multiple_of(e.1) && st.step < total {
+                let report = run_eval(
+                    &trainer,
+                    task.as_ref(),
+                    r,
+                    e.0.n.min(64),
+                    e.0.max_new_tokens,
+                )?;
+                log.write(
+                    &json!({"event": "eval", "step": st.step, "accuracy": report.accuracy,
+                    "format_rate": report.format_rate, "n": report.n}),
+                )?;
+                say(format!(
+                    "step {}: held-out accuracy {:.1}% (n={})",
+                    st.step,
+                    100.0 * report.accuracy,
+                    report.n
+                ));
+            }
+        }
+        if opts.stop_after == Some(st.step) {
+            // A graceful stop: checkpoint here (unless just done) so the run resumes from it.
+            if !st.step.is_multiple_of(r.train.checkpoint_every) {
+                last_ckpt = Some(trainer.save(&st)?);
+            }
+            pb.abandon();
+            return Ok(RunSummary {
+                output_dir: out,
+                steps_done: st.step,
+                resumed_from,
+                final_checkpoint: last_ckpt,
+                exported_to: None,
+                train_seconds: st.train_seconds,
+            });
+        }
+    }
+    pb.finish_and_clear();
+    let final_dir = match last_ckpt {
+        Some(p) => p,
+        None => trainer.save(&st)?,
+    };
+    if !opts.quiet {
+        eprintln!(
+            "trained {} steps in {:.1} min ({} tokens); checkpoint {}",
+            st.step,
+            st.train_seconds / 60.0,
+            human(st.tokens_seen as f64),
+            final_dir.display()
+        );
+    }
+    let exported_to = match &r.export_to {
+        Some(dst) => {
+            export(&final_dir, dst, &r.model.save_dtype)?;
+            if !opts.quiet {
+                eprintln!("exported the model to {}", dst.display());
+            }
+            Some(dst.clone())
+        }
+        None => None,
+    };
+    // A finished run that is run again re-exports but does not evaluate again.
+    let already_evaluated = resumed_from == Some(total) && out.join("eval.json").exists();
+    if let (Some(e), false) = (&r.eval, opts.skip_eval || already_evaluated) {
+        let report = run_eval(&trainer, task.as_ref(), r, e.n, e.max_new_tokens)?;
+        log.write(
+            &json!({"event": "eval", "step": st.step, "accuracy": report.accuracy,
+            "format_rate": report.format_rate, "n": report.n,
+            "min_expert_load_over_mean": report.min_expert_load_over_mean}),
+        )?;
+        let path = out.join("eval.json");
+        super::checkpoint::write_synced(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        if !opts.quiet {
+            println!("{}", render(&report, &final_dir.display().to_string()));
+        }
+    }
+    Ok(RunSummary {
+        output_dir: out,
+        steps_done: st.step,
+        resumed_from,
+        final_checkpoint: Some(final_dir),
+        exported_to,
+        train_seconds: st.train_seconds,
+    })
+}
+
+fn run_eval(
+    t: &Trainer,
+    task: &dyn Task,
+    r: &SftRecipe,
+    n: usize,
+    max_new_tokens: usize,
+) -> Result<super::eval::EvalReport> {
+    let opts = EvalOptions {
+        n,
+        seed: r.seed,
+        levels: task.levels().collect(),
+        max_new_tokens,
+        temperature: 0.0,
+        top_p: 1.0,
+        split: Split::HeldOut,
+    };
+    let (report, _) =
+        evaluate(&t.model, &t.codec, task, &opts, &mut |_, _, _| {}).map_err(|e| anyhow!(e))?;
+    Ok(report)
+}
+
+/// Copies a checkpoint's model (no trainer state) to `dst`, atomically, in `save_dtype`.
+pub fn export(ckpt: &Path, dst: &Path, save_dtype: &str) -> Result<()> {
+    let model = Model::load(ckpt, DType::F32, Device::Cpu)?;
+    let kind = if save_dtype == "bf16" {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
+    let w = AtomicDir::begin(dst)?;
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        w.copy_from(ckpt, name)?;
+    }
+    let mut config: Value = serde_json::from_slice(
+        &std::fs::read(ckpt.join("config.json")).with_context(|| ckpt.display().to_string())?,
+    )?;
+    config["torch_dtype"] = json!(if save_dtype == "bf16" {
+        "bfloat16"
+    } else {
+        "float32"
+    });
+    w.write_json("config.json", &config)?;
+    let weights = model_tensors(&model.vars, kind);
+    w.write(
+        "model.safetensors",
+        &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
+    )?;
+    w.commit()?;
+    Ok(())
+}
+
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::Checkpoint;
+    use crate::train::balance::{bias_deltas, bias_name};
+    use crate::train::recipe::{parse, Recipe, TEST_RECIPE};
+    use tch::Tensor;
+
+    fn recipe(out: &Path) -> SftRecipe {
+        let text = TEST_RECIPE
+            .replace(
+                "output_dir = \"runs/t\"",
+                &format!("output_dir = {:?}", out.display().to_string()),
+            )
+            .replace("keep_checkpoints = 2", "keep_checkpoints = 3");
+        let Recipe::Sft(r) = parse("test.toml", &text).unwrap();
+        r
+    }
+
+    fn quiet() -> RunOptions {
+        RunOptions {
+            quiet: true,
+            stop_after: None,
+            skip_eval: true,
+        }
+    }
+
+    fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+        let ck = Checkpoint::open(dir).unwrap();
+        let mut names: Vec<String> = ck.names().cloned().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let t = ck.read_raw(&n).unwrap();
+                (n, t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        let ra = recipe(&a);
+        let rb = recipe(&b);
+        let straight = run(&ra, &quiet()).unwrap();
+        assert_eq!(straight.steps_done, 4);
+        assert_eq!(straight.resumed_from, None);
+
+        let killed = run(
+            &rb,
+            &RunOptions {
+                stop_after: Some(3),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        assert_eq!(killed.steps_done, 3);
+        // Killed before step 3's checkpoint was written: the run must redo step 3 from step 2
+        // (and drop step 3's metrics line before logging it again).
+        std::fs::remove_dir_all(b.join("checkpoints").join(step_dir_name(3))).unwrap();
+        // A writer killed mid-checkpoint leaves a hidden folder; the resume must ignore it.
+        let junk = b.join("checkpoints").join(".step-00000003.tmp-1");
+        std::fs::create_dir_all(&junk).unwrap();
+        std::fs::write(junk.join("trainer_state.json"), b"{\"step\": 3}").unwrap();
+        let resumed = run(&rb, &quiet()).unwrap();
+        assert_eq!(resumed.resumed_from, Some(2));
+        assert_eq!(resumed.steps_done, 4);
+        assert!(!junk.exists(), "temporaries are swept");
+
+        let ca = a.join("checkpoints").join(step_dir_name(4));
+        let cb = b.join("checkpoints").join(step_dir_name(4));
+        let (wa, wb) = (weights(&ca), weights(&cb));
+        assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+        for (name, t) in &wa {
+            assert!(t.equal(&wb[name]), "{name} differs after resume");
+        }
+        let oa = std::fs::read(ca.join("optimizer.safetensors")).unwrap();
+        let ob = std::fs::read(cb.join("optimizer.safetensors")).unwrap();
+        assert!(oa == ob, "optimizer state differs after resume");
+        // The metrics logs agree step for step.
+        let loss = |dir: &Path| -> Vec<(u64, f64)> {
+            crate::train::metrics::read(&dir.join("metrics.jsonl"))
+                .unwrap()
+                .iter()
+                .filter(|v| v.get("loss").is_some())
+                .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+                .collect()
+        };
+        assert_eq!(loss(&a), loss(&b));
+        assert_eq!(loss(&a).len(), 4);
+
+        // Training moved every trainable weight, and the router biases (not trained by gradient)
+        // moved by the balancing nudges.
+        let w0 = weights(&a.join("checkpoints").join(step_dir_name(0)));
+        for (name, t) in &wa {
+            assert!(!t.equal(&w0[name]), "{name} did not change in 4 steps");
+        }
+
+        // A re-run of a finished recipe does nothing new; a different recipe in the same folder
+        // is refused with the key that differs.
+        let again = run(&ra, &quiet()).unwrap();
+        assert_eq!(again.resumed_from, Some(4));
+        let mut other = ra.clone();
+        other.optimizer.lr = 0.5;
+        let e = run(&other, &quiet()).unwrap_err().to_string();
+        assert!(e.contains("key optimizer.lr differs"), "{e}");
+    }
+
+    #[test]
+    fn the_initial_checkpoint_is_exactly_what_the_engine_loads() {
+        let root = tempfile::tempdir().unwrap();
+        let r = recipe(root.path());
+        let target = root.path().join("init");
+        write_initial_checkpoint(&r, &crate::train::task::arithmetic::Arithmetic, &target).unwrap();
+        let model = Model::load(&target, DType::F32, Device::Cpu).unwrap();
+        assert!(
+            model.unused_weights.is_empty(),
+            "{:?}",
+            model.unused_weights
+        );
+        let arch = r.model.architecture.as_ref().unwrap();
+        let spec = deepseek_v3_weights(arch, model.vocab_size());
+        let vars = model.vars.variables();
+        assert_eq!(vars.len(), spec.len());
+        for (name, shape, _) in &spec {
+            assert_eq!(&vars[name].size(), shape, "{name}");
+        }
+        assert_eq!(model.moe_layers(), vec![1]);
+        // Only the router bias is frozen.
+        let frozen: Vec<&String> = vars
+            .iter()
+            .filter(|(_, t)| !t.requires_grad())
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(frozen, vec![&bias_name(1)]);
+        // Same seed, same weights.
+        let again = root.path().join("init2");
+        write_initial_checkpoint(&r, &crate::train::task::arithmetic::Arithmetic, &again).unwrap();
+        assert_eq!(
+            std::fs::read(target.join("model.safetensors")).unwrap(),
+            std::fs::read(again.join("model.safetensors")).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(target.join("tokenizer.json")).unwrap(),
+            std::fs::read(again.join("tokenizer.json")).unwrap()
+        );
+    }
+
+    #[test]
+    fn nudged_biases_move_load_toward_the_starved_expert() {
+        let root = tempfile::tempdir().unwrap();
+        let r = recipe(root.path());
+        let target = root.path().join("init");
+        write_initial_checkpoint(&r, &crate::train::task::arithmetic::Arithmetic, &target).unwrap();
+        let model = Model::load(&target, DType::F32, Device::Cpu).unwrap();
+        let ids = Tensor::arange(200, (Kind::Int64, Device::Cpu))
+            .remainder(250)
+            .view([4, 50]);
+        let count = |model: &Model| {
+            let _g = tch::no_grad_guard();
+            let mut c = LoadCounter::new(4);
+            let _ = model.forward(&ids, &mut model.new_cache(), &mut c, false);
+            c.counts[&1].clone()
+        };
+        let before = count(&model);
+        let bias_before: Vec<f32> =
+            Vec::try_from(model.vars.variables()[&bias_name(1)].shallow_clone()).unwrap();
+        nudge_biases(&model, &BTreeMap::from([(1usize, before.clone())]), 0.05);
+        let bias_after: Vec<f32> =
+            Vec::try_from(model.vars.variables()[&bias_name(1)].shallow_clone()).unwrap();
+        let expect = bias_deltas(&before, 0.05);
+        for e in 0..4 {
+            assert!(
+                (bias_after[e] - bias_before[e] - expect[e]).abs() < 1e-7,
+                "expert {e}: {before:?} {bias_before:?} -> {bias_after:?}"
+            );
+        }
+        // One nudge moves tokens from the busiest expert to the starved one (all groups are kept
+        // in this config, so raising a score can only win its expert tokens).
+        let starved = (0..4).min_by_key(|&e| before[e]).unwrap();
+        let busiest = (0..4).max_by_key(|&e| before[e]).unwrap();
+        let after = count(&model);
+        assert!(after[starved] > before[starved], "{before:?} -> {after:?}");
+        assert!(after[busiest] < before[busiest], "{before:?} -> {after:?}");
+        assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn unwritable_output_folder_is_one_line() {
+        let mut r = recipe(Path::new("/proc/thinkbench-cannot-write"));
+        r.export_to = None;
+        let e = run(&r, &quiet()).unwrap_err().to_string();
+        assert!(
+            e.starts_with("output_dir /proc/thinkbench-cannot-write: cannot create it"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,220 @@
+//! The workbench end to end: the real binary in a pseudo-terminal with the stand-in model, read
+//! through a terminal emulator. Ask a question, see the reply stream and finish, open the routing
+//! view, quit, reopen the saved session and see the same routing.
+//!
+//! Every wait is for a condition on the screen, with a generous limit (the machine may be busy);
+//! nothing here measures time.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
+
+const ROWS: u16 = 30;
+const COLS: u16 = 100;
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Tui {
+    screen: Arc<Mutex<vt100::Parser>>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn Child + Send + Sync>,
+    _master: Box<dyn MasterPty + Send>,
+}
+
+impl Tui {
+    fn spawn(args: &[&str]) -> Self {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pty");
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_thinkbench"));
+        cmd.args(args);
+        cmd.env("TERM", "xterm-256color");
+        cmd.cwd(crate::common::repo());
+        let child = pty.slave.spawn_command(cmd).expect("spawn thinkbench");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("pty reader");
+        let writer = pty.master.take_writer().expect("pty writer");
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(ROWS, COLS, 0)));
+        let s = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        Self {
+            screen,
+            writer,
+            child,
+            _master: pty.master,
+        }
+    }
+
+    fn text(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    fn send(&mut self, bytes: &str) {
+        self.writer.write_all(bytes.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Waits until `cond` holds for the screen text; panics with the screen after `LIMIT`.
+    fn wait_for(&mut self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let t = self.text();
+            if cond(&t) {
+                return t;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("thinkbench exited ({status:?}) while waiting for {what}; screen:\n{t}");
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "timed out waiting for {what}; screen:\n{t}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_exit(&mut self) -> portable_pty::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "thinkbench did not exit; screen:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The routing map's rows (`L1 …`, `L2 …`) as shown on screen.
+fn routing_rows(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .filter_map(|l| {
+            // A map row starts at the pane's border: "│▶L1 " (the chosen layer) or "│ L2 ".
+            let i = ["│▶L1 ", "│ L1 ", "│▶L2 ", "│ L2 "]
+                .iter()
+                .find_map(|p| l.find(p))?;
+            let row = &l[i + '│'.len_utf8()..];
+            Some(row.trim_end().trim_end_matches('│').trim_end().to_string())
+        })
+        .collect()
+}
+
+/// The routing pane's first line: the selected token, its index and phase.
+fn token_header(screen: &str) -> String {
+    let line = screen
+        .lines()
+        .skip_while(|l| !l.contains("Routing: selected token"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no routing pane:\n{screen}"));
+    let inner = line
+        .trim_start_matches('│')
+        .trim_end()
+        .trim_end_matches('│')
+        .trim();
+    assert!(inner.contains('#'), "a token header: {inner:?}");
+    inner.to_string()
+}
+
+fn only_session(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "one session saved: {files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn chat_routing_quit_and_reopen() {
+    let model = crate::common::models_dir().join("deepseek_v3_qlora");
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().to_str().unwrap();
+    let mut tui = Tui::spawn(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--sessions-dir",
+        sessions,
+        "--think-budget",
+        "12",
+        "--max-tokens",
+        "40",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+    ]);
+    // Ready when the status line shows the model's context.
+    tui.wait_for("the model to load", |s| s.contains("ctx 0/256"));
+    tui.send("What is 17 + 25?");
+    tui.wait_for("the typed question", |s| s.contains("│What is 17 + 25?"));
+    tui.send("\r");
+    // The reply arrives token by token: its header counts them; it ends folded.
+    tui.wait_for("tokens to stream", |s| {
+        s.contains(" tok") && s.contains("▌ deepseek_v3_qlora")
+    });
+    let done = tui.wait_for("the reply to finish", |s| {
+        s.contains("▸ thought for") && s.contains("decode")
+    });
+    assert!(
+        done.contains("cut by the budget"),
+        "budget of 12 closes the thought:\n{done}"
+    );
+    // The routing view of the selected token.
+    tui.send("\t");
+    tui.send("r");
+    let live = tui.wait_for("the routing view", |s| {
+        s.contains("Routing: selected token") && routing_rows(s).len() == 2
+    });
+    let rows = routing_rows(&live);
+    let token_line = token_header(&live);
+    // Quit (Ctrl-Q): the session is saved on the way out.
+    tui.send("\x11");
+    assert!(tui.wait_exit().success());
+    let file = only_session(dir.path());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(saved["format"], "thinkbench-session/1");
+    drop(tui);
+
+    // Reopen it: the same token, the same routing, from the stored trace.
+    let mut tui = Tui::spawn(&["open", file.to_str().unwrap(), "--sessions-dir", sessions]);
+    tui.wait_for("the reopened transcript", |s| {
+        s.contains("What is 17 + 25?")
+    });
+    tui.send("r");
+    let again = tui.wait_for("the routing view", |s| {
+        s.contains("Routing: selected token") && routing_rows(s).len() == 2
+    });
+    assert_eq!(routing_rows(&again), rows, "screen:\n{again}");
+    assert_eq!(token_header(&again), token_line, "screen:\n{again}");
+    tui.send("q");
+    assert!(tui.wait_exit().success());
+}
