@@ -817,7 +817,9 @@ def top_entries(logprobs: torch.Tensor) -> list[list]:
     return [[int(i), float(v)] for i, v in zip(ids.tolist(), vals.tolist())]
 
 
-def check_logit_margins(logits: torch.Tensor, greedy_rows: list[int], n_tokens: int = N_TOKENS) -> float:
+def check_logit_margins(
+    logits: torch.Tensor, greedy_rows: list[int], n_tokens: int = N_TOKENS, top_gap: float = TOP_GAP
+) -> float:
     """Smallest neighbour gap in the top-6 at every row; raises if a greedy step is close to a tie or a
     padded (token-less) row reaches a top-5 list."""
     top = logits.topk(TOP_K + 1, dim=-1)
@@ -827,14 +829,20 @@ def check_logit_margins(logits: torch.Tensor, greedy_rows: list[int], n_tokens: 
     for r in greedy_rows:
         if gaps[r, 0].item() < GREEDY_GAP:
             raise Margins(f"greedy gap {gaps[r, 0].item():.3g}")
-    if gaps.min().item() < TOP_GAP:
+    if gaps.min().item() < top_gap:
         raise Margins(f"top-6 neighbour gap {gaps.min().item():.3g}")
     return gaps.min().item()
 
 
 @torch.no_grad()
 def run_cases(
-    model, cfg: dict, prompts: list[list[int]], new_tokens: int = NEW_TOKENS, n_tokens: int = N_TOKENS
+    model,
+    cfg: dict,
+    prompts: list[list[int]],
+    new_tokens: int = NEW_TOKENS,
+    n_tokens: int = N_TOKENS,
+    top_gap: float = TOP_GAP,
+    router_gap: float = ROUTER_GAP,
 ) -> tuple[list[dict], dict]:
     probe = RouterProbe(model, cfg) if any(is_moe_layer(cfg, i) for i in range(cfg["num_hidden_layers"])) else None
     stats = {"min_top_gap": math.inf}
@@ -846,7 +854,7 @@ def run_cases(
             if probe:
                 probe.begin()
             logits = model(input_ids=ids).logits[0].float()
-            stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(logits, [], n_tokens))
+            stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(logits, [], n_tokens, top_gap))
             logprobs = torch.log_softmax(logits, dim=-1)
             prompt_top = [top_entries(logprobs[p]) for p in range(len(prompt))]
             routing = []
@@ -868,7 +876,7 @@ def run_cases(
                 if probe:
                     probe.begin()
                 step_logits = model(input_ids=torch.tensor([seq], dtype=torch.long)).logits[0, -1:].float()
-                stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(step_logits, [0], n_tokens))
+                stats["min_top_gap"] = min(stats["min_top_gap"], check_logit_margins(step_logits, [0], n_tokens, top_gap))
                 lp = torch.log_softmax(step_logits[0], dim=-1)
                 nxt = int(step_logits[0].argmax().item())
                 generated.append({"id": nxt, "top": top_entries(lp)})
@@ -882,7 +890,7 @@ def run_cases(
         if probe:
             probe.remove()
     if probe:
-        if probe.min_gap < ROUTER_GAP:
+        if probe.min_gap < router_gap:
             raise Margins(f"router gap {probe.min_gap:.3g}")
         stats["min_router_gap"] = probe.min_gap
         stats["zero_fill_would_differ"] = probe.zero_fill_would_differ
@@ -1209,8 +1217,13 @@ BUILTIN_MODEL = ROOT / "models" / "thinkbench-tiny"
 BUILTIN_FIXTURE = FIXTURES / "builtin"
 BUILTIN_NEW_TOKENS = 40
 BUILTIN_CASES = 3
+# A trained model's far tail is crowded, so the neighbour gaps asked of its top-6 lists and router
+# choices are smaller than for the random fixtures; still some 100 times what float32 rounding
+# moves a logit between the two implementations.
+BUILTIN_TOP_GAP = 2e-4
+BUILTIN_ROUTER_GAP = 1e-4
 # Chat prompts tried in order; a prompt whose greedy steps, top-5 lists or routing decisions come
-# within the margins of a tie is skipped (float32 rounding could flip such a decision).
+# within those margins of a tie is skipped (float32 rounding could flip such a decision).
 BUILTIN_PROMPTS = [
     "What is 12 + 7?",
     "Compute 4821 - 397.",
@@ -1220,6 +1233,14 @@ BUILTIN_PROMPTS = [
     "What is 640 + 275?",
     "Compute 77 - 19.",
     "How much is 1234 + 8765?",
+    "Calculate 31 + 9.",
+    "What is 500 - 123?",
+    "How much is 8 + 8?",
+    "Compute 2024 + 76.",
+    "What is 999 - 1?",
+    "Calculate 45 + 67.",
+    "Hello! Who are you?",
+    "What is 7 - 3?",
 ]
 
 
@@ -1239,7 +1260,15 @@ def build_builtin_fixture() -> int:
         messages = [{"role": "user", "content": text}]
         ids = as_id_list(hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         try:
-            (case,), _ = run_cases(model, cfg, [ids], new_tokens=BUILTIN_NEW_TOKENS, n_tokens=n_tokens)
+            (case,), _ = run_cases(
+                model,
+                cfg,
+                [ids],
+                new_tokens=BUILTIN_NEW_TOKENS,
+                n_tokens=n_tokens,
+                top_gap=BUILTIN_TOP_GAP,
+                router_gap=BUILTIN_ROUTER_GAP,
+            )
         except Margins as why:
             print(f"  builtin: prompt {text!r} skipped ({why})")
             continue
