@@ -7,12 +7,12 @@ cd "$(dirname "$0")/.."
 bin=./target/release/thinkbench
 model=(); [[ -n "${MODEL:-}" ]] && model=(--model "$MODEL")
 mkdir -p sessions
-"$bin" record "${model[@]}" --out sessions/arithmetic.json --name "Arithmetic, with a regenerated branch" \
-  --think-budget 48 --max-tokens 96 --seed 1 --branches 1 \
-  "What is 17 + 25?" "Now explain the carry step."
+"$bin" record "${model[@]}" --out sessions/arithmetic.json --name "Two sums, with a regenerated branch" \
+  --max-tokens 256 --seed 1 --branches 1 \
+  "What is 4821 - 397?" "Compute 958 + 67."
 "$bin" record "${model[@]}" --out sessions/thinking-budget.json --name "A thought closed by the budget" \
-  --think-budget 16 --max-tokens 64 --seed 2 \
-  "Is 91 a prime number? Think it through."
-"$bin" record "${model[@]}" --out sessions/greedy.json --name "Greedy decoding" \
-  --temperature 0 --think-budget 32 --max-tokens 80 --seed 0 \
-  "Name three colours of the rainbow."
+  --think-budget 24 --max-tokens 128 --seed 2 \
+  "What is 123456 + 98765?"
+"$bin" record "${model[@]}" --out sessions/greedy.json --name "Greedy decoding, a 7-digit sum the model cannot do" \
+  --temperature 0 --max-tokens 320 --seed 0 \
+  "How much is 4718265 + 3904177?"

@@ -7,21 +7,21 @@ use anyhow::Result;
 
 use super::workbench::{self, WorkbenchArgs};
 
-/// The stand-in model until the built-in one ships: the tiny random deepseek_v3 parity fixture.
-/// The one place to switch the default model (a path relative to the repository).
-pub const STAND_IN_MODEL: &str = "tests/fixtures/models/deepseek_v3_qlora";
+/// The built-in model: a miniature R1 trained here by `thinkbench train recipes/tiny-sft.toml`
+/// (a path relative to the repository).
+pub const DEFAULT_MODEL: &str = "models/thinkbench-tiny";
 
-/// The default model folder: [`STAND_IN_MODEL`] found from the working directory, from the
+/// The default model folder: [`DEFAULT_MODEL`] found from the working directory, from the
 /// executable (`target/release/thinkbench` sits two levels under the repository) or from the
 /// source tree the binary was built from.
 pub fn default_model() -> PathBuf {
-    let mut candidates = vec![PathBuf::from(STAND_IN_MODEL)];
+    let mut candidates = vec![PathBuf::from(DEFAULT_MODEL)];
     if let Ok(exe) = std::env::current_exe() {
         for up in exe.ancestors().skip(1).take(4) {
-            candidates.push(up.join(STAND_IN_MODEL));
+            candidates.push(up.join(DEFAULT_MODEL));
         }
     }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(STAND_IN_MODEL));
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL));
     candidates
         .iter()
         .find(|p| p.join("config.json").is_file())

@@ -218,3 +218,222 @@ fn chat_routing_quit_and_reopen() {
     tui.send("q");
     assert!(tui.wait_exit().success());
 }
+
+mod engine {
+    //! The engine thread on the stand-in model: streaming, the thinking budget, prefix reuse
+    //! across turns, "keep thinking", cancellation and a context that is too long.
+
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use thinkbench::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job};
+    use thinkbench::runtime::SamplingParams;
+    use thinkbench::text::ChatMessage;
+    use thinkbench::trace::{FinishReason, PromptToken, TokenRecord};
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    struct Run {
+        prompt: Vec<PromptToken>,
+        reused: usize,
+        tokens: Vec<TokenRecord>,
+        end: Result<FinishReason, String>,
+    }
+
+    fn run(
+        engine: &Engine,
+        rx: &mut UnboundedReceiver<EngineEvent>,
+        spec: GenSpec,
+        cancel: bool,
+    ) -> Run {
+        let job = spec.job;
+        let flag = Arc::new(AtomicBool::new(cancel));
+        assert!(engine.submit(Job::Generate { spec, cancel: flag }));
+        let mut r = Run {
+            prompt: vec![],
+            reused: 0,
+            tokens: vec![],
+            end: Err(String::new()),
+        };
+        loop {
+            match rx.blocking_recv().expect("engine alive") {
+                EngineEvent::Prompt {
+                    job: j,
+                    tokens,
+                    reused,
+                } if j == job => {
+                    r.prompt = tokens;
+                    r.reused = reused;
+                }
+                EngineEvent::Token {
+                    job: j,
+                    token,
+                    top_text,
+                } if j == job => {
+                    assert_eq!(top_text.len(), token.top.len());
+                    r.tokens.push(token);
+                }
+                EngineEvent::Finished {
+                    job: j,
+                    reason,
+                    stats,
+                } if j == job => {
+                    assert_eq!(stats.generated_tokens, r.tokens.len());
+                    r.end = Ok(reason);
+                    return r;
+                }
+                EngineEvent::Failed { job: j, error } if j == job => {
+                    r.end = Err(error);
+                    return r;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    fn spec(job: u64, messages: Vec<ChatMessage>, budget: Option<usize>) -> GenSpec {
+        GenSpec {
+            job,
+            messages,
+            continue_from: vec![],
+            sampling: SamplingParams {
+                seed: 5,
+                ..SamplingParams::default()
+            },
+            max_new_tokens: 16,
+            think_budget: budget,
+            top_logprobs: 3,
+        }
+    }
+
+    #[test]
+    fn turns_budget_keep_thinking_cancel_and_overflow() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let engine = Engine::spawn(
+            EngineConfig {
+                model_dir: crate::common::models_dir().join("deepseek_v3_qlora"),
+                device: "cpu".into(),
+                dtype: "f32".into(),
+                threads: Some(1),
+            },
+            tx,
+        );
+        let info = match rx.blocking_recv() {
+            Some(EngineEvent::Ready(i)) => i,
+            other => panic!("expected Ready, got {other:?}"),
+        };
+        assert_eq!(info.moe_layers, vec![1, 2]);
+        assert_eq!((info.n_experts, info.top_k, info.context), (8, 2, 256));
+        let (open, close) = info.think_ids.expect("the fixture has <think> ids");
+        assert!(info.checkpoint_hash.starts_with("fnv1a64:"));
+
+        // Turn 1 with a budget of 4: four reasoning tokens, then the injected </think>.
+        let q = ChatMessage::user("What is 17 + 25?");
+        let first = run(&engine, &mut rx, spec(1, vec![q.clone()], Some(4)), false);
+        assert!(first.end.is_ok(), "{:?}", first.end);
+        assert_eq!(first.reused, 0);
+        let cut = first
+            .tokens
+            .iter()
+            .position(|t| t.forced)
+            .expect("the budget closed the thought");
+        assert_eq!(first.tokens[cut].id, close);
+        assert!(first.tokens[..cut]
+            .iter()
+            .all(|t| !t.forced && t.id != close));
+        assert!(
+            first.tokens.iter().all(|t| t.routing.len() == 2),
+            "every token is routed"
+        );
+
+        // Turn 2 shares the first turn's prefix: it is not recomputed.
+        let answer = ChatMessage::assistant("42");
+        let second = run(
+            &engine,
+            &mut rx,
+            spec(2, vec![q.clone(), answer, ChatMessage::user("Why?")], None),
+            false,
+        );
+        assert!(second.reused > 3, "reused {}", second.reused);
+        assert_eq!(
+            second.prompt[..second.reused]
+                .iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>(),
+            first.prompt[..second.reused]
+                .iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        );
+
+        // Keep thinking: the reply so far minus </think> is fed after the prompt.
+        let kept: Vec<u32> = first.tokens[..cut].iter().map(|t| t.id).collect();
+        let mut s = spec(3, vec![q.clone()], Some(4));
+        s.continue_from = kept.clone();
+        let more = run(&engine, &mut rx, s, false);
+        assert_eq!(more.prompt.len(), first.prompt.len() + kept.len());
+        assert!(more
+            .prompt
+            .last()
+            .is_some_and(|t| t.id == *kept.last().unwrap()));
+        assert_ne!(more.tokens.first().map(|t| t.id), Some(open));
+        assert!(more
+            .tokens
+            .first()
+            .is_some_and(|t| t.phase == thinkbench::trace::Phase::Think));
+
+        // Cancelled before the first step: no tokens, reason cancelled.
+        let stopped = run(&engine, &mut rx, spec(4, vec![q.clone()], None), true);
+        assert_eq!(stopped.end, Ok(FinishReason::Cancelled));
+        assert!(stopped.tokens.is_empty());
+
+        // Longer than the context: a one-line error, and the engine keeps serving.
+        let long = ChatMessage::user("word ".repeat(400));
+        let failed = run(&engine, &mut rx, spec(5, vec![long], None), false);
+        let e = failed.end.unwrap_err();
+        assert!(e.contains("context of 256 tokens"), "{e}");
+        assert!(run(&engine, &mut rx, spec(6, vec![q], None), false)
+            .end
+            .is_ok());
+        engine.shutdown();
+    }
+}
+
+/// Every example in `sessions/` opens without a model and its routing and token views draw.
+#[test]
+fn example_sessions_open_without_the_model() {
+    use ratatui::{backend::TestBackend, Terminal};
+    use thinkbench::app::{Action, App, EngineState, Overrides};
+    let dir = crate::common::repo().join("sessions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("sessions/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        seen += 1;
+        let s = thinkbench::session::Session::load(&path).unwrap();
+        assert!(s.conversation.token_count() > 0, "{}", path.display());
+        let mut app = App::new(s, EngineState::Absent, Overrides::default());
+        app.update(Action::FocusTranscript);
+        app.update(Action::ToggleRouting);
+        app.update(Action::ToggleTokens);
+        let mut t = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        t.draw(|f| thinkbench::ui::draw(f, &app)).unwrap();
+        let buf = t.backend().buffer();
+        let screen: String = (0..30)
+            .map(|y| (0..100).map(|x| buf[(x, y)].symbol()).collect::<String>() + "\n")
+            .collect();
+        assert!(
+            screen.contains("(read-only)"),
+            "{}:\n{screen}",
+            path.display()
+        );
+        assert!(screen.contains("▶L1 "), "{}:\n{screen}", path.display());
+        assert!(
+            screen.contains("H "),
+            "entropy strip: {}:\n{screen}",
+            path.display()
+        );
+    }
+    assert!(seen >= 3, "example sessions in {}", dir.display());
+}
