@@ -59,7 +59,7 @@ fn inspecting(mut app: App, colour: bool) -> App {
 
 fn latency_bench() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let model = format!("{repo}/{}", thinkbench::cli::demo::STAND_IN_MODEL);
+    let model = format!("{repo}/{}", thinkbench::cli::demo::DEFAULT_MODEL);
     let dir = std::env::temp_dir().join(format!("thinkbench-bench-{}", std::process::id()));
     let pty = portable_pty::native_pty_system()
         .openpty(portable_pty::PtySize {
