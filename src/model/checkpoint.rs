@@ -143,11 +143,18 @@ impl Checkpoint {
         let mut f = File::open(&info.file).map_err(|e| ModelError::io(&info.file, e))?;
         f.seek(SeekFrom::Start(info.start))
             .map_err(|e| ModelError::io(&info.file, e))?;
-        let mut buf = vec![0u8; (info.end - info.start) as usize];
-        f.read_exact(&mut buf)
-            .map_err(|e| ModelError::io(&info.file, e))?;
-        Tensor::f_from_data_size(&buf, &info.shape, info.dtype.kind())
-            .map_err(|e| ModelError::Tch(e.to_string()))
+        // Read straight into the tensor's own memory: going through a Vec and copying would add
+        // the largest tensor (the embedding) to the peak resident memory while loading.
+        let t = Tensor::f_empty(info.shape.as_slice(), (info.dtype.kind(), Device::Cpu))
+            .map_err(|e| ModelError::Tch(e.to_string()))?;
+        let len = (info.end - info.start) as usize;
+        debug_assert_eq!(len, t.numel() * info.dtype.size());
+        // SAFETY: `t` is a fresh, contiguous CPU tensor of exactly `len` bytes (the header check
+        // in `read_header` tied the byte range to shape × dtype size), owned here and not shared
+        // with any other thread while the slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, len) };
+        f.read_exact(bytes).map_err(|e| ModelError::io(&info.file, e))?;
+        Ok(t)
     }
 
     /// Reads a weight and converts it to `kind` on `device`. FP8 weights with a
