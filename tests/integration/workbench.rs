@@ -116,7 +116,7 @@ fn routing_rows(screen: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             // A map row starts at the pane's border: "│▶L1 " (the chosen layer) or "│ L2 ".
-            let i = ["│▶L1 ", "│ L1 ", "│▶L2 ", "│ L2 "]
+            let i = ["│▶L1 ", "│ L1 ", "│▶L2 ", "│ L2 ", "│▶L3 ", "│ L3 "]
                 .iter()
                 .find_map(|p| l.find(p))?;
             let row = &l[i + '│'.len_utf8()..];
@@ -154,7 +154,8 @@ fn only_session(dir: &Path) -> PathBuf {
 
 #[test]
 fn chat_routing_quit_and_reopen() {
-    let model = crate::common::models_dir().join("deepseek_v3_qlora");
+    // The built-in model, as `make run` opens it.
+    let model = crate::common::repo().join("models/thinkbench-tiny");
     let dir = tempfile::tempdir().unwrap();
     let sessions = dir.path().to_str().unwrap();
     let mut tui = Tui::spawn(&[
@@ -172,13 +173,13 @@ fn chat_routing_quit_and_reopen() {
         "1",
     ]);
     // Ready when the status line shows the model's context.
-    tui.wait_for("the model to load", |s| s.contains("ctx 0/256"));
+    tui.wait_for("the model to load", |s| s.contains("ctx 0/512"));
     tui.send("What is 17 + 25?");
     tui.wait_for("the typed question", |s| s.contains("│What is 17 + 25?"));
     tui.send("\r");
     // The reply arrives token by token: its header counts them; it ends folded.
     tui.wait_for("tokens to stream", |s| {
-        s.contains(" tok") && s.contains("▌ deepseek_v3_qlora")
+        s.contains(" tok") && s.contains("▌ thinkbench-tiny")
     });
     let done = tui.wait_for("the reply to finish", |s| {
         s.contains("▸ thought for") && s.contains("decode")
@@ -191,7 +192,7 @@ fn chat_routing_quit_and_reopen() {
     tui.send("\t");
     tui.send("r");
     let live = tui.wait_for("the routing view", |s| {
-        s.contains("Routing: selected token") && routing_rows(s).len() == 2
+        s.contains("Routing: selected token") && routing_rows(s).len() == 3
     });
     let rows = routing_rows(&live);
     let token_line = token_header(&live);
@@ -211,7 +212,7 @@ fn chat_routing_quit_and_reopen() {
     });
     tui.send("r");
     let again = tui.wait_for("the routing view", |s| {
-        s.contains("Routing: selected token") && routing_rows(s).len() == 2
+        s.contains("Routing: selected token") && routing_rows(s).len() == 3
     });
     assert_eq!(routing_rows(&again), rows, "screen:\n{again}");
     assert_eq!(token_header(&again), token_line, "screen:\n{again}");
