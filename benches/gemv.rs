@@ -49,7 +49,11 @@ fn main() {
         return;
     }
     let _g = tch::no_grad_guard();
-    println!("threads: libtorch {}; default pool for our kernels: {}", tch::get_num_threads(), gemv::threading_name());
+    println!(
+        "threads: libtorch {}; default pool for our kernels: {}",
+        tch::get_num_threads(),
+        gemv::threading_name()
+    );
     for s in sections {
         match s {
             1 => alone(min_time),
@@ -104,18 +108,31 @@ fn alone(min_time: Duration) {
         let f32s = if n * k <= 8960 * 1536 {
             let f = Weights::new(n, k, Kind::Float);
             let xf = Tensor::randn([1, k], (Kind::Float, CPU));
-            let r = race(min_time, &mut [&mut |i| f.call(i, |w| torch(&xf, w)), &mut |i| f.call(i, |w| ours(&xf, w))]);
+            let r = race(
+                min_time,
+                &mut [&mut |i| f.call(i, |w| torch(&xf, w)), &mut |i| {
+                    f.call(i, |w| ours(&xf, w))
+                }],
+            );
             format!("{:.1} | {:.1}", f.gbps(r[0]), f.gbps(r[1]))
         } else {
             "– | –".into()
         };
         let g = |s: f64| (n * k * 2) as f64 / s / 1e9;
-        println!("| {n}×{k} | {what} | {:.1} | {:.1} | {:.1} | {:.1} | {f32s} |", g(r[0]), g(r[1]), g(r[2]), g(r[3]));
+        println!(
+            "| {n}×{k} | {what} | {:.1} | {:.1} | {:.1} | {:.1} | {f32s} |",
+            g(r[0]),
+            g(r[1]),
+            g(r[2]),
+            g(r[3])
+        );
     }
 }
 
 fn after_parallel_op(min_time: Duration) {
-    println!("\n## 2. M = 1, bf16, each product right after an OpenMP-parallel libtorch op: µs per call");
+    println!(
+        "\n## 2. M = 1, bf16, each product right after an OpenMP-parallel libtorch op: µs per call"
+    );
     println!("(op: `a * b` on 65536 bf16 elements, above libtorch's grain size, so it runs on every thread;");
     println!(" GB/s in sequence = weight bytes / (op + product − op alone))");
     println!("| N×K | op alone | libtorch alone | ours alone | op + libtorch | op + ours | op + ours, own pool | GB/s in sequence: libtorch / ours / own pool |");
@@ -176,7 +193,12 @@ fn rows_of_x(min_time: Duration) {
         for w in &weights {
             let x = Tensor::randn([m, w.k], (w.kind, CPU));
             if gemv::try_linear(&x, &w.copies[0], None).is_some() {
-                let r = race(min_time, &mut [&mut |i| w.call(i, |w| torch(&x, w)), &mut |i| w.call(i, |w| ours(&x, w))]);
+                let r = race(
+                    min_time,
+                    &mut [&mut |i| w.call(i, |w| torch(&x, w)), &mut |i| {
+                        w.call(i, |w| ours(&x, w))
+                    }],
+                );
                 print!(" {:.0} | {:.0} |", r[0] * 1e6, r[1] * 1e6);
             } else {
                 let r = race(min_time, &mut [&mut |i| w.call(i, |w| torch(&x, w))]);
@@ -188,10 +210,13 @@ fn rows_of_x(min_time: Duration) {
 }
 
 fn decode_step(min_time: Duration) {
-    println!("\n## 4. A decode-shaped step: 28 layers of R1-Distill-Qwen-1.5B + lm_head, bf16, M = 1");
+    println!(
+        "\n## 4. A decode-shaped step: 28 layers of R1-Distill-Qwen-1.5B + lm_head, bf16, M = 1"
+    );
     let model = FakeModel::new();
     // None: libtorch; Some(own): our kernels on our own pool (true) or the default threads.
-    let mut candidates: Vec<(&str, Option<bool>)> = vec![("libtorch", None), ("ours, own pool", Some(true))];
+    let mut candidates: Vec<(&str, Option<bool>)> =
+        vec![("libtorch", None), ("ours, own pool", Some(true))];
     gemv::set_own_pool(false);
     if gemv::threading_name() == "openmp" {
         candidates.push(("ours, OpenMP pool", Some(false)));
@@ -207,14 +232,22 @@ fn decode_step(min_time: Duration) {
             }) as Box<dyn FnMut(usize)>
         })
         .collect();
-    let mut refs: Vec<&mut dyn FnMut(usize)> = steppers.iter_mut().map(|f| &mut **f as &mut dyn FnMut(usize)).collect();
+    let mut refs: Vec<&mut dyn FnMut(usize)> = steppers
+        .iter_mut()
+        .map(|f| &mut **f as &mut dyn FnMut(usize))
+        .collect();
     let r = race(min_time, &mut refs);
     gemv::set_enabled(true);
     gemv::set_own_pool(false);
     println!("| products by | time per step | steps/s | weight GB/s |");
     println!("|---|---|---|---|");
     for ((label, _), s) in candidates.iter().zip(r) {
-        println!("| {label} | {:.1} ms | {:.2} | {:.1} |", s * 1e3, 1.0 / s, model.bytes as f64 / s / 1e9);
+        println!(
+            "| {label} | {:.1} ms | {:.2} | {:.1} |",
+            s * 1e3,
+            1.0 / s,
+            model.bytes as f64 / s / 1e9
+        );
     }
 }
 
@@ -257,8 +290,15 @@ impl Weights {
     fn new(n: i64, k: i64, kind: Kind) -> Self {
         let bytes = (n * k) as usize * kind.elt_size_in_bytes();
         let count = WORKING_SET.div_ceil(bytes).max(1);
-        let copies = (0..count).map(|_| Tensor::randn([n, k], (Kind::Float, CPU)).to_kind(kind) * 0.02).collect();
-        Self { copies, k, kind, bytes }
+        let copies = (0..count)
+            .map(|_| Tensor::randn([n, k], (Kind::Float, CPU)).to_kind(kind) * 0.02)
+            .collect();
+        Self {
+            copies,
+            k,
+            kind,
+            bytes,
+        }
     }
 
     /// Calls `f` on copy `i` (cycling), discarding the result.
@@ -302,9 +342,19 @@ impl FakeModel {
             })
             .collect();
         let lm_head = Tensor::empty([151936, h], (Kind::BFloat16, CPU)).fill_(0.01);
-        let bytes = layers.iter().flatten().map(|(w, _)| w.numel() * 2).sum::<usize>() + lm_head.numel() * 2;
+        let bytes = layers
+            .iter()
+            .flatten()
+            .map(|(w, _)| w.numel() * 2)
+            .sum::<usize>()
+            + lm_head.numel() * 2;
         let cache = Tensor::randn([12, 128, 512], (Kind::BFloat16, CPU));
-        Self { layers, lm_head, cache, bytes }
+        Self {
+            layers,
+            lm_head,
+            cache,
+            bytes,
+        }
     }
 
     /// One step, the products going through `try_linear` (which falls back to libtorch when off).
@@ -314,7 +364,8 @@ impl FakeModel {
         };
         let norm = |x: &Tensor| {
             let xf = x.to_kind(Kind::Float);
-            (&xf * (xf.square().mean_dim(-1, true, Kind::Float) + 1e-6).rsqrt()).to_kind(Kind::BFloat16)
+            (&xf * (xf.square().mean_dim(-1, true, Kind::Float) + 1e-6).rsqrt())
+                .to_kind(Kind::BFloat16)
         };
         let mut h = Tensor::randn([1, 1, 1536], (Kind::BFloat16, CPU));
         for l in &self.layers {
@@ -322,12 +373,21 @@ impl FakeModel {
             let q = lin(&x, &l[0]);
             let _k = lin(&x, &l[1]);
             let _v = lin(&x, &l[2]);
-            let scores = q.view([12, 1, 128]).matmul(&self.cache).softmax(-1, Kind::Float);
-            let att = scores.to_kind(Kind::BFloat16).matmul(&self.cache.transpose(1, 2)).view([1, 1, 1536]);
+            let scores = q
+                .view([12, 1, 128])
+                .matmul(&self.cache)
+                .softmax(-1, Kind::Float);
+            let att = scores
+                .to_kind(Kind::BFloat16)
+                .matmul(&self.cache.transpose(1, 2))
+                .view([1, 1, 1536]);
             h += lin(&att, &l[3]);
             let x = norm(&h);
             h += lin(&(lin(&x, &l[4]).silu() * lin(&x, &l[5])), &l[6]);
         }
-        drop(black_box(lin(&norm(&h), &(self.lm_head.shallow_clone(), None))));
+        drop(black_box(lin(
+            &norm(&h),
+            &(self.lm_head.shallow_clone(), None),
+        )));
     }
 }

@@ -30,6 +30,10 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Run a training recipe (recipes/*.toml); re-running it resumes from the last checkpoint.
     Train(cli::train::TrainArgs),
+    /// Apply LoRA adapters (a GRPO checkpoint's) to a base model and write the merged model.
+    Merge(cli::merge::MergeArgs),
+    /// Score a completion with a GRPO recipe's rewards (the reward playground).
+    Reward(cli::reward::RewardArgs),
     /// Accuracy, format rate, reasoning length and expert load on a task's held-out problems.
     Eval(cli::eval::EvalArgs),
     /// Ask a model questions without the interface and save the conversation as a session.
@@ -51,6 +55,8 @@ fn main() -> ExitCode {
         Some(Command::Prompt(args)) => cli::prompt::run(args),
         Some(Command::Bench(args)) => cli::bench::run(args),
         Some(Command::Train(args)) => cli::train::run(args),
+        Some(Command::Reward(args)) => cli::reward::run(args),
+        Some(Command::Merge(args)) => cli::merge::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),
         Some(Command::Record(args)) => cli::record::run(args),
         Some(Command::Open { file, workbench }) => cli::workbench::run(workbench, Some(file)),

@@ -1,6 +1,6 @@
-//! `thinkbench train RECIPE`: runs a training recipe headless, with a progress bar, a compact line
-//! every few steps and a JSONL metrics log. Re-running the same command resumes from the newest
-//! checkpoint.
+//! `thinkbench train RECIPE`: runs a training recipe (SFT or GRPO) headless, with a progress bar, a
+//! compact line every few steps and a JSONL metrics log. Re-running the same command resumes from
+//! the newest checkpoint.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::train::recipe::{self, Recipe};
-use crate::train::sft;
+use crate::train::{grpo, sft};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -17,21 +17,44 @@ pub struct TrainArgs {
     /// Stop after this many optimiser steps (as if interrupted; the run resumes later).
     #[arg(long)]
     pub stop_after: Option<u64>,
-    /// Skip the held-out evaluation at the end.
+    /// Skip the held-out evaluations.
     #[arg(long)]
     pub no_eval: bool,
+    /// Insist on resuming: fail if the run has no checkpoint yet. (Without it, a re-run resumes
+    /// from the newest checkpoint anyway, and a new run starts from the recipe's model.)
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let recipe = recipe::load(&args.recipe)?;
     match recipe {
         Recipe::Sft(r) => {
+            if args.resume {
+                let ckpt = r.output_dir.join("checkpoints");
+                if crate::train::checkpoint::latest_checkpoint(&ckpt).is_none() {
+                    anyhow::bail!(
+                        "--resume: {} has no checkpoint to resume from",
+                        ckpt.display()
+                    );
+                }
+            }
             let opts = sft::RunOptions {
                 quiet: false,
                 stop_after: args.stop_after,
                 skip_eval: args.no_eval,
             };
             sft::run(&r, &opts)?;
+        }
+        Recipe::Grpo(r) => {
+            let opts = grpo::RunOptions {
+                quiet: false,
+                stop_after: args.stop_after,
+                skip_eval: args.no_eval,
+                require_checkpoint: args.resume,
+                cancel: None,
+            };
+            grpo::run(&r, &opts)?;
         }
     }
     Ok(())

@@ -8,12 +8,25 @@
 //! plain AVX-512 FMAs. Everything else (GPU tensors, f16, large `M`, anything autograd must see)
 //! falls back to libtorch: [`try_linear`] returns `None`.
 //!
-//! Threads: a small pool of helper threads, started on first use and kept for the life of the
-//! process, shares each product with the calling thread. Rows are handed out in chunks from an
-//! atomic counter, so the caller never sits idle waiting for a helper that the OS has not woken yet
-//! (or that lost its core to libtorch's OpenMP workers): whoever runs takes the next chunk. Between
-//! products the helpers spin for a short while, yielding the core each few microseconds so that an
-//! OpenMP worker that wants it gets it, and then park.
+//! Threads: by default the products run on libtorch's own OpenMP threads. The process already
+//! has libgomp loaded (libtorch's OpenMP runtime), so `GOMP_parallel`, the call GCC compiles
+//! `#pragma omp parallel` into, is looked up with `dlsym` and handed a closure: the very threads
+//! that run libtorch's parallel ops run ours, so the two never compete for the cores, an OpenMP
+//! worker still spinning after libtorch's last op picks up our product at once, and
+//! `tch::set_num_threads` applies to both. Where no OpenMP runtime is found (or with
+//! `THINKBENCH_GEMV_POOL=own`) a small pool of our own helper threads does the same job. Either
+//! way rows are handed out in chunks from an atomic counter, so a thread that starts late (not
+//! yet woken, or preempted by another process) leaves its share to the others.
+//!
+//! No environment variable is needed. libgomp's default wait policy (its workers spin for about
+//! 8 ms after each parallel region; it reads `OMP_WAIT_POLICY` / `GOMP_SPINCOUNT` when it is
+//! loaded, before `main`, so only the environment that starts the process can change it) is what
+//! makes handing it a product cheap: during decode its worker is nearly always still spinning.
+//! `OMP_WAIT_POLICY=passive` measured slower here (a futex wake per product). One hazard, shared
+//! with libtorch's own parallel ops: where the process gets only one core's worth of time (another
+//! busy process in a different cgroup, as on a shared build machine), libgomp's spinning master
+//! and worker can end up on the same core and each region then waits for a scheduler tick;
+//! `OMP_WAIT_POLICY=passive` or `THINKBENCH_GEMV_POOL=own` (whose threads yield) avoid that.
 //!
 //! `THINKBENCH_GEMV=off` (or [`set_enabled`]) turns the kernels off, for comparisons.
 
@@ -29,16 +42,18 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 /// Largest number of rows `M` (product of the leading dimensions of `x`) handled here, per weight
-/// dtype. Above this libtorch's matrix-matrix kernels are as fast or faster (measured with
-/// `cargo bench --bench gemv` on a 2-core AVX512-BF16 EPYC).
+/// dtype, from `cargo bench --bench gemv` (section 3) on a 2-core AVX512-BF16 EPYC: for bf16, at
+/// M = 16 ours matched libtorch on 8960×1536 and beat it by a fifth on 1536×8960 (the products
+/// turn compute-bound beyond that); libtorch's f32 path is slow at any M ≥ 2 (about 8 ms for
+/// 8960×1536 against our 2.5 ms at M = 4) and ours still led at M = 64.
 pub const MAX_ROWS_BF16: usize = 16;
-pub const MAX_ROWS_F32: usize = 4;
+pub const MAX_ROWS_F32: usize = 32;
 
 /// Weights smaller than this are multiplied on the calling thread alone: waking a helper costs
 /// more than it saves.
 const PARALLEL_MIN_BYTES: usize = 256 * 1024;
 
-/// How long an idle helper keeps looking for work before it parks.
+/// How long an idle helper of our own pool keeps looking for work before it parks.
 const SPIN: Duration = Duration::from_micros(500);
 
 /// Weight rows per kernel tile. The same `x` registers multiply `ROWS` weight rows at a time.
@@ -51,7 +66,7 @@ const XROWS: usize = 4;
 /// and the caller should use libtorch.
 ///
 /// Applies when: the CPU has AVX512F and AVX512-BF16; all tensors are on the CPU; `weight` is a
-/// contiguous `[N, K]` bf16 or f32 matrix; `x` has the same dtype, is contiguous, has `K` as its
+/// contiguous `[N, K]` bf16 or f32 matrix; `x` has the same dtype (any strides), has `K` as its
 /// last dimension and at most [`MAX_ROWS_BF16`] / [`MAX_ROWS_F32`] rows; `bias`, if any, is a
 /// contiguous `[N]` vector of the same dtype; and autograd does not need to record the product
 /// (grad mode is off, or no input requires grad). The result has `x`'s dtype; sums are f32 and the
@@ -90,7 +105,7 @@ fn try_linear_on(
     if m <= 0 || m as usize > max_rows {
         return None;
     }
-    if !x.is_contiguous() || !weight.is_contiguous() {
+    if !weight.is_contiguous() {
         return None;
     }
     if let Some(b) = bias {
@@ -101,6 +116,15 @@ fn try_linear_on(
     if needs_graph(x, weight, bias) {
         return None;
     }
+    // A strided x (a transposed attention output, say) is copied: at most MAX_ROWS × K elements,
+    // next to nothing beside the weight.
+    let x_copy;
+    let x = if x.is_contiguous() {
+        x
+    } else {
+        x_copy = x.contiguous();
+        &x_copy
+    };
     *shape.last_mut().expect("x has a last dimension") = n;
     let y = Tensor::empty(shape.as_slice(), (kind, Device::Cpu));
     let p = Product {
@@ -602,7 +626,6 @@ struct Shared {
     job: UnsafeCell<Job>,
     /// `sleeping[i]`: helper i is parked (or about to); the caller must unpark it.
     sleeping: Vec<AtomicBool>,
-    threads: OnceLock<Vec<Thread>>,
 }
 
 // SAFETY: `job` is accessed under the protocol described above; everything else is atomic.
@@ -625,7 +648,6 @@ fn pool() -> &'static Pool {
             state: AtomicU64::new(0),
             job: UnsafeCell::new(noop as Job),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            threads: OnceLock::new(),
         }));
         let mut helpers = Vec::with_capacity(n);
         for i in 0..n {
@@ -637,7 +659,6 @@ fn pool() -> &'static Pool {
                 Err(_) => break,
             }
         }
-        let _ = shared.threads.set(helpers.clone());
         Pool {
             shared,
             helpers,
@@ -836,6 +857,32 @@ mod tests {
     }
 
     #[test]
+    fn strided_x_is_copied_and_matches() {
+        if skip() {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        for kind in [Kind::BFloat16, Kind::Float] {
+            // x[3, 40] as the transpose of a [40, 3] tensor, and a column slice of a wider one.
+            let xt = Tensor::randn([40, 3], (Kind::Float, Device::Cpu))
+                .to_kind(kind)
+                .tr();
+            let xs = Tensor::randn([2, 80], (Kind::Float, Device::Cpu))
+                .to_kind(kind)
+                .narrow(1, 7, 40);
+            let w = (Tensor::randn([9, 40], (Kind::Float, Device::Cpu)) * 0.1).to_kind(kind);
+            for x in [xt, xs] {
+                assert!(!x.is_contiguous());
+                let y = try_linear(&x, &w, None).expect("kernel applies to strided x");
+                let r = reference(&x, &w, None);
+                let err = (y.to_kind(Kind::Float) - &r).abs().max().double_value(&[]);
+                let tol = 1e-2 * r.abs().max().double_value(&[]).max(1.0);
+                assert!(err <= tol, "{kind:?}: max err {err}");
+            }
+        }
+    }
+
+    #[test]
     fn f32_matches_reference_on_odd_shapes() {
         if skip() {
             return;
@@ -843,7 +890,7 @@ mod tests {
         let _g = tch::no_grad_guard();
         for &n in &[1, 7, 33, 1000] {
             for &k in &[1, 15, 16, 17, 31, 33, 1536] {
-                for lead in [&[1][..], &[1, 3], &[4]] {
+                for lead in [&[1][..], &[1, 3], &[4], &[2, 16]] {
                     for bias in [false, true] {
                         check(Kind::Float, lead, n, k, bias);
                     }

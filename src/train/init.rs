@@ -171,6 +171,9 @@ pub fn deepseek_v3_weights(a: &Architecture, vocab: usize) -> Vec<(String, Vec<i
 /// Draws the initial tensors (f32, CPU) from libtorch's generator seeded with `seed`, in the
 /// order given: the same seed gives the same weights.
 pub fn random_weights(spec: &[(String, Vec<i64>, Init)], seed: u64) -> Vec<(String, Tensor)> {
+    // libtorch's generator is global: two draws at once (tests run in parallel) would interleave.
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _lock = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let _g = tch::no_grad_guard();
     tch::manual_seed(seed as i64);
     spec.iter()

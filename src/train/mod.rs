@@ -9,19 +9,35 @@
 //! - `balance`    auxiliary-loss-free expert balancing (router-bias nudges) and load statistics
 //! - `checkpoint` hub-layout model folders written atomically; trainer state for resume
 //! - `metrics`    the JSONL metrics log
+//! - `run_dir`    a run's output folder: claimed for one recipe; the files every checkpoint carries
 //! - `sft`        the supervised loop
+//! - `rewards`    rule-based rewards (accuracy, format, DAPO's overlong penalty)
+//! - `advantage`  group-relative advantages (TRL's exact formula)
+//! - `loss`       the clipped surrogate, k3 KL and the grpo / dapo / dr_grpo aggregations
+//! - `problems`   GRPO's prompts: a task's levels or a JSONL file, drawn by step
+//! - `rollout`    G completions per prompt through the one decode loop
+//! - `lora`       LoRA adapters merged into the weights; PEFT files; merging
+//! - `grpo`       the GRPO loop
 //! - `eval`       accuracy / format / reasoning length / expert load through the one decode loop
 //!
 //! No `tch::Tensor` leaves this module: callers get plain data (reports, summaries).
 
+pub mod advantage;
 pub mod balance;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod grpo;
 pub mod init;
+pub mod lora;
+pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod problems;
 pub mod recipe;
+pub mod rewards;
+pub mod rollout;
+pub mod run_dir;
 pub mod sft;
 pub mod task;
 pub mod tokenizer;

@@ -7,8 +7,10 @@
 //! recipes/x.toml: key optimizer.lr: expected a number, found "fast"
 //! ```
 //!
-//! The sections are shared by every recipe kind: `[data]`, `[optimizer]`, `[train]` and
-//! `[balance]` mean the same in an SFT and a GRPO recipe.
+//! The sections are shared by every recipe kind: `[optimizer]`, `[balance]` and `[eval]` mean the
+//! same in an SFT and a GRPO recipe; GRPO's `[data]` and `[train]` add what RL needs (a JSONL file
+//! of problems, no batch size of its own), and `[rewards]`, `[generation]`, `[grpo]` and `[lora]`
+//! are GRPO's alone.
 
 use std::path::{Path, PathBuf};
 
@@ -40,12 +42,14 @@ impl RecipeError {
 #[derive(Debug, Clone)]
 pub enum Recipe {
     Sft(SftRecipe),
+    Grpo(Box<GrpoRecipe>),
 }
 
 impl Recipe {
     pub fn name(&self) -> &str {
         match self {
             Recipe::Sft(r) => &r.name,
+            Recipe::Grpo(r) => &r.name,
         }
     }
 }
@@ -197,6 +201,9 @@ pub struct EvalSection {
     #[serde(default)]
     pub every: Option<u64>,
     pub max_new_tokens: usize,
+    /// The task levels evaluated (default: every level of the task). GRPO only.
+    #[serde(default)]
+    pub levels: Option<Vec<u32>>,
 }
 
 /// Reads and validates a recipe file.
@@ -220,7 +227,7 @@ pub fn parse(file: &str, text: &str) -> Result<Recipe, RecipeError> {
             return Err(RecipeError::new(
                 file,
                 Some("kind"),
-                "missing (expected \"sft\")",
+                "missing (expected \"sft\" or \"grpo\")",
             ))
         }
         Some(toml::Value::String(s)) => s.clone(),
@@ -238,10 +245,15 @@ pub fn parse(file: &str, text: &str) -> Result<Recipe, RecipeError> {
             r.validate(file)?;
             Ok(Recipe::Sft(r))
         }
+        "grpo" => {
+            let r: GrpoRecipe = from_table(file, table)?;
+            r.validate(file)?;
+            Ok(Recipe::Grpo(Box::new(r)))
+        }
         other => Err(RecipeError::new(
             file,
             Some("kind"),
-            format!("unknown recipe kind \"{other}\" (expected \"sft\")"),
+            format!("unknown recipe kind \"{other}\" (expected \"sft\" or \"grpo\")"),
         )),
     }
 }
@@ -318,9 +330,25 @@ fn explain(path: &str, msg: &str) -> (Option<String>, String) {
             .unwrap_or_default();
         return (Some(join(path, name)), format!("unknown key{expected}"));
     }
+    if let Some(rest) = msg.strip_prefix("unknown variant `") {
+        let (value, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = tail
+            .split_once("expected one of ")
+            .map(|(_, list)| format!(" (expected one of {})", list.replace('`', "")))
+            .or_else(|| {
+                tail.split_once("expected ")
+                    .map(|(_, one)| format!(" (expected {})", one.replace('`', "")))
+            })
+            .unwrap_or_default();
+        return (key, format!("unknown value \"{value}\"{expected}"));
+    }
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = msg.strip_prefix(prefix) {
             if let Some((found, expected)) = rest.rsplit_once(", expected ") {
+                // An enum key given a number: serde cannot say what was found.
+                if expected == "string only" {
+                    return (key, "expected a string".into());
+                }
                 return (
                     key,
                     format!(
@@ -600,6 +628,647 @@ impl Architecture {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// GRPO
+// ---------------------------------------------------------------------------------------------
+
+/// Group Relative Policy Optimisation on problems with checkable answers (DeepSeekMath / R1), with
+/// DAPO's and Dr. GRPO's variants. Every key is documented in `recipes/tiny-grpo.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoRecipe {
+    pub kind: String,
+    pub name: String,
+    pub seed: u64,
+    /// Where checkpoints, metrics and rollouts go (relative paths: to the working dir).
+    pub output_dir: PathBuf,
+    /// Where the final model is copied when the run completes.
+    #[serde(default)]
+    pub export_to: Option<PathBuf>,
+    pub model: GrpoModelSection,
+    pub data: GrpoDataSection,
+    pub rewards: RewardsSection,
+    pub generation: GenerationSection,
+    pub optimizer: OptimizerSection,
+    #[serde(default)]
+    pub grpo: GrpoSection,
+    pub train: GrpoTrainSection,
+    /// Auxiliary-loss-free balancing of MoE routers (absent: off).
+    #[serde(default)]
+    pub balance: Option<BalanceSection>,
+    #[serde(default)]
+    pub eval: Option<EvalSection>,
+    /// Train low-rank adapters instead of every weight (absent: full fine-tune).
+    #[serde(default)]
+    pub lora: Option<LoraSection>,
+}
+
+/// The model GRPO starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoModelSection {
+    /// `"builtin"` (models/thinkbench-tiny) or a model directory in the hub layout.
+    pub init: String,
+    /// Training dtype (f32: the optimiser keeps f32 moments).
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+    /// Saved weights' dtype: f32 or bf16.
+    #[serde(default = "default_dtype")]
+    pub save_dtype: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Train the MoE routers' weights too (default: frozen; the balancing bias still moves).
+    #[serde(default)]
+    pub train_router: bool,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// The problems: a built-in task's levels, or a JSONL file of `{"prompt": ..., "answer": ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoDataSection {
+    /// A built-in task (its training split; `thinkbench eval` measures its held-out split).
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub levels: Option<Vec<u32>>,
+    #[serde(default)]
+    pub level_weights: Option<Vec<f64>>,
+    /// A JSONL file, one problem per line with string fields `prompt` and `answer`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Held-out problems for `[eval]` with a JSONL dataset (same format).
+    #[serde(default)]
+    pub eval_path: Option<PathBuf>,
+    /// Text appended to every JSONL prompt (e.g. R1's "Please reason step by step, and put your
+    /// final answer within \boxed{}.").
+    #[serde(default)]
+    pub instruction: Option<String>,
+}
+
+/// The reward functions and their weights; the reward of a completion is the weighted sum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardsSection {
+    #[serde(default)]
+    pub accuracy: Option<AccuracyReward>,
+    #[serde(default)]
+    pub format: Option<FormatReward>,
+    #[serde(default)]
+    pub overlong: Option<OverlongReward>,
+}
+
+/// How an extracted answer is compared with the reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compare {
+    /// Equal strings (after trimming).
+    Exact,
+    /// Equal as numbers (integers, decimals, fractions; commas and `$` ignored), else equal strings.
+    Numeric,
+}
+
+/// 1 (`correct`) when the final answer matches, else `wrong` (0; DAPO uses -1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyReward {
+    pub weight: f64,
+    #[serde(default = "default_compare")]
+    pub compare: Compare,
+    #[serde(default = "one")]
+    pub correct: f64,
+    #[serde(default)]
+    pub wrong: f64,
+}
+
+fn default_compare() -> Compare {
+    Compare::Numeric
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// 1 when the completion is reasoning, `</think>`, an answer, end-of-sentence, and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatReward {
+    pub weight: f64,
+}
+
+/// DAPO's soft overlong punishment: 0 up to `max_length - buffer` tokens, then falling linearly
+/// to -1 at `max_length`, -1 beyond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlongReward {
+    pub weight: f64,
+    /// L_cache: the length of the penalty ramp.
+    pub buffer: usize,
+    /// L_max (default: generation.max_new_tokens).
+    #[serde(default)]
+    pub max_length: Option<usize>,
+}
+
+/// Rollouts: G completions of each prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationSection {
+    /// G: completions per prompt.
+    pub group_size: usize,
+    /// Prompts per step (the step trains on `group_size * prompts_per_step` completions).
+    pub prompts_per_step: usize,
+    pub max_new_tokens: usize,
+    pub temperature: f32,
+    #[serde(default = "one_f32")]
+    pub top_p: f32,
+}
+
+fn one_f32() -> f32 {
+    1.0
+}
+
+/// How per-token losses become the batch loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossAggregation {
+    /// Each sequence's token mean, then the mean over sequences (DeepSeekMath's GRPO).
+    Grpo,
+    /// The sum over every token of the batch over the number of tokens (DAPO; TRL's default).
+    Dapo,
+    /// The sum over every token over (sequences × max_new_tokens), a constant (Dr. GRPO).
+    DrGrpo,
+}
+
+/// What the reward differences are divided by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewardScaling {
+    /// The group's standard deviation (Bessel) + 1e-4.
+    Group,
+    /// The whole batch's standard deviation + 1e-4.
+    Batch,
+    /// Nothing (Dr. GRPO).
+    None,
+}
+
+/// Groups whose completions all got the same reward (their advantages are all zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroStd {
+    /// Train on them anyway (they add nothing but the KL term and tokens to the normaliser).
+    Keep,
+    /// Leave them out of the loss.
+    Skip,
+    /// Leave them out and draw fresh prompts in their place (DAPO's dynamic sampling).
+    Resample,
+}
+
+/// The objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoSection {
+    /// β: weight of the k3 KL estimate against the frozen reference (0: no reference model).
+    #[serde(default)]
+    pub beta: f64,
+    /// ε_low: the ratio is clipped below at 1 - ε_low.
+    #[serde(default = "default_epsilon")]
+    pub epsilon_low: f64,
+    /// ε_high: the ratio is clipped above at 1 + ε_high (default: ε_low; DAPO: 0.28).
+    #[serde(default)]
+    pub epsilon_high: Option<f64>,
+    #[serde(default = "default_loss")]
+    pub loss: LossAggregation,
+    #[serde(default = "default_scaling")]
+    pub scale_rewards: RewardScaling,
+    /// μ: optimiser updates per batch of rollouts (the ratio is against the rollout policy).
+    #[serde(default = "default_iterations")]
+    pub iterations: usize,
+    #[serde(default = "default_zero_std")]
+    pub zero_std: ZeroStd,
+    /// With `zero_std = "resample"`: rounds of fresh prompts drawn per step at most.
+    #[serde(default = "default_resample_rounds")]
+    pub max_resample_rounds: usize,
+    /// Leave truncated completions (no end-of-sentence) out of the loss.
+    #[serde(default)]
+    pub mask_truncated: bool,
+}
+
+fn default_epsilon() -> f64 {
+    0.2
+}
+fn default_loss() -> LossAggregation {
+    LossAggregation::Dapo
+}
+fn default_scaling() -> RewardScaling {
+    RewardScaling::Group
+}
+fn default_iterations() -> usize {
+    1
+}
+fn default_zero_std() -> ZeroStd {
+    ZeroStd::Keep
+}
+fn default_resample_rounds() -> usize {
+    4
+}
+
+impl Default for GrpoSection {
+    /// TRL's defaults.
+    fn default() -> Self {
+        Self {
+            beta: 0.0,
+            epsilon_low: default_epsilon(),
+            epsilon_high: None,
+            loss: default_loss(),
+            scale_rewards: default_scaling(),
+            iterations: default_iterations(),
+            zero_std: default_zero_std(),
+            max_resample_rounds: default_resample_rounds(),
+            mask_truncated: false,
+        }
+    }
+}
+
+impl GrpoSection {
+    pub fn epsilon_high(&self) -> f64 {
+        self.epsilon_high.unwrap_or(self.epsilon_low)
+    }
+}
+
+/// The loop's length and rhythm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoTrainSection {
+    pub steps: u64,
+    /// Sequences per forward pass when log-probabilities are recomputed with gradients.
+    pub micro_batch_size: usize,
+    /// libtorch CPU threads (the recipe fixes them: results depend on the reduction order).
+    #[serde(default)]
+    pub threads: Option<i32>,
+    /// A compact line every this many steps.
+    #[serde(default = "one_u64")]
+    pub log_every: u64,
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (oldest removed first).
+    #[serde(default = "two")]
+    pub keep_checkpoints: usize,
+    /// Stop after this many steps in a row whose loss or gradient was NaN or infinite.
+    #[serde(default = "five")]
+    pub max_bad_steps: u64,
+}
+
+fn one_u64() -> u64 {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn five() -> u64 {
+    5
+}
+
+/// Low-rank adapters: `W x + (alpha / rank) · B A x` on the named modules; A and B are trained,
+/// W is not. The reference policy is the base with the adapters off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Module names (the last part of the weight's name before `.weight`), e.g. q_proj, v_proj.
+    pub target_modules: Vec<String>,
+}
+
+impl GrpoRecipe {
+    pub fn validate(&self, file: &str) -> Result<(), RecipeError> {
+        let c = Check { file };
+        c.that(!self.name.trim().is_empty(), "name", "must not be empty")?;
+        c.that(
+            self.model.init != "scratch" && !self.model.init.trim().is_empty(),
+            "model.init",
+            "GRPO starts from a trained model: \"builtin\" or a model directory",
+        )?;
+        c.that(
+            self.model.dtype == "f32",
+            "model.dtype",
+            format!(
+                "\"{}\" is not supported for training (f32)",
+                self.model.dtype
+            ),
+        )?;
+        c.that(
+            matches!(self.model.save_dtype.as_str(), "f32" | "bf16"),
+            "model.save_dtype",
+            format!(
+                "\"{}\": expected \"f32\" or \"bf16\"",
+                self.model.save_dtype
+            ),
+        )?;
+        let device_ok = self.model.device == "cpu"
+            || self.model.device == "cuda"
+            || self
+                .model
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        c.that(
+            device_ok,
+            "model.device",
+            format!("\"{}\": expected cpu, cuda or cuda:N", self.model.device),
+        )?;
+        self.validate_data(file)?;
+        let r = &self.rewards;
+        c.that(
+            r.accuracy.is_some() || r.format.is_some() || r.overlong.is_some(),
+            "rewards",
+            "name at least one reward (accuracy, format, overlong)",
+        )?;
+        for (name, w) in [
+            ("accuracy", r.accuracy.as_ref().map(|x| x.weight)),
+            ("format", r.format.as_ref().map(|x| x.weight)),
+            ("overlong", r.overlong.as_ref().map(|x| x.weight)),
+        ] {
+            if let Some(w) = w {
+                c.that(
+                    w.is_finite(),
+                    &format!("rewards.{name}.weight"),
+                    "must be a finite number",
+                )?;
+            }
+        }
+        if let Some(a) = &r.accuracy {
+            c.that(
+                a.correct.is_finite() && a.wrong.is_finite(),
+                "rewards.accuracy.correct",
+                "correct and wrong must be finite",
+            )?;
+        }
+        let g = &self.generation;
+        c.that(
+            g.group_size >= 2,
+            "generation.group_size",
+            "must be at least 2 (advantages compare completions of the same prompt)",
+        )?;
+        c.that(
+            g.prompts_per_step >= 1,
+            "generation.prompts_per_step",
+            "must be positive",
+        )?;
+        c.that(
+            g.max_new_tokens >= 1,
+            "generation.max_new_tokens",
+            "must be positive",
+        )?;
+        c.that(
+            g.temperature > 0.0 && g.temperature.is_finite(),
+            "generation.temperature",
+            "must be positive (GRPO samples; the log-probabilities are divided by it)",
+        )?;
+        c.that(
+            g.top_p > 0.0 && g.top_p <= 1.0,
+            "generation.top_p",
+            "must be in (0, 1]",
+        )?;
+        if let Some(o) = &r.overlong {
+            let max = o.max_length.unwrap_or(g.max_new_tokens);
+            c.that(
+                o.buffer >= 1 && o.buffer <= max,
+                "rewards.overlong.buffer",
+                format!("must be between 1 and max_length ({max})"),
+            )?;
+        }
+        self.optimizer.validate(file)?;
+        let p = &self.grpo;
+        c.that(
+            p.beta >= 0.0 && p.beta.is_finite(),
+            "grpo.beta",
+            "must be >= 0",
+        )?;
+        c.that(
+            (0.0..1.0).contains(&p.epsilon_low),
+            "grpo.epsilon_low",
+            "must be in [0, 1)",
+        )?;
+        if let Some(e) = p.epsilon_high {
+            c.that(
+                e >= 0.0 && e.is_finite(),
+                "grpo.epsilon_high",
+                "must be >= 0",
+            )?;
+        }
+        c.that(p.iterations >= 1, "grpo.iterations", "must be at least 1")?;
+        c.that(
+            p.zero_std != ZeroStd::Resample || p.max_resample_rounds >= 1,
+            "grpo.max_resample_rounds",
+            "must be at least 1 with zero_std = \"resample\"",
+        )?;
+        let t = &self.train;
+        c.that(t.steps > 0, "train.steps", "must be positive")?;
+        c.that(
+            t.micro_batch_size > 0,
+            "train.micro_batch_size",
+            "must be positive",
+        )?;
+        c.that(t.log_every > 0, "train.log_every", "must be positive")?;
+        c.that(
+            t.checkpoint_every > 0,
+            "train.checkpoint_every",
+            "must be positive",
+        )?;
+        c.that(
+            t.keep_checkpoints > 0,
+            "train.keep_checkpoints",
+            "must be at least 1",
+        )?;
+        c.that(
+            t.max_bad_steps > 0,
+            "train.max_bad_steps",
+            "must be at least 1",
+        )?;
+        if let Some(n) = t.threads {
+            c.that(n >= 1, "train.threads", "must be at least 1")?;
+        }
+        if let Some(b) = &self.balance {
+            c.that(
+                b.bias_update_rate >= 0.0,
+                "balance.bias_update_rate",
+                "must be >= 0",
+            )?;
+        }
+        if let Some(e) = &self.eval {
+            c.that(e.n > 0, "eval.n", "must be positive")?;
+            c.that(
+                e.max_new_tokens > 0,
+                "eval.max_new_tokens",
+                "must be positive",
+            )?;
+            if let Some(every) = e.every {
+                c.that(every > 0, "eval.every", "must be positive")?;
+            }
+            if let Some(levels) = &e.levels {
+                let Some(name) = &self.data.task else {
+                    return Err(RecipeError::new(
+                        file,
+                        Some("eval.levels"),
+                        "levels need a built-in task (data.task)",
+                    ));
+                };
+                let range = task::by_name(name)
+                    .map_err(|m| RecipeError::new(file, Some("data.task"), m))?
+                    .levels();
+                c.that(
+                    !levels.is_empty(),
+                    "eval.levels",
+                    "must list at least one level",
+                )?;
+                for l in levels {
+                    c.that(
+                        range.contains(l),
+                        "eval.levels",
+                        format!(
+                            "level {l} is outside the task's levels {}-{}",
+                            range.start(),
+                            range.end()
+                        ),
+                    )?;
+                }
+            }
+            if self.data.path.is_some() {
+                c.that(
+                    self.data.eval_path.is_some(),
+                    "data.eval_path",
+                    "missing ([eval] with a JSONL dataset needs held-out problems)",
+                )?;
+            }
+        }
+        if let Some(l) = &self.lora {
+            c.that(l.rank >= 1, "lora.rank", "must be at least 1")?;
+            c.that(
+                l.alpha > 0.0 && l.alpha.is_finite(),
+                "lora.alpha",
+                "must be positive",
+            )?;
+            c.that(
+                !l.target_modules.is_empty(),
+                "lora.target_modules",
+                "must name at least one module",
+            )?;
+        }
+        Ok(())
+    }
+
+    fn validate_data(&self, file: &str) -> Result<(), RecipeError> {
+        let c = Check { file };
+        let d = &self.data;
+        match (&d.task, &d.path) {
+            (Some(_), Some(_)) => Err(RecipeError::new(
+                file,
+                Some("data.path"),
+                "give either data.task or data.path, not both",
+            )),
+            (None, None) => Err(RecipeError::new(
+                file,
+                Some("data"),
+                "missing data.task (a built-in task) or data.path (a JSONL file)",
+            )),
+            (Some(name), None) => {
+                let levels = d.levels.clone().ok_or_else(|| {
+                    RecipeError::new(
+                        file,
+                        Some("data.levels"),
+                        "missing (data.task needs levels)",
+                    )
+                })?;
+                DataSection {
+                    task: name.clone(),
+                    levels,
+                    level_weights: d.level_weights.clone(),
+                }
+                .validate(file)?;
+                c.that(
+                    d.eval_path.is_none(),
+                    "data.eval_path",
+                    "only with data.path (a task evaluates on its held-out split)",
+                )
+            }
+            (None, Some(_)) => {
+                c.that(d.levels.is_none(), "data.levels", "only with data.task")?;
+                c.that(
+                    d.level_weights.is_none(),
+                    "data.level_weights",
+                    "only with data.task",
+                )
+            }
+        }
+    }
+
+    /// The length where the overlong penalty reaches -1.
+    pub fn overlong_max(&self) -> Option<(usize, usize)> {
+        self.rewards.overlong.as_ref().map(|o| {
+            (
+                o.max_length.unwrap_or(self.generation.max_new_tokens),
+                o.buffer,
+            )
+        })
+    }
+}
+
+/// A small valid GRPO recipe for tests (the model path is filled in by the test).
+#[cfg(test)]
+pub(crate) const TEST_GRPO_RECIPE: &str = r#"
+kind = "grpo"
+name = "g"
+seed = 3
+output_dir = "runs/g"
+
+[model]
+init = "builtin"
+
+[data]
+task = "arithmetic"
+levels = [1, 2]
+
+[rewards.accuracy]
+weight = 1.0
+[rewards.format]
+weight = 0.5
+[rewards.overlong]
+weight = 1.0
+buffer = 8
+
+[generation]
+group_size = 4
+prompts_per_step = 2
+max_new_tokens = 48
+temperature = 1.0
+
+[optimizer]
+lr = 1e-4
+betas = [0.9, 0.99]
+eps = 1e-8
+weight_decay = 0.0
+warmup_steps = 0
+min_lr_ratio = 1.0
+grad_clip = 1.0
+
+[grpo]
+beta = 0.04
+epsilon_low = 0.2
+epsilon_high = 0.28
+loss = "dapo"
+scale_rewards = "group"
+iterations = 2
+
+[train]
+steps = 3
+micro_batch_size = 4
+threads = 1
+checkpoint_every = 1
+"#;
+
 /// A small valid recipe for tests: a 2-layer deepseek_v3 that trains in well under a second per
 /// step.
 #[cfg(test)]
@@ -673,7 +1342,9 @@ mod tests {
 
     #[test]
     fn good_recipe_parses_to_its_values() {
-        let Recipe::Sft(r) = parse("recipes/x.toml", GOOD).unwrap();
+        let Recipe::Sft(r) = parse("recipes/x.toml", GOOD).unwrap() else {
+            panic!("an SFT recipe")
+        };
         assert_eq!(r.name, "t");
         assert_eq!(r.model.dtype, "f32");
         assert_eq!(r.model.architecture.as_ref().unwrap().hidden_size, 32);
@@ -719,7 +1390,7 @@ mod tests {
         let text = GOOD.replace("kind = \"sft\"\n", "");
         assert_eq!(
             err(&text),
-            "recipes/x.toml: key kind: missing (expected \"sft\")"
+            "recipes/x.toml: key kind: missing (expected \"sft\" or \"grpo\")"
         );
         let text = GOOD.replace("hidden_size = 32\n", "");
         assert_eq!(
@@ -753,7 +1424,7 @@ mod tests {
         let text = GOOD.replace("kind = \"sft\"", "kind = \"ppo\"");
         assert_eq!(
             err(&text),
-            "recipes/x.toml: key kind: unknown recipe kind \"ppo\" (expected \"sft\")"
+            "recipes/x.toml: key kind: unknown recipe kind \"ppo\" (expected \"sft\" or \"grpo\")"
         );
         let text = GOOD.replace("betas = [0.9, 0.95]", "betas = [0.9, 1.5]");
         assert_eq!(
@@ -783,5 +1454,116 @@ mod tests {
     fn missing_file_is_one_line() {
         let e = load(Path::new("/nonexistent/r.toml")).unwrap_err();
         assert_eq!(e.to_string(), "/nonexistent/r.toml: not found");
+    }
+
+    fn grpo(text: &str) -> Result<GrpoRecipe, String> {
+        match parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
+            Recipe::Grpo(r) => Ok(*r),
+            Recipe::Sft(_) => Err("parsed as SFT".into()),
+        }
+    }
+
+    #[test]
+    fn grpo_recipe_parses_with_trl_defaults() {
+        let r = grpo(TEST_GRPO_RECIPE).unwrap();
+        assert_eq!(r.generation.group_size, 4);
+        assert_eq!(r.generation.top_p, 1.0, "default top_p");
+        assert_eq!(r.grpo.loss, LossAggregation::Dapo);
+        assert_eq!(r.grpo.epsilon_high(), 0.28);
+        assert_eq!(r.grpo.zero_std, ZeroStd::Keep);
+        assert_eq!(r.overlong_max(), Some((48, 8)));
+        assert_eq!(
+            r.rewards.accuracy.as_ref().unwrap().compare,
+            Compare::Numeric
+        );
+        assert_eq!(r.model.device, "cpu");
+        assert!(!r.model.train_router);
+        // With nothing said, [grpo] is TRL's GRPOConfig.
+        let bare = TEST_GRPO_RECIPE.split("[grpo]").next().unwrap().to_string()
+            + "[train]\nsteps = 1\nmicro_batch_size = 2\ncheckpoint_every = 1\n";
+        let r = grpo(&bare).unwrap();
+        assert_eq!(r.grpo, GrpoSection::default());
+        assert_eq!(r.grpo.beta, 0.0);
+        assert_eq!(r.grpo.epsilon_high(), 0.2);
+        assert_eq!(r.grpo.scale_rewards, RewardScaling::Group);
+        assert_eq!(r.train.max_bad_steps, 5);
+    }
+
+    #[test]
+    fn bad_grpo_recipes_name_the_key() {
+        let e = |from: &str, to: &str| {
+            let text = TEST_GRPO_RECIPE.replace(from, to);
+            assert_ne!(text, TEST_GRPO_RECIPE, "{from}");
+            grpo(&text).unwrap_err()
+        };
+        assert_eq!(
+            e("loss = \"dapo\"", "loss = \"ppo\""),
+            "recipes/g.toml: key grpo.loss: unknown value \"ppo\" (expected one of grpo, dapo, dr_grpo)"
+        );
+        assert_eq!(
+            e("scale_rewards = \"group\"", "scale_rewards = 3"),
+            "recipes/g.toml: key grpo.scale_rewards: expected a string"
+        );
+        assert_eq!(
+            e("group_size = 4\n", ""),
+            "recipes/g.toml: key generation.group_size: missing"
+        );
+        assert_eq!(
+            e("group_size = 4", "group_size = 1"),
+            "recipes/g.toml: key generation.group_size: must be at least 2 (advantages compare completions of the same prompt)"
+        );
+        assert_eq!(
+            e("[rewards.format]", "[rewards.length]"),
+            "recipes/g.toml: key rewards.length: unknown key (expected one of accuracy, format, overlong)"
+        );
+        assert_eq!(
+            e(
+                "task = \"arithmetic\"",
+                "task = \"arithmetic\"\npath = \"p.jsonl\""
+            ),
+            "recipes/g.toml: key data.path: give either data.task or data.path, not both"
+        );
+        assert_eq!(
+            e("levels = [1, 2]\n", ""),
+            "recipes/g.toml: key data.levels: missing (data.task needs levels)"
+        );
+        assert_eq!(
+            e("temperature = 1.0", "temperature = 0.0"),
+            "recipes/g.toml: key generation.temperature: must be positive (GRPO samples; the log-probabilities are divided by it)"
+        );
+        assert_eq!(
+            e("buffer = 8", "buffer = 80"),
+            "recipes/g.toml: key rewards.overlong.buffer: must be between 1 and max_length (48)"
+        );
+        assert_eq!(
+            e("beta = 0.04", "beta = -1.0"),
+            "recipes/g.toml: key grpo.beta: must be >= 0"
+        );
+        assert_eq!(
+            e("init = \"builtin\"", "init = \"scratch\""),
+            "recipes/g.toml: key model.init: GRPO starts from a trained model: \"builtin\" or a model directory"
+        );
+        assert_eq!(
+            e("iterations = 2", "iterations = 0"),
+            "recipes/g.toml: key grpo.iterations: must be at least 1"
+        );
+        assert_eq!(
+            e(
+                "[train]",
+                "[lora]\nrank = 0\nalpha = 16.0\ntarget_modules = [\"q_proj\"]\n[train]"
+            ),
+            "recipes/g.toml: key lora.rank: must be at least 1"
+        );
+        let no_rewards = TEST_GRPO_RECIPE
+            .replace("[rewards.accuracy]\nweight = 1.0\n", "")
+            .replace("[rewards.format]\nweight = 0.5\n", "")
+            .replace(
+                "[rewards.overlong]\nweight = 1.0\nbuffer = 8\n",
+                "[rewards]\n",
+            );
+        assert_eq!(
+            grpo(&no_rewards).unwrap_err(),
+            "recipes/g.toml: key rewards: name at least one reward (accuracy, format, overlong)"
+        );
     }
 }

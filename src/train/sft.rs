@@ -39,6 +39,8 @@ use super::init::{
 use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::recipe::SftRecipe;
+pub use super::run_dir::ensure_writable;
+use super::run_dir::{claim_output_dir, metadata, ModelFiles};
 use super::task::{self, Split, Task};
 use super::tokenizer;
 use crate::model::{DType, Model};
@@ -66,40 +68,6 @@ pub struct RunSummary {
     pub train_seconds: f64,
 }
 
-/// The files of a model directory besides its weights, kept in memory for every checkpoint.
-struct ModelFiles {
-    config: Vec<u8>,
-    tokenizer: Vec<u8>,
-    tokenizer_config: Vec<u8>,
-    generation_config: Vec<u8>,
-}
-
-impl ModelFiles {
-    fn read(dir: &Path) -> Result<Self> {
-        let read = |name: &str| {
-            std::fs::read(dir.join(name)).with_context(|| format!("{}", dir.join(name).display()))
-        };
-        let generation_config = match std::fs::read(dir.join("generation_config.json")) {
-            Ok(b) => b,
-            Err(_) => b"{}\n".to_vec(),
-        };
-        Ok(Self {
-            config: read("config.json")?,
-            tokenizer: read("tokenizer.json")?,
-            tokenizer_config: read("tokenizer_config.json")?,
-            generation_config,
-        })
-    }
-
-    fn write_into(&self, w: &AtomicDir) -> Result<()> {
-        w.write("config.json", &self.config)?;
-        w.write("tokenizer.json", &self.tokenizer)?;
-        w.write("tokenizer_config.json", &self.tokenizer_config)?;
-        w.write("generation_config.json", &self.generation_config)?;
-        Ok(())
-    }
-}
-
 /// Trainer state saved next to the weights.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct TrainerState {
@@ -114,50 +82,6 @@ struct TrainerState {
     tokens_seen: u64,
     examples_seen: u64,
     train_seconds: f64,
-}
-
-fn metadata() -> BTreeMap<String, String> {
-    BTreeMap::from([("format".to_string(), "pt".to_string())])
-}
-
-/// The first key at which two JSON values differ (for "this folder holds another recipe").
-fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter().find_map(|k| {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                first_difference(
-                    x.get(k).unwrap_or(&Value::Null),
-                    y.get(k).unwrap_or(&Value::Null),
-                    &p,
-                )
-            })
-        }
-        _ if a == b => None,
-        _ => Some(if path.is_empty() {
-            ".".into()
-        } else {
-            path.to_string()
-        }),
-    }
-}
-
-/// Checks that `dir` can be created and written, with one clear message if not.
-pub fn ensure_writable(dir: &Path, what: &str) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| anyhow!("{what} {}: cannot create it: {e}", dir.display()))?;
-    let probe = dir.join(format!(".write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .map_err(|e| anyhow!("{what} {}: not writable: {e}", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
 }
 
 /// Builds the starting model directory of a from-scratch run: tokenizer trained on the task's
@@ -327,41 +251,14 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     sweep_temporaries(&ckpt_dir);
 
     // The folder belongs to one recipe: resuming under a different one would mix two runs.
-    let recipe_json = serde_json::to_value(r)?;
-    let recipe_path = out.join("recipe.json");
-    match std::fs::read_to_string(&recipe_path) {
-        Ok(text) => {
-            let before: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{}: not JSON", recipe_path.display()))?;
-            let mut a = before.clone();
-            let mut b = recipe_json.clone();
-            // Lengthening a run (train.steps), or changing where it is exported or how it is
-            // evaluated, does not change what the steps so far computed.
-            for v in [&mut a, &mut b] {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("export_to");
-                    o.remove("eval");
-                    if let Some(t) = o.get_mut("train").and_then(Value::as_object_mut) {
-                        t.remove("steps");
-                        t.remove("log_every");
-                        t.remove("checkpoint_every");
-                        t.remove("keep_checkpoints");
-                    }
-                }
-            }
-            if let Some(key) = first_difference(&a, &b, "") {
-                bail!(
-                    "output_dir {} holds a run of a different recipe (key {key} differs); delete the folder or choose another output_dir",
-                    out.display()
-                );
-            }
-        }
-        Err(_) => {
-            let w = serde_json::to_string_pretty(&recipe_json)?;
-            super::checkpoint::write_synced(&recipe_path, format!("{w}\n").as_bytes())
-                .with_context(|| recipe_path.display().to_string())?;
-        }
-    }
+    // Lengthening a run (train.steps), or changing where it is exported or how it is evaluated,
+    // does not change what the steps so far computed.
+    claim_output_dir(
+        &out,
+        &serde_json::to_value(r)?,
+        &["export_to", "eval"],
+        &["steps", "log_every", "checkpoint_every", "keep_checkpoints"],
+    )?;
 
     // Start: the newest checkpoint, else a new model.
     let (start_dir, resumed_from) = match latest_checkpoint(&ckpt_dir) {
@@ -729,7 +626,9 @@ mod tests {
                 &format!("output_dir = {:?}", out.display().to_string()),
             )
             .replace("keep_checkpoints = 2", "keep_checkpoints = 3");
-        let Recipe::Sft(r) = parse("test.toml", &text).unwrap();
+        let Recipe::Sft(r) = parse("test.toml", &text).unwrap() else {
+            panic!("an SFT recipe")
+        };
         r
     }
 

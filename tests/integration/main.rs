@@ -5,6 +5,7 @@ mod builtin;
 mod cli;
 mod common;
 mod generation;
+mod grpo;
 mod parity;
 mod text;
 mod workbench;

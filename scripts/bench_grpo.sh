@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# GRPO speed, thinkbench beside TRL's GRPOTrainer, same machine, same configuration, one run:
+# the tiny 4-layer deepseek_v3 benchmark model (scripts/bench_reference.py `tiny_deepseek_v3`) in
+# f32 on the CPU, G = 8 completions per prompt, 2 prompts per step (16 completions of up to 64
+# tokens), temperature 1.0, β = 0.04 (a frozen reference model), loss "dapo", μ = 1, AdamW.
+#
+#   scripts/bench_grpo.sh                 # BENCH_THREADS (default 2); BENCH_GRPO_STEPS (default 12)
+#
+# Seconds per optimiser step (rollout + reference + update), the median after 2 warm-up steps.
+# The TRL side needs TRL 1.16 in the reference environment (~/.cache/thinkbench/pyref); the script
+# installs it from the Python package index when missing, and runs thinkbench alone if it cannot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads="${BENCH_THREADS:-2}"
+steps="${BENCH_GRPO_STEPS:-12}"
+models="${XDG_CACHE_HOME:-$HOME/.cache}/thinkbench/bench-models"
+py="$(scripts/setup-pyref.sh)"
+mkdir -p "$models"
+"$py" scripts/bench_reference.py build --out "$models" >&2
+# The benchmark model with a tokenizer and chat template (the built-in model's: its ids fit in the
+# model's 1024-entry vocabulary), and 64 prompts of equal length.
+model="$models/tiny_deepseek_v3_grpo"
+if [ ! -f "$model/tokenizer.json" ]; then
+  rm -rf "$model.tmp" && cp -r "$models/tiny_deepseek_v3" "$model.tmp"
+  cp models/thinkbench-tiny/tokenizer.json models/thinkbench-tiny/tokenizer_config.json "$model.tmp/"
+  mv "$model.tmp" "$model"
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$py" - "$work/prompts.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for i in range(64):
+        a, b = 1000 + 37 * i, 2000 + 91 * i
+        f.write(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
+PY
+cat > "$work/bench.toml" <<TOML
+kind = "grpo"
+name = "bench-grpo"
+seed = 1
+output_dir = "$work/run"
+[model]
+init = "$model"
+[data]
+path = "$work/prompts.jsonl"
+[rewards.overlong]
+weight = 1.0
+buffer = 32
+[generation]
+group_size = 8
+prompts_per_step = 2
+max_new_tokens = 64
+temperature = 1.0
+top_p = 1.0
+[optimizer]
+lr = 1e-6
+betas = [0.9, 0.999]
+eps = 1e-8
+weight_decay = 0.0
+warmup_steps = 0
+min_lr_ratio = 1.0
+grad_clip = 1.0
+[grpo]
+beta = 0.04
+loss = "dapo"
+iterations = 1
+[train]
+steps = $steps
+micro_batch_size = 16
+threads = $threads
+checkpoint_every = 100000
+TOML
+echo "bench-grpo: thinkbench ($threads threads, $steps steps)" >&2
+./target/release/thinkbench train "$work/bench.toml" --no-eval > /dev/null
+results="target/bench-grpo.jsonl"
+"$py" - "$work/run/metrics.jsonl" "$threads" > "$results" <<'PY'
+import json, statistics, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"step_time"' in l]
+t = [s["step_time"] for s in steps][2:]
+print(json.dumps(dict(engine="thinkbench", threads=int(sys.argv[2]), steps=len(t),
+                      s_per_step_median=statistics.median(t), s_per_step_min=min(t),
+                      rollout_s_median=statistics.median([s["rollout_time"] for s in steps][2:]),
+                      update_s_median=statistics.median([s["update_time"] for s in steps][2:]),
+                      mean_completion_length=statistics.mean(s["completions/mean_length"] for s in steps))))
+PY
+if ! "$py" -c 'import trl, sys; sys.exit(0 if trl.__version__.startswith("1.16") else 1)' 2>/dev/null; then
+  echo "bench-grpo: installing TRL 1.16 into the reference environment" >&2
+  "$(dirname "$py")/pip" install --quiet "trl==1.16.*" >&2 || true
+fi
+if "$py" -c 'import trl' 2>/dev/null; then
+  echo "bench-grpo: TRL ($threads threads, $steps steps)" >&2
+  "$py" scripts/bench_grpo_trl.py --model "$model" --data "$work/prompts.jsonl" --threads "$threads" \
+    --steps "$steps" --out "$work/trl" 2>/dev/null | tail -n 1 >> "$results"
+else
+  echo "bench-grpo: TRL is not installed and could not be installed; thinkbench alone" >&2
+fi
+"$py" - "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print("| engine | threads | s/step (median) | s/step (best) | mean completion length |")
+print("|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['engine']} | {r['threads']} | {r['s_per_step_median']:.3f} | {r['s_per_step_min']:.3f} | {r['mean_completion_length']:.1f} |")
+if len(rows) == 2:
+    print(f"\nthinkbench is {rows[1]['s_per_step_median'] / rows[0]['s_per_step_median']:.2f}x TRL's speed (median s/step)")
+PY
+echo "raw results: $results" >&2

@@ -1,0 +1,1728 @@
+//! GRPO: Group Relative Policy Optimisation (DeepSeekMath; DeepSeek-R1's RL), with DAPO's
+//! clip-higher, token-level loss and dynamic sampling, and Dr. GRPO's unscaled advantages and
+//! constant normaliser as recipe options. TRL's `GRPOTrainer` is the reference for every formula.
+//!
+//! One step, one readable loop:
+//!
+//! 1. **Rollout** — draw the step's prompts; for each, G completions through THE decode loop
+//!    (`runtime::generate` with `n = G`, no gradients).
+//! 2. **Reward** — the recipe's rule-based rewards ([`super::rewards`]), weighted and summed.
+//! 3. **Advantage** — group-relative ([`super::advantage`]); groups whose rewards are all equal
+//!    are kept, skipped, or replaced by freshly drawn prompts (`grpo.zero_std`).
+//! 4. **Log-probabilities with gradients** — prompt + completion through `Model::forward`, the
+//!    same model code as inference; logits divided by the sampling temperature (as TRL does); the
+//!    completion mask includes the end-of-sentence token. With β > 0 a frozen reference (a second
+//!    load of the starting model) gives reference log-probabilities, without gradients.
+//! 5. **Loss and update** — clipped surrogate + β·k3 ([`super::loss`]), aggregated `grpo` / `dapo`
+//!    / `dr_grpo`; μ = `grpo.iterations` AdamW updates against the rollout policy's log-probs
+//!    (iteration 0's, detached: the policy has not moved yet). Gradient clipping; a step whose loss
+//!    or gradient is NaN/inf is skipped and reported, and several in a row stop the run.
+//! 6. **Balance** — for MoE models the routers' selection bias moves toward even load
+//!    (DeepSeek-V3's auxiliary-loss-free balancing); router weights are frozen unless
+//!    `model.train_router`.
+//! 7. **Log, evaluate, checkpoint** — a metrics line per step (TRL's metric names), every group's
+//!    completions with rewards and advantages, held-out accuracy every `eval.every` steps, and
+//!    atomic checkpoints in the hub layout every `train.checkpoint_every` steps.
+//!
+//! Output folder:
+//!
+//! ```text
+//! <output_dir>/recipe.json            the recipe the run was started with
+//! <output_dir>/metrics.jsonl          one line per step, plus "event" lines (eval, checkpoint)
+//! <output_dir>/rollouts.jsonl         one line per group per step: completions, rewards, advantages
+//! <output_dir>/checkpoints/step-N/    model directories + optimizer.safetensors + trainer_state.json
+//! <output_dir>/eval.json              the last held-out evaluation
+//! ```
+//!
+//! Re-running the same command continues from the newest checkpoint and computes exactly what an
+//! uninterrupted run would: the weights, the AdamW moments and step count are restored, and every
+//! random choice (the prompts of step s, each rollout's sampling seed) is a pure function of the
+//! recipe seed and the step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use super::advantage::{advantages, std_bessel};
+use super::balance::{layer_loads, nudge_biases, LoadCounter};
+use super::checkpoint::{
+    latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors, safetensors_bytes,
+    step_dir_name, sweep_temporaries, write_synced, AtomicDir,
+};
+use super::eval::{evaluate, EvalOptions};
+use super::lora::Lora;
+use super::loss::{aggregate, clipped_tokens, token_loss, LossConfig, Normaliser};
+use super::metrics::MetricsLog;
+use super::optim::{lr_at, AdamW};
+use super::problems::{Problem, Source};
+use super::recipe::{GrpoRecipe, ZeroStd};
+use super::rewards::{reflection_words, RewardInput, Rewards, Scored};
+use super::rollout::{eos_ids, rollout, Group};
+use super::run_dir::{claim_output_dir, ensure_writable, metadata, ModelFiles};
+use super::task::{content_hash, Split};
+use crate::model::{parse_device, DType, Model, NoProbe, Probe};
+use crate::runtime::{generate, GenerateRequest, SamplingParams};
+use crate::text::TextCodec;
+use crate::trace::FinishReason;
+
+/// The built-in model's folder, relative to the repository.
+pub const BUILTIN_MODEL: &str = "models/thinkbench-tiny";
+
+/// `model.init` to a directory: `"builtin"` is [`BUILTIN_MODEL`] found from the working
+/// directory, the executable, or the source tree.
+pub fn resolve_model_dir(init: &str) -> PathBuf {
+    if init != "builtin" {
+        return PathBuf::from(init);
+    }
+    let mut candidates = vec![PathBuf::from(BUILTIN_MODEL)];
+    if let Ok(exe) = std::env::current_exe() {
+        for up in exe.ancestors().skip(1).take(4) {
+            candidates.push(up.join(BUILTIN_MODEL));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(BUILTIN_MODEL));
+    candidates
+        .iter()
+        .find(|p| p.join("config.json").is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates.remove(0))
+}
+
+/// How the caller wants the run to behave (not part of the recipe: it does not change results).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// No progress bar or compact lines (tests).
+    pub quiet: bool,
+    /// Stop after this optimiser step, with a checkpoint there (`--stop-after`; tests).
+    pub stop_after: Option<u64>,
+    /// Skip evaluations.
+    pub skip_eval: bool,
+    /// Refuse to start from scratch: there must be a checkpoint to resume (`--resume`).
+    pub require_checkpoint: bool,
+    /// Set to stop after the current step (with a checkpoint), e.g. from a UI.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub output_dir: PathBuf,
+    pub steps_done: u64,
+    pub resumed_from: Option<u64>,
+    pub final_checkpoint: Option<PathBuf>,
+    pub exported_to: Option<PathBuf>,
+    /// Seconds in the training loop (rollouts and updates; evaluations excluded).
+    pub train_seconds: f64,
+    pub last_eval: Option<EvalSummary>,
+}
+
+/// Held-out accuracy at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    pub step: u64,
+    pub n: usize,
+    pub accuracy: f64,
+    pub format_rate: f64,
+    /// (level, accuracy) for a built-in task.
+    pub by_level: Vec<(u32, f64)>,
+    pub seconds: f64,
+}
+
+/// Trainer state saved next to the weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct TrainerState {
+    /// GRPO steps taken (the data position: step s draws its prompts from (seed, s)).
+    step: u64,
+    /// AdamW's bias-correction step count (μ updates per step).
+    adam_t: u64,
+    seed: u64,
+    completions_seen: u64,
+    /// Prompt and completion tokens trained on.
+    tokens_seen: u64,
+    /// Seconds in the loop (evaluations excluded).
+    train_seconds: f64,
+    /// Skipped (non-finite) steps in a row at this point.
+    bad_steps: u64,
+}
+
+/// One group with its verdicts.
+struct ScoredGroup {
+    group: Group,
+    scores: Vec<Scored>,
+    rewards: Vec<f64>,
+    zero_std: bool,
+    /// 0: the step's own draw; later: a replacement (dynamic sampling).
+    round: usize,
+    /// Trained on.
+    used: bool,
+    advantages: Vec<f64>,
+}
+
+/// One sequence of the update: prompt then completion.
+struct Row {
+    ids: Vec<i64>,
+    prompt_len: usize,
+    completion_len: usize,
+    advantage: f64,
+    /// Counted in the loss (false: a truncated completion under `mask_truncated`).
+    in_loss: bool,
+}
+
+/// A right-padded micro-batch and what the update keeps for it across iterations.
+struct MicroBatch {
+    /// `[b,S]` prompt + completion, right-padded.
+    ids: Tensor,
+    /// `[b,T]` the position whose logits predict completion token t.
+    pos: Tensor,
+    /// `[b,T]` completion token t (padding past the end).
+    target: Tensor,
+    /// `[b,T]` 1 for completion tokens (end-of-sentence included) that count in the loss.
+    mask: Tensor,
+    /// `[b]`
+    adv: Tensor,
+    /// One flag per `[b·S]` position: a real token (for expert-load counts).
+    real: Vec<bool>,
+    /// The rollout policy's log-probs (iteration 0's, detached).
+    old: Option<Tensor>,
+    /// The reference policy's log-probs (β > 0).
+    reference: Option<Tensor>,
+}
+
+fn make_micro_batches(rows: &[Row], size: usize, pad: u32, device: Device) -> Vec<MicroBatch> {
+    let mut order: Vec<&Row> = rows.iter().collect();
+    order.sort_by_key(|r| std::cmp::Reverse(r.ids.len()));
+    order
+        .chunks(size.max(1))
+        .map(|chunk| {
+            let b = chunk.len();
+            let s = chunk.iter().map(|r| r.ids.len()).max().unwrap_or(1);
+            let t = chunk
+                .iter()
+                .map(|r| r.completion_len)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let mut ids = vec![pad as i64; b * s];
+            let mut real = vec![false; b * s];
+            let mut pos = vec![0i64; b * t];
+            let mut target = vec![pad as i64; b * t];
+            let mut mask = vec![0f32; b * t];
+            let mut adv = vec![0f32; b];
+            for (i, r) in chunk.iter().enumerate() {
+                ids[i * s..i * s + r.ids.len()].copy_from_slice(&r.ids);
+                real[i * s..i * s + r.ids.len()]
+                    .iter_mut()
+                    .for_each(|x| *x = true);
+                for j in 0..t {
+                    let p = (r.prompt_len + j).min(r.ids.len()) - 1;
+                    pos[i * t + j] = p as i64;
+                    if j < r.completion_len {
+                        target[i * t + j] = r.ids[r.prompt_len + j];
+                        mask[i * t + j] = f32::from(u8::from(r.in_loss));
+                    }
+                }
+                adv[i] = r.advantage as f32;
+            }
+            let bt = [b as i64, t as i64];
+            MicroBatch {
+                ids: Tensor::from_slice(&ids)
+                    .view([b as i64, s as i64])
+                    .to_device(device),
+                pos: Tensor::from_slice(&pos).view(bt).to_device(device),
+                target: Tensor::from_slice(&target).view(bt).to_device(device),
+                mask: Tensor::from_slice(&mask).view(bt).to_device(device),
+                adv: Tensor::from_slice(&adv).to_device(device),
+                real,
+                old: None,
+                reference: None,
+            }
+        })
+        .collect()
+}
+
+/// Per-token log-probabilities of the completion tokens under `model` (logits divided by
+/// `temperature`), `[b,T]`, and the log-softmax rows `[b,T,V]` they were read from.
+fn completion_logprobs(
+    model: &Model,
+    mb: &MicroBatch,
+    probe: &mut dyn Probe,
+    temperature: f64,
+) -> (Tensor, Tensor) {
+    let mut cache = model.new_cache();
+    let logits = model.forward(&mb.ids, &mut cache, probe, true);
+    let v = logits.size()[2];
+    let (b, t) = mb.pos.size2().expect("[b,T]");
+    let idx = mb.pos.unsqueeze(-1).expand([b, t, v], false);
+    let rows = logits.gather(1, &idx, false).to_kind(Kind::Float) / temperature;
+    let lsm = rows.log_softmax(-1, Kind::Float);
+    let logp = lsm
+        .gather(2, &mb.target.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    (logp, lsm)
+}
+
+/// What one update (μ optimiser steps on one batch of rollouts) measured.
+#[derive(Debug, Clone, Default)]
+struct UpdateOutcome {
+    /// Mean over the μ iterations of the batch loss.
+    loss: f64,
+    /// The last iteration's gradient norm before clipping.
+    grad_norm: f64,
+    applied: bool,
+    /// Token means over the batch (iteration 0).
+    kl: Option<f64>,
+    entropy: f64,
+    /// Shares of tokens clipped low / high, over all iterations.
+    clip_low: f64,
+    clip_high: f64,
+    tokens: usize,
+    counts: BTreeMap<usize, Vec<u64>>,
+}
+
+/// Sums over one pass of the micro-batches.
+#[derive(Debug, Clone, Default)]
+struct PassStats {
+    loss: f64,
+    entropy_sum: f64,
+    kl_sum: f64,
+    clip_low: f64,
+    clip_high: f64,
+}
+
+struct Trainer<'a> {
+    r: &'a GrpoRecipe,
+    model: Model,
+    /// The frozen reference (full fine-tune with β > 0).
+    reference: Option<Model>,
+    /// Adapters merged into `model` (the reference is then the model with them taken out).
+    lora: Option<Lora>,
+    codec: TextCodec,
+    opt: AdamW,
+    files: ModelFiles,
+    ckpt_dir: PathBuf,
+    eos: Vec<u32>,
+    pad: u32,
+}
+
+impl<'a> Trainer<'a> {
+    /// The policy from `start_dir` (a checkpoint, or the starting model), its optimiser (state
+    /// restored from a checkpoint's `optimizer.safetensors` when `adam_t > 0`), and with β > 0
+    /// the frozen reference loaded from `init_dir`.
+    fn new(
+        r: &'a GrpoRecipe,
+        start_dir: &Path,
+        init_dir: &Path,
+        ckpt_dir: PathBuf,
+        adam_t: u64,
+    ) -> Result<Self> {
+        let device = parse_device(&r.model.device)?;
+        let model = Model::load(start_dir, DType::F32, device)?;
+        let codec = TextCodec::load(start_dir)?;
+        let files = ModelFiles::read(start_dir)?;
+        let lora = match &r.lora {
+            Some(cfg) => {
+                let l = Lora::attach(&model, cfg, r.seed).map_err(|e| anyhow!(e))?;
+                let file = start_dir.join("adapter_model.safetensors");
+                if file.exists() {
+                    // A checkpoint: its weights are already merged; restore A and B.
+                    let t = read_safetensors(&file).map_err(|e| anyhow!(e))?;
+                    l.load_adapters(t)
+                        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+                }
+                Some(l)
+            }
+            None => None,
+        };
+        if !r.model.train_router && lora.is_none() {
+            freeze_routers(&model);
+        }
+        // The reference policy: the starting model, frozen (a second load; only when β > 0 and
+        // every weight is trained — with LoRA it is the model with its adapters taken out).
+        let reference = if r.grpo.beta != 0.0 && lora.is_none() {
+            let m = Model::load(init_dir, DType::F32, device)?;
+            for (_, t) in m.vars.variables() {
+                let _ = t.set_requires_grad(false);
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let trainable = match &lora {
+            Some(l) => l.params(),
+            None => model.vars.variables(),
+        };
+        let mut opt = AdamW::new(trainable, &r.optimizer);
+        let opt_file = start_dir.join("optimizer.safetensors");
+        if adam_t > 0 && opt_file.exists() {
+            let tensors = read_safetensors(&opt_file).map_err(|e| anyhow!(e))?;
+            opt.load_state(tensors, adam_t)
+                .map_err(|e| anyhow!("{}: {e}", opt_file.display()))?;
+        }
+        let eos = eos_ids(&model, &codec);
+        let pad = *eos
+            .first()
+            .ok_or_else(|| anyhow!("{}: the tokenizer has no eos_token", start_dir.display()))?;
+        Ok(Self {
+            r,
+            model,
+            reference,
+            lora,
+            codec,
+            opt,
+            files,
+            ckpt_dir,
+            eos,
+            pad,
+        })
+    }
+
+    fn save(&self, state: &TrainerState) -> Result<PathBuf> {
+        let target = self.ckpt_dir.join(step_dir_name(state.step));
+        let w = AtomicDir::begin(&target)?;
+        self.files.write_into(&w)?;
+        let weights = model_tensors(&self.model.vars, Kind::Float);
+        w.write(
+            "model.safetensors",
+            &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
+        )?;
+        w.write(
+            "optimizer.safetensors",
+            &safetensors_bytes(&self.opt.state_tensors(), &BTreeMap::new())
+                .map_err(|e| anyhow!(e))?,
+        )?;
+        if let Some(l) = &self.lora {
+            w.write(
+                "adapter_model.safetensors",
+                &safetensors_bytes(&l.peft_tensors(), &metadata()).map_err(|e| anyhow!(e))?,
+            )?;
+            w.write_json(
+                "adapter_config.json",
+                &l.peft_config(&resolve_model_dir(&self.r.model.init).display().to_string()),
+            )?;
+        }
+        w.write_json("trainer_state.json", &serde_json::to_value(state)?)?;
+        w.commit()?;
+        prune_checkpoints(&self.ckpt_dir, self.r.train.keep_checkpoints);
+        Ok(target)
+    }
+
+    /// The step's groups: rollouts of the drawn prompts, scored; zero-std groups handled per the
+    /// recipe (kept, skipped, or replaced by fresh prompts).
+    fn collect(&self, source: &Source, rewards: &Rewards, step: u64) -> Result<Vec<ScoredGroup>> {
+        let g = &self.r.generation;
+        let want = g.prompts_per_step;
+        let mut out: Vec<ScoredGroup> = Vec::new();
+        let mut round = 0;
+        loop {
+            let missing = if round == 0 {
+                want
+            } else {
+                want - out.iter().filter(|s| s.used).count()
+            };
+            for (i, problem) in source.draw(step, round, missing).iter().enumerate() {
+                let seed = content_hash(&[self.r.seed, 0x6E0, step, round as u64, i as u64]);
+                let group = rollout(&self.model, &self.codec, problem, g, &self.eos, seed)?;
+                let sg = self.score(source, rewards, group, round);
+                out.push(sg);
+            }
+            let informative = out.iter().filter(|s| s.used).count();
+            round += 1;
+            if self.r.grpo.zero_std != ZeroStd::Resample
+                || informative >= want
+                || round > self.r.grpo.max_resample_rounds
+            {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn score(&self, source: &Source, rewards: &Rewards, group: Group, round: usize) -> ScoredGroup {
+        let scores: Vec<Scored> = group
+            .samples
+            .iter()
+            .map(|s| {
+                rewards.score(&RewardInput {
+                    completion: &s.text,
+                    answer: &group.problem.answer,
+                    tokens: s.ids.len(),
+                    finished: s.finished,
+                    task: source.task(),
+                })
+            })
+            .collect();
+        let rewards: Vec<f64> = scores.iter().map(|s| s.total).collect();
+        let zero_std = rewards.iter().all(|&x| x == rewards[0]);
+        let used = match self.r.grpo.zero_std {
+            ZeroStd::Keep => true,
+            ZeroStd::Skip | ZeroStd::Resample => !zero_std,
+        };
+        ScoredGroup {
+            group,
+            scores,
+            rewards,
+            zero_std,
+            round,
+            used,
+            advantages: Vec::new(),
+        }
+    }
+
+    fn loss_config(&self) -> LossConfig {
+        LossConfig {
+            epsilon_low: self.r.grpo.epsilon_low,
+            epsilon_high: self.r.grpo.epsilon_high(),
+            beta: self.r.grpo.beta,
+        }
+    }
+
+    fn normaliser(&self, rows: &[Row]) -> Normaliser {
+        Normaliser {
+            aggregation: self.r.grpo.loss,
+            sequences: rows.len(),
+            tokens: rows
+                .iter()
+                .filter(|x| x.in_loss)
+                .map(|x| x.completion_len)
+                .sum(),
+            max_len: self.r.generation.max_new_tokens,
+        }
+    }
+
+    /// The rows as micro-batches, with the reference log-probs filled in when β > 0.
+    fn prepare(&self, rows: &[Row]) -> Vec<MicroBatch> {
+        let mut mbs = make_micro_batches(
+            rows,
+            self.r.train.micro_batch_size,
+            self.pad,
+            self.model.device,
+        );
+        let t = self.r.generation.temperature as f64;
+        if let Some(reference) = &self.reference {
+            let _g = tch::no_grad_guard();
+            for mb in &mut mbs {
+                mb.reference = Some(completion_logprobs(reference, mb, &mut NoProbe, t).0);
+            }
+        } else if let (Some(lora), true) = (&self.lora, self.r.grpo.beta != 0.0) {
+            // The base with the adapters off.
+            let _g = tch::no_grad_guard();
+            lora.shift(-1.0);
+            for mb in &mut mbs {
+                mb.reference = Some(completion_logprobs(&self.model, mb, &mut NoProbe, t).0);
+            }
+            lora.shift(1.0);
+        }
+        mbs
+    }
+
+    /// One pass over the micro-batches: forward with gradients, loss, backward (gradients add
+    /// up in the parameters' `.grad`). Iteration 0 records the rollout policy's log-probs, the
+    /// entropy, the KL and the expert load.
+    fn accumulate(
+        &self,
+        mbs: &mut [MicroBatch],
+        norm: &Normaliser,
+        it: usize,
+        counter: &mut LoadCounter,
+    ) -> PassStats {
+        let cfg = self.loss_config();
+        let temperature = self.r.generation.temperature as f64;
+        let mut p = PassStats::default();
+        for mb in mbs.iter_mut() {
+            counter.real = mb.real.clone();
+            let probe: &mut dyn Probe = if it == 0 { counter } else { &mut NoProbe };
+            let (logp, lsm) = completion_logprobs(&self.model, mb, probe, temperature);
+            if it == 0 {
+                let _g = tch::no_grad_guard();
+                mb.old = Some(logp.detach());
+                let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
+                p.entropy_sum += (ent * &mb.mask).sum(Kind::Double).double_value(&[]);
+            }
+            let old = mb.old.as_ref().expect("set in iteration 0");
+            let tl = token_loss(&logp, old, mb.reference.as_ref(), &mb.adv, &cfg);
+            let share = aggregate(&tl.loss, &mb.mask, norm);
+            share.backward();
+            p.loss += share.double_value(&[]);
+            let _g = tch::no_grad_guard();
+            if let Some(kl) = &tl.kl {
+                p.kl_sum += (kl * &mb.mask).sum(Kind::Double).double_value(&[]);
+            }
+            let (lo, hi) = clipped_tokens(&tl.ratio, &mb.adv, &mb.mask, &cfg);
+            p.clip_low += lo;
+            p.clip_high += hi;
+        }
+        p
+    }
+
+    /// μ optimiser updates on the rows.
+    fn update(&mut self, rows: &[Row], lr: f64) -> UpdateOutcome {
+        let norm = self.normaliser(rows);
+        let mut mbs = self.prepare(rows);
+        let experts = self
+            .model
+            .config
+            .moe
+            .as_ref()
+            .map_or(0, |m| m.n_routed_experts);
+        let mut counter = LoadCounter::new(experts);
+        let mut out = UpdateOutcome {
+            tokens: rows.iter().map(|x| x.ids.len()).sum(),
+            ..Default::default()
+        };
+        let iterations = self.r.grpo.iterations;
+        let (mut loss_sum, mut clip_lo, mut clip_hi) = (0.0, 0.0, 0.0);
+        let mut first = PassStats::default();
+        for it in 0..iterations {
+            self.opt.zero_grad();
+            let p = self.accumulate(&mut mbs, &norm, it, &mut counter);
+            if let Some(l) = &self.lora {
+                l.project_gradients();
+            }
+            let grad_norm = self.opt.clip_grad_norm(self.r.optimizer.grad_clip);
+            out.grad_norm = grad_norm;
+            if !(p.loss.is_finite() && grad_norm.is_finite()) {
+                out.loss = p.loss;
+                out.applied = false;
+                self.opt.zero_grad();
+                return out;
+            }
+            match &self.lora {
+                Some(l) => {
+                    // W moves by the change of (α/r)·B·A.
+                    l.shift(-1.0);
+                    self.opt.step(lr);
+                    l.shift(1.0);
+                }
+                None => self.opt.step(lr),
+            }
+            loss_sum += p.loss;
+            clip_lo += p.clip_low;
+            clip_hi += p.clip_high;
+            if it == 0 {
+                first = p;
+            }
+        }
+        let denom = norm.tokens.max(1) as f64;
+        out.loss = loss_sum / iterations as f64;
+        out.applied = true;
+        out.kl = (self.r.grpo.beta != 0.0).then_some(first.kl_sum / denom);
+        out.entropy = first.entropy_sum / denom;
+        out.clip_low = clip_lo / (denom * iterations as f64);
+        out.clip_high = clip_hi / (denom * iterations as f64);
+        out.counts = counter.counts;
+        if let Some(b) = &self.r.balance {
+            nudge_biases(&self.model, &out.counts, b.bias_update_rate);
+        }
+        out
+    }
+
+    /// Greedy held-out evaluation: a task's held-out split (seed 0, as `thinkbench eval`), or
+    /// the recipe's `data.eval_path` scored with the accuracy reward.
+    fn evaluate(&self, source: &Source, rewards: &Rewards, step: u64) -> Result<EvalSummary> {
+        let e = self
+            .r
+            .eval
+            .as_ref()
+            .ok_or_else(|| anyhow!("no [eval] section"))?;
+        if let Some(task) = source.task() {
+            let levels = e
+                .levels
+                .clone()
+                .or_else(|| self.r.data.levels.clone())
+                .unwrap_or_else(|| task.levels().collect());
+            let opts = EvalOptions {
+                n: e.n,
+                seed: 0,
+                levels,
+                max_new_tokens: e.max_new_tokens,
+                temperature: 0.0,
+                top_p: 1.0,
+                split: Split::HeldOut,
+            };
+            let (rep, _) = evaluate(&self.model, &self.codec, task, &opts, &mut |_, _, _| {})
+                .map_err(|e| anyhow!(e))?;
+            return Ok(EvalSummary {
+                step,
+                n: rep.n,
+                accuracy: rep.accuracy,
+                format_rate: rep.format_rate,
+                by_level: rep.by_level.iter().map(|l| (l.level, l.accuracy)).collect(),
+                seconds: rep.seconds,
+            });
+        }
+        let t0 = Instant::now();
+        let path =
+            self.r.data.eval_path.as_ref().ok_or_else(|| {
+                anyhow!("data.eval_path is needed for [eval] with a JSONL dataset")
+            })?;
+        let problems: Vec<Problem> =
+            super::problems::read_jsonl(path, self.r.data.instruction.as_deref())
+                .map_err(|e| anyhow!(e))?
+                .into_iter()
+                .take(e.n)
+                .collect();
+        let (mut correct, mut formatted) = (0usize, 0usize);
+        for p in &problems {
+            let ids = super::rollout::prompt_ids(&self.codec, p)?;
+            let req = GenerateRequest {
+                max_new_tokens: e.max_new_tokens,
+                sampling: SamplingParams::greedy(),
+                eos_ids: self.eos.clone(),
+                top_logprobs: 0,
+                trace_routing: false,
+                ..GenerateRequest::new(ids)
+            };
+            let g = generate(
+                &self.model,
+                Some(&self.codec),
+                &req,
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .map_err(|e| anyhow!("eval: {e}"))?;
+            let c = &g.completions[0];
+            let s = rewards.score(&RewardInput {
+                completion: &c.text,
+                answer: &p.answer,
+                tokens: c.tokens.len(),
+                finished: c.finish_reason == FinishReason::Stop,
+                task: None,
+            });
+            correct += usize::from(s.correct);
+            formatted += usize::from(
+                super::rewards::format(
+                    c.text.split(&self.eos_text()).next().unwrap_or(""),
+                    c.finish_reason == FinishReason::Stop,
+                )
+                .value
+                    > 0.0,
+            );
+        }
+        let n = problems.len().max(1) as f64;
+        Ok(EvalSummary {
+            step,
+            n: problems.len(),
+            accuracy: correct as f64 / n,
+            format_rate: formatted as f64 / n,
+            by_level: Vec::new(),
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn eos_text(&self) -> String {
+        self.eos
+            .first()
+            .map(|&id| self.codec.token_text(id))
+            .unwrap_or_default()
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+fn mean(x: &[f64]) -> f64 {
+    if x.is_empty() {
+        0.0
+    } else {
+        x.iter().sum::<f64>() / x.len() as f64
+    }
+}
+
+/// The step's metrics line (TRL's names where TRL has the metric), from the groups of the step's
+/// own draw (round 0: what the policy did, before any filtering) and the update.
+fn step_record(
+    step: u64,
+    groups: &[ScoredGroup],
+    names: &[&'static str],
+    up: &UpdateOutcome,
+    lr: f64,
+    beta: f64,
+) -> Value {
+    let first: Vec<&ScoredGroup> = groups.iter().filter(|g| g.round == 0).collect();
+    let totals: Vec<f64> = first
+        .iter()
+        .flat_map(|g| g.rewards.iter().copied())
+        .collect();
+    let lens: Vec<f64> = first
+        .iter()
+        .flat_map(|g| g.group.samples.iter().map(|s| s.ids.len() as f64))
+        .collect();
+    let finished: Vec<f64> = first
+        .iter()
+        .flat_map(|g| {
+            g.group
+                .samples
+                .iter()
+                .filter(|s| s.finished)
+                .map(|s| s.ids.len() as f64)
+        })
+        .collect();
+    let n = lens.len().max(1) as f64;
+    let truncated = first
+        .iter()
+        .flat_map(|g| g.group.samples.iter())
+        .filter(|s| !s.finished)
+        .count() as f64;
+    let correct = first
+        .iter()
+        .flat_map(|g| g.scores.iter())
+        .filter(|s| s.correct)
+        .count() as f64;
+    let reflections: usize = first
+        .iter()
+        .flat_map(|g| g.group.samples.iter())
+        .map(|s| reflection_words(&s.text))
+        .sum();
+    let group_std: Vec<f64> = first.iter().map(|g| std_bessel(&g.rewards)).collect();
+    let zero = first.iter().filter(|g| g.zero_std).count() as f64;
+    let mut rec = json!({
+        "step": step,
+        "reward": mean(&totals),
+        "reward_std": mean(&group_std),
+        "accuracy": correct / n,
+        "loss": up.loss,
+        "grad_norm": up.grad_norm,
+        "lr": lr,
+        "skipped": !up.applied,
+        "entropy": up.entropy,
+        "clip_ratio/low_mean": up.clip_low,
+        "clip_ratio/high_mean": up.clip_high,
+        "clip_ratio/region_mean": up.clip_low + up.clip_high,
+        "completions/mean_length": mean(&lens),
+        "completions/min_length": lens.iter().copied().reduce(f64::min).unwrap_or(0.0),
+        "completions/max_length": lens.iter().copied().fold(0.0, f64::max),
+        "completions/mean_terminated_length": mean(&finished),
+        "completions/clipped_ratio": truncated / n,
+        "frac_reward_zero_std": zero / first.len().max(1) as f64,
+        "reflection_words": reflections,
+        "groups_trained": groups.iter().filter(|g| g.used).count(),
+        "groups_drawn": groups.len(),
+    });
+    if beta != 0.0 {
+        rec["kl"] = json!(up.kl.unwrap_or(0.0));
+    }
+    for name in names {
+        let v: Vec<f64> = first
+            .iter()
+            .flat_map(|g| g.scores.iter().filter_map(|s| s.value(name)))
+            .collect();
+        rec[format!("rewards/{name}/mean")] = json!(mean(&v));
+        rec[format!("rewards/{name}/std")] = json!(std_bessel(&v));
+    }
+    let loads = layer_loads(&up.counts);
+    if let Some(m) = loads.iter().map(|l| l.min_over_mean).reduce(f64::min) {
+        rec["expert_load_min_over_mean"] = json!(round4(m));
+    }
+    rec
+}
+
+/// The groups of a step as rollout-log lines (the TUI's rollout viewer reads them).
+fn rollout_records(step: u64, groups: &[ScoredGroup]) -> Vec<Value> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            json!({
+                "step": step,
+                "group": i,
+                "round": g.round,
+                "used": g.used,
+                "zero_std": g.zero_std,
+                "prompt": g.group.problem.prompt,
+                "answer": g.group.problem.answer,
+                "level": g.group.problem.level,
+                "completions": g.group.samples.iter().enumerate().map(|(k, s)| json!({
+                    "text": s.text,
+                    "tokens": s.ids.len(),
+                    "truncated": !s.finished,
+                    "reward": g.rewards[k],
+                    "rewards": g.scores[k].parts.iter().map(|p| (p.name, p.value)).collect::<BTreeMap<_, _>>(),
+                    "correct": g.scores[k].correct,
+                    "extracted": g.scores[k].extracted,
+                    "advantage": g.advantages.get(k).copied(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+/// Freezes the MoE routers' weights (their selection bias is never trained by gradient).
+fn freeze_routers(model: &Model) -> usize {
+    let mut n = 0;
+    for (name, t) in model.vars.variables() {
+        if name.ends_with(".mlp.gate.weight") {
+            let _ = t.set_requires_grad(false);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn load_state(dir: &Path) -> Result<TrainerState> {
+    let p = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{}: bad trainer state", p.display()))
+}
+
+/// Runs (or resumes) a GRPO recipe.
+pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
+    if let Some(t) = r.train.threads {
+        tch::set_num_threads(t);
+    }
+    let init_dir = resolve_model_dir(&r.model.init);
+    if !init_dir.join("config.json").is_file() {
+        bail!(
+            "model.init {}: no model there (config.json not found)",
+            init_dir.display()
+        );
+    }
+    let source = Source::from_recipe(&r.data, r.seed).map_err(|e| anyhow!("data: {e}"))?;
+    let out = r.output_dir.clone();
+    ensure_writable(&out, "output_dir")?;
+    let ckpt_dir = out.join("checkpoints");
+    std::fs::create_dir_all(&ckpt_dir).with_context(|| ckpt_dir.display().to_string())?;
+    sweep_temporaries(&ckpt_dir);
+    claim_output_dir(
+        &out,
+        &serde_json::to_value(r)?,
+        &["export_to", "eval"],
+        &["steps", "log_every", "checkpoint_every", "keep_checkpoints"],
+    )?;
+
+    let resumed = latest_checkpoint(&ckpt_dir);
+    if opts.require_checkpoint && resumed.is_none() {
+        bail!(
+            "--resume: {} has no checkpoint to resume from",
+            ckpt_dir.display()
+        );
+    }
+    let (start_dir, state) = match &resumed {
+        Some((_, dir)) => (dir.clone(), load_state(dir)?),
+        None => (
+            init_dir.clone(),
+            TrainerState {
+                seed: r.seed,
+                ..Default::default()
+            },
+        ),
+    };
+    let resumed_from = resumed.as_ref().map(|c| c.0);
+    let mut trainer = Trainer::new(r, &start_dir, &init_dir, ckpt_dir.clone(), state.adam_t)?;
+    let rewards = Rewards::from_recipe(r, &trainer.eos_text());
+    let names = rewards.names();
+
+    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.step)
+        .with_context(|| out.join("metrics.jsonl").display().to_string())?;
+    let mut rollout_log = MetricsLog::open(&out.join("rollouts.jsonl"), state.step)
+        .with_context(|| out.join("rollouts.jsonl").display().to_string())?;
+    let total = r.train.steps;
+    let trainable: i64 = trainer
+        .opt
+        .params
+        .iter()
+        .map(|p| p.tensor.numel() as i64)
+        .sum();
+    if !opts.quiet {
+        eprintln!(
+            "grpo {}: {} ({} trainable parameters{}), {} steps of {} prompts x {} completions, β = {}, loss {:?}, {}",
+            r.name,
+            match resumed_from {
+                Some(s) => format!("resuming from step {s} ({})", start_dir.display()),
+                None => format!("starting from {}", start_dir.display()),
+            },
+            trainable,
+            if r.model.train_router { "" } else { ", routers frozen" },
+            total,
+            r.generation.prompts_per_step,
+            r.generation.group_size,
+            r.grpo.beta,
+            r.grpo.loss,
+            log.path().display()
+        );
+    }
+    let pb = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(total);
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .expect("valid template"),
+        );
+        pb.set_position(state.step);
+        pb
+    };
+    let say = |line: String| {
+        if opts.quiet {
+        } else if pb.is_hidden() {
+            println!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
+
+    let eval_every = r
+        .eval
+        .as_ref()
+        .and_then(|e| e.every)
+        .filter(|_| !opts.skip_eval);
+    let mut last_eval: Option<EvalSummary> = None;
+    let do_eval = |trainer: &Trainer, log: &mut MetricsLog, step: u64| -> Result<EvalSummary> {
+        let e = trainer.evaluate(&source, &rewards, step)?;
+        log.write(
+            &json!({"event": "eval", "step": step, "accuracy": e.accuracy,
+            "format_rate": e.format_rate, "n": e.n, "by_level": e.by_level, "seconds": e.seconds}),
+        )?;
+        Ok(e)
+    };
+    // The starting point, for the before/after comparison (fresh runs only).
+    if eval_every.is_some() && state.step == 0 {
+        let e = do_eval(&trainer, &mut log, 0)?;
+        say(format!(
+            "step 0: held-out accuracy {:.1}% (n={}, greedy)",
+            100.0 * e.accuracy,
+            e.n
+        ));
+        last_eval = Some(e);
+    }
+
+    let mut st = state.clone();
+    let mut last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
+    for step in st.step..total {
+        let t0 = Instant::now();
+        let mut groups = trainer.collect(&source, &rewards, step)?;
+        let rollout_s = t0.elapsed().as_secs_f64();
+        // Advantages over the groups trained on.
+        let used: Vec<usize> = (0..groups.len()).filter(|&i| groups[i].used).collect();
+        let flat: Vec<f64> = used
+            .iter()
+            .flat_map(|&i| groups[i].rewards.iter().copied())
+            .collect();
+        let mut rows = Vec::new();
+        if !used.is_empty() {
+            let adv = advantages(&flat, r.generation.group_size, r.grpo.scale_rewards);
+            for (k, &i) in used.iter().enumerate() {
+                let g = r.generation.group_size;
+                groups[i].advantages = adv.values[k * g..(k + 1) * g].to_vec();
+                let sg = &groups[i];
+                for (s, &a) in sg.group.samples.iter().zip(&sg.advantages) {
+                    let mut ids: Vec<i64> = sg.group.prompt_ids.iter().map(|&x| x as i64).collect();
+                    ids.extend(s.ids.iter().map(|&x| x as i64));
+                    rows.push(Row {
+                        ids,
+                        prompt_len: sg.group.prompt_ids.len(),
+                        completion_len: s.ids.len(),
+                        advantage: a,
+                        in_loss: !(r.grpo.mask_truncated && !s.finished) && !s.ids.is_empty(),
+                    });
+                }
+            }
+        }
+        let lr = lr_at(step, total, &r.optimizer);
+        let t1 = Instant::now();
+        let up = if rows.iter().any(|x| x.in_loss) {
+            trainer.update(&rows, lr)
+        } else {
+            // Nothing to learn from (every group's rewards were equal and skipped): no update.
+            UpdateOutcome {
+                applied: true,
+                ..Default::default()
+            }
+        };
+        let train_s = t1.elapsed().as_secs_f64();
+        let dt = t0.elapsed().as_secs_f64();
+        st.step = step + 1;
+        st.adam_t = trainer.opt.t;
+        st.completions_seen += rows.len() as u64;
+        st.tokens_seen += up.tokens as u64;
+        st.train_seconds += dt;
+        if up.applied {
+            st.bad_steps = 0;
+        } else {
+            st.bad_steps += 1;
+            say(format!(
+                "step {}: loss {} / grad norm {}: not finite, update skipped",
+                st.step, up.loss, up.grad_norm
+            ));
+        }
+        let generated: usize = groups
+            .iter()
+            .flat_map(|g| g.group.samples.iter())
+            .map(|s| s.ids.len())
+            .sum();
+        let mut rec = step_record(st.step, &groups, &names, &up, lr, r.grpo.beta);
+        rec["step_time"] = json!(dt);
+        rec["rollout_time"] = json!(rollout_s);
+        rec["update_time"] = json!(train_s);
+        rec["tokens_per_s"] = json!(generated as f64 / dt);
+        rec["num_tokens"] = json!(st.tokens_seen);
+        rec["elapsed_s"] = json!(st.train_seconds);
+        log.write(&rec)?;
+        for line in rollout_records(st.step, &groups) {
+            rollout_log.write(&line)?;
+        }
+        let f = |k: &str| rec[k].as_f64().unwrap_or(0.0);
+        pb.set_position(st.step);
+        pb.set_message(format!(
+            "reward {:.3}  acc {:.0}%",
+            f("reward"),
+            100.0 * f("accuracy")
+        ));
+        if st.step.is_multiple_of(r.train.log_every) || st.step == total {
+            say(format!(
+                "step {:>4}/{total}  reward {:.3} ±{:.3}  acc {:>5.1}%  loss {:+.4}{}  ent {:.3}  len {:.0}  zero-std {:>3.0}%  clip {:.3}  {:.2} s/step",
+                st.step,
+                f("reward"),
+                f("reward_std"),
+                100.0 * f("accuracy"),
+                f("loss"),
+                rec.get("kl").and_then(Value::as_f64).map_or(String::new(), |k| format!("  kl {k:.4}")),
+                f("entropy"),
+                f("completions/mean_length"),
+                100.0 * f("frac_reward_zero_std"),
+                f("clip_ratio/region_mean"),
+                dt,
+            ));
+        }
+        if st.bad_steps >= r.train.max_bad_steps {
+            bail!(
+                "{} steps in a row had a non-finite loss or gradient; stopping (last good checkpoint: {})",
+                st.bad_steps,
+                last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string())
+            );
+        }
+        let cancelled = opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed));
+        let stopping = opts.stop_after == Some(st.step) || cancelled;
+        if st.step.is_multiple_of(r.train.checkpoint_every) || st.step == total || stopping {
+            let p = trainer.save(&st)?;
+            log.write(
+                &json!({"event": "checkpoint", "step": st.step, "path": p.display().to_string()}),
+            )?;
+            last_ckpt = Some(p);
+        }
+        if let Some(every) = eval_every {
+            if st.step.is_multiple_of(every) || st.step == total {
+                let e = do_eval(&trainer, &mut log, st.step)?;
+                say(format!(
+                    "step {}: held-out accuracy {:.1}% (n={}, greedy{})",
+                    st.step,
+                    100.0 * e.accuracy,
+                    e.n,
+                    e.by_level
+                        .iter()
+                        .map(|(l, a)| format!(", L{l} {:.0}%", 100.0 * a))
+                        .collect::<String>()
+                ));
+                last_eval = Some(e);
+            }
+        }
+        if stopping {
+            pb.abandon();
+            return Ok(RunSummary {
+                output_dir: out,
+                steps_done: st.step,
+                resumed_from,
+                final_checkpoint: last_ckpt,
+                exported_to: None,
+                train_seconds: st.train_seconds,
+                last_eval,
+            });
+        }
+    }
+    pb.finish_and_clear();
+    let final_dir = match last_ckpt {
+        Some(p) => p,
+        None => trainer.save(&st)?,
+    };
+    if !opts.quiet {
+        eprintln!(
+            "trained {} steps in {:.1} min ({} completions); checkpoint {}",
+            st.step,
+            st.train_seconds / 60.0,
+            st.completions_seen,
+            final_dir.display()
+        );
+    }
+    // A final evaluation when none ran at the last step.
+    if let (Some(_), true, false) = (
+        &r.eval,
+        last_eval.as_ref().is_none_or(|e| e.step != st.step),
+        opts.skip_eval,
+    ) {
+        last_eval = Some(do_eval(&trainer, &mut log, st.step)?);
+    }
+    if let Some(e) = &last_eval {
+        let path = out.join("eval.json");
+        write_synced(&path, serde_json::to_string_pretty(e)?.as_bytes())
+            .with_context(|| path.display().to_string())?;
+        if !opts.quiet {
+            eprintln!(
+                "held-out accuracy at step {}: {:.1}% (n={})",
+                e.step,
+                100.0 * e.accuracy,
+                e.n
+            );
+        }
+    }
+    let exported_to = match &r.export_to {
+        Some(dst) => {
+            super::sft::export(&final_dir, dst, &r.model.save_dtype)?;
+            if !opts.quiet {
+                eprintln!("exported the model to {}", dst.display());
+            }
+            Some(dst.clone())
+        }
+        None => None,
+    };
+    Ok(RunSummary {
+        output_dir: out,
+        steps_done: st.step,
+        resumed_from,
+        final_checkpoint: Some(final_dir),
+        exported_to,
+        train_seconds: st.train_seconds,
+        last_eval,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::checkpoint::Checkpoint;
+    use crate::train::recipe::{parse, Recipe, TEST_GRPO_RECIPE};
+
+    /// The test recipe writing to `out`, with `edits` (from, to) applied to its text.
+    fn recipe(out: &Path, edits: &[(&str, &str)]) -> GrpoRecipe {
+        let mut text = TEST_GRPO_RECIPE.replace(
+            "output_dir = \"runs/g\"",
+            &format!("output_dir = {:?}", out.display().to_string()),
+        );
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from}");
+            text = text.replacen(from, to, 1);
+        }
+        match parse("test.toml", &text).unwrap() {
+            Recipe::Grpo(r) => *r,
+            Recipe::Sft(_) => panic!("a GRPO recipe"),
+        }
+    }
+
+    fn quiet() -> RunOptions {
+        RunOptions {
+            quiet: true,
+            skip_eval: true,
+            ..Default::default()
+        }
+    }
+
+    fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+        let ck = Checkpoint::open(dir).unwrap();
+        let mut names: Vec<String> = ck.names().cloned().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                let t = ck.read_raw(&n).unwrap().to_kind(Kind::Float);
+                (n, t)
+            })
+            .collect()
+    }
+
+    /// Rows of one real rollout of the builtin model with the given advantages.
+    fn rows_with(trainer: &Trainer, advantages: &[f64]) -> Vec<Row> {
+        let src = Source::from_recipe(&trainer.r.data, 1).unwrap();
+        let p = &src.draw(0, 0, 1)[0];
+        let g = rollout(
+            &trainer.model,
+            &trainer.codec,
+            p,
+            &trainer.r.generation,
+            &trainer.eos,
+            5,
+        )
+        .unwrap();
+        g.samples
+            .iter()
+            .zip(advantages)
+            .map(|(s, &a)| {
+                let mut ids: Vec<i64> = g.prompt_ids.iter().map(|&x| x as i64).collect();
+                ids.extend(s.ids.iter().map(|&x| x as i64));
+                Row {
+                    ids,
+                    prompt_len: g.prompt_ids.len(),
+                    completion_len: s.ids.len(),
+                    advantage: a,
+                    in_loss: true,
+                }
+            })
+            .collect()
+    }
+
+    fn grad_norm_after_one_pass(trainer: &mut Trainer, rows: &[Row]) -> f64 {
+        let norm = trainer.normaliser(rows);
+        let mut mbs = trainer.prepare(rows);
+        trainer.opt.zero_grad();
+        trainer.accumulate(&mut mbs, &norm, 0, &mut LoadCounter::new(8));
+        trainer.opt.grad_norm()
+    }
+
+    #[test]
+    fn zero_advantage_groups_give_zero_gradient_without_kl() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recipe(dir.path(), &[("beta = 0.04", "beta = 0.0")]);
+        let init = resolve_model_dir("builtin");
+        let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+        for aggregation in ["dapo", "grpo", "dr_grpo"] {
+            let mut r2 = r.clone();
+            r2.grpo.loss = serde_json::from_value(json!(aggregation)).unwrap();
+            t.r = Box::leak(Box::new(r2));
+            let rows = rows_with(&t, &[0.0; 4]);
+            assert_eq!(
+                grad_norm_after_one_pass(&mut t, &rows),
+                0.0,
+                "{aggregation}"
+            );
+            // Every gradient is exactly zero, not merely small overall.
+            for p in &t.opt.params {
+                let g = p.tensor.grad();
+                assert!(
+                    !g.defined() || g.abs().max().double_value(&[]) == 0.0,
+                    "{}",
+                    p.name
+                );
+            }
+            // The same rows with advantages give a gradient (the check can fail).
+            let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.5]);
+            assert!(
+                grad_norm_after_one_pass(&mut t, &rows) > 0.0,
+                "{aggregation}"
+            );
+        }
+        // With β > 0 the KL term pulls even where advantages are zero, once the policy has moved
+        // away from the reference; at the reference itself its gradient is zero too.
+        let r = recipe(dir.path(), &[]);
+        let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+        let rows = rows_with(&t, &[0.0; 4]);
+        assert!(grad_norm_after_one_pass(&mut t, &rows) < 1e-9);
+    }
+
+    #[test]
+    fn one_step_changes_every_trainable_weight_and_no_frozen_one() {
+        let root = tempfile::tempdir().unwrap();
+        let init = weights(&resolve_model_dir("builtin"));
+        for train_router in [false, true] {
+            let out = root.path().join(format!("r{train_router}"));
+            let router = format!("train_router = {train_router}\n[data]");
+            let r = recipe(
+                &out,
+                &[
+                    ("steps = 3", "steps = 1"),
+                    ("[data]", &router),
+                    ("iterations = 2", "iterations = 1"),
+                    // Hot sampling on 3-digit sums: some completions right, some wrong.
+                    ("levels = [1, 2]", "levels = [3]"),
+                    ("max_new_tokens = 48", "max_new_tokens = 96"),
+                    ("temperature = 1.0", "temperature = 1.6"),
+                ],
+            );
+            assert!(
+                r.balance.is_none(),
+                "no bias nudges: the bias must not move"
+            );
+            let s = run(&r, &quiet()).unwrap();
+            assert_eq!(s.steps_done, 1);
+            let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+            assert_eq!(m[0]["frac_reward_zero_std"], 0.0, "{}", m[0]);
+            let after = weights(&out.join("checkpoints").join(step_dir_name(1)));
+            assert_eq!(
+                after.keys().collect::<Vec<_>>(),
+                init.keys().collect::<Vec<_>>()
+            );
+            let mut moved = 0;
+            for (name, before) in &init {
+                let frozen = name.ends_with("e_score_correction_bias")
+                    || (!train_router && name.ends_with(".mlp.gate.weight"));
+                let changed = !before.equal(&after[name]);
+                assert_eq!(changed, !frozen, "{name} (train_router = {train_router})");
+                moved += usize::from(changed);
+            }
+            assert!(moved > 50, "{moved}");
+        }
+    }
+
+    const LORA: &str = "[lora]\nrank = 4\nalpha = 8.0\ntarget_modules = [\"q_b_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]\n[train]";
+
+    #[test]
+    fn resume_after_a_kill_continues_exactly() {
+        resume_case(false);
+    }
+
+    #[test]
+    fn resume_with_lora_continues_exactly() {
+        resume_case(true);
+    }
+
+    fn resume_case(lora: bool) {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        // β > 0 (reference model), μ = 2 (ratios move, clipping can act), balancing on.
+        let mut edits = vec![("[train]", "[balance]\nbias_update_rate = 0.01\n[train]")];
+        if lora {
+            edits.push(("[train]", LORA));
+        }
+        let (ra, rb) = (recipe(&a, &edits), recipe(&b, &edits));
+        let straight = run(&ra, &quiet()).unwrap();
+        assert_eq!(straight.steps_done, 3);
+        let stopped = run(
+            &rb,
+            &RunOptions {
+                stop_after: Some(1),
+                ..quiet()
+            },
+        )
+        .unwrap();
+        assert_eq!(stopped.steps_done, 1);
+        // Killed during step 2 after its metrics line was written: the resume drops that line.
+        let partial = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+        let line2 = partial.lines().find(|l| l.contains("\"step\":2,")).unwrap();
+        let mut m = std::fs::OpenOptions::new()
+            .append(true)
+            .open(b.join("metrics.jsonl"))
+            .unwrap();
+        std::io::Write::write_all(&mut m, format!("{line2}\n").as_bytes()).unwrap();
+        let resumed = run(
+            &rb,
+            &RunOptions {
+                require_checkpoint: true,
+                ..quiet()
+            },
+        )
+        .unwrap();
+        assert_eq!(resumed.resumed_from, Some(1));
+        assert_eq!(resumed.steps_done, 3);
+        let ca = a.join("checkpoints").join(step_dir_name(3));
+        let cb = b.join("checkpoints").join(step_dir_name(3));
+        let (wa, wb) = (weights(&ca), weights(&cb));
+        for (name, t) in &wa {
+            assert!(t.equal(&wb[name]), "{name} differs after resume");
+        }
+        assert!(
+            std::fs::read(ca.join("optimizer.safetensors")).unwrap()
+                == std::fs::read(cb.join("optimizer.safetensors")).unwrap(),
+            "optimizer state differs after resume"
+        );
+        let steps = |dir: &Path| -> Vec<Value> {
+            crate::train::metrics::read(&dir.join("metrics.jsonl"))
+                .unwrap()
+                .into_iter()
+                .filter(|v| v.get("loss").is_some())
+                .map(|mut v| {
+                    for k in [
+                        "step_time",
+                        "rollout_time",
+                        "update_time",
+                        "tokens_per_s",
+                        "elapsed_s",
+                    ] {
+                        v.as_object_mut().unwrap().remove(k);
+                    }
+                    v
+                })
+                .collect()
+        };
+        let (la, lb) = (steps(&a), steps(&b));
+        assert_eq!(la.len(), 3);
+        assert_eq!(la, lb, "the metrics agree step for step");
+        // μ = 2 and β > 0: the second iteration's ratios differ from 1 and the KL is logged.
+        assert!(la.iter().all(|v| v["kl"].as_f64().unwrap() >= 0.0));
+        // The rollouts log too.
+        let ra_log = std::fs::read_to_string(a.join("rollouts.jsonl")).unwrap();
+        let rb_log = std::fs::read_to_string(b.join("rollouts.jsonl")).unwrap();
+        assert_eq!(ra_log, rb_log);
+        if lora {
+            assert!(
+                std::fs::read(ca.join("adapter_model.safetensors")).unwrap()
+                    == std::fs::read(cb.join("adapter_model.safetensors")).unwrap()
+            );
+            return;
+        }
+        // A different recipe in the same folder is refused, naming the key.
+        let mut other = ra.clone();
+        other.grpo.beta = 0.1;
+        let e = run(&other, &quiet()).unwrap_err().to_string();
+        assert!(e.contains("key grpo.beta differs"), "{e}");
+        // --resume on a fresh folder is refused.
+        let c = recipe(&root.path().join("c"), &[]);
+        let e = run(
+            &c,
+            &RunOptions {
+                require_checkpoint: true,
+                ..quiet()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--resume: "), "{e}");
+    }
+
+    #[test]
+    fn zero_std_groups_are_skipped_or_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        // Format alone on level 1: the model's completions are all well-formed, so every group's
+        // rewards are equal.
+        let only_format = [
+            ("[rewards.accuracy]\nweight = 1.0\n", ""),
+            ("[rewards.overlong]\nweight = 1.0\nbuffer = 8\n", ""),
+            ("levels = [1, 2]", "levels = [1]"),
+            ("steps = 3", "steps = 1"),
+            ("max_new_tokens = 48", "max_new_tokens = 64"),
+        ];
+        let init = weights(&resolve_model_dir("builtin"));
+        for (mode, drawn) in [("skip", 2), ("resample", 2 + 2 * 2)] {
+            let out = root.path().join(mode);
+            let zs = format!("zero_std = \"{mode}\"\nmax_resample_rounds = 2\n[train]");
+            let mut edits = only_format.to_vec();
+            edits.push(("[train]", &zs));
+            edits.push(("temperature = 1.0", "temperature = 0.5"));
+            let r = recipe(&out, &edits);
+            run(&r, &quiet()).unwrap();
+            let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+            let s = m.iter().find(|v| v.get("loss").is_some()).unwrap();
+            assert_eq!(s["frac_reward_zero_std"], 1.0, "{s}");
+            assert_eq!(s["groups_trained"], 0);
+            assert_eq!(s["groups_drawn"], drawn, "{mode}");
+            assert_eq!(s["loss"], 0.0);
+            let after = weights(&out.join("checkpoints").join(step_dir_name(1)));
+            for (name, t) in &init {
+                assert!(t.equal(&after[name]), "{name} moved without a signal");
+            }
+        }
+    }
+
+    #[test]
+    fn micro_batches_align_completion_tokens() {
+        // Two rows with prompts of different lengths: position p predicts token p + 1.
+        let rows = vec![
+            Row {
+                ids: vec![10, 11, 12, 20, 21],
+                prompt_len: 3,
+                completion_len: 2,
+                advantage: 1.0,
+                in_loss: true,
+            },
+            Row {
+                ids: vec![10, 11, 30, 31, 32, 33],
+                prompt_len: 2,
+                completion_len: 4,
+                advantage: -1.0,
+                in_loss: true,
+            },
+        ];
+        let mbs = make_micro_batches(&rows, 4, 1, Device::Cpu);
+        assert_eq!(mbs.len(), 1);
+        let mb = &mbs[0];
+        let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
+        // Sorted longest first: row 1 then row 0.
+        assert_eq!(
+            v(&mb.ids),
+            vec![10, 11, 30, 31, 32, 33, 10, 11, 12, 20, 21, 1]
+        );
+        assert_eq!(v(&mb.pos), vec![1, 2, 3, 4, 2, 3, 4, 4]);
+        assert_eq!(v(&mb.target), vec![30, 31, 32, 33, 20, 21, 1, 1]);
+        let m: Vec<f32> = Vec::try_from(mb.mask.view([-1])).unwrap();
+        assert_eq!(m, vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(mb.real.iter().filter(|&&x| x).count(), 11);
+    }
+
+    #[test]
+    fn grpo_runs_on_every_architecture_fixture() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("p.jsonl");
+        std::fs::write(
+            &data,
+            "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n{\"prompt\": \"2+5?\", \"answer\": 7}\n",
+        )
+        .unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+        for name in [
+            "qwen2",
+            "llama",
+            "qwen3",
+            "deepseek_v3_plain",
+            "deepseek_v2_lite",
+        ] {
+            let dir = fixtures.join(name);
+            let out = root.path().join(name);
+            let init = format!("init = {:?}", dir.display().to_string());
+            let path = format!("path = {:?}", data.display().to_string());
+            let r = recipe(
+                &out,
+                &[
+                    ("init = \"builtin\"", &init),
+                    ("task = \"arithmetic\"\nlevels = [1, 2]", &path),
+                    ("max_new_tokens = 48", "max_new_tokens = 12"),
+                    ("prompts_per_step = 2", "prompts_per_step = 1"),
+                    ("steps = 3", "steps = 2"),
+                ],
+            );
+            // The whole loop: rollouts, reference, μ = 2 updates, checkpoints, logs.
+            let s = run(&r, &quiet()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert_eq!(s.steps_done, 2, "{name}");
+            let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+            let steps: Vec<&Value> = m.iter().filter(|v| v.get("loss").is_some()).collect();
+            assert_eq!(steps.len(), 2, "{name}");
+            for v in &steps {
+                for k in ["loss", "kl", "entropy", "reward", "grad_norm"] {
+                    assert!(
+                        v[k].as_f64().is_some_and(f64::is_finite),
+                        "{name}: {k} in {v}"
+                    );
+                }
+            }
+            let ck = out.join("checkpoints").join(step_dir_name(2));
+            let loaded = Model::load(&ck, DType::F32, Device::Cpu).unwrap();
+            assert!(loaded.unused_weights.is_empty(), "{name}");
+            let mut names: Vec<String> = loaded.vars.variables().into_keys().collect();
+            names.sort();
+            assert_eq!(
+                weights(&ck).into_keys().collect::<Vec<_>>(),
+                names,
+                "{name}: the checkpoint holds the model's weights"
+            );
+
+            // A random model's completions all run out of tokens: equal rewards, no signal. With
+            // advantages given, one update moves every trainable weight.
+            let mut one = r.clone();
+            one.grpo.iterations = 1;
+            let mut t = Trainer::new(&one, &dir, &dir, root.path().join("x"), 0).unwrap();
+            let before: Vec<(String, Tensor)> = t
+                .opt
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.tensor.detach().copy()))
+                .collect();
+            let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.5]);
+            let up = t.update(&rows, 1e-3);
+            assert!(up.applied && up.grad_norm > 0.0, "{name}");
+            for ((n, b), p) in before.iter().zip(&t.opt.params) {
+                // A routed expert that no token of these four rows chose gets no gradient.
+                let g = p.tensor.grad();
+                let unrouted = n.contains(".mlp.experts.")
+                    && (!g.defined() || g.abs().max().double_value(&[]) == 0.0);
+                assert_eq!(!b.equal(&p.tensor.detach()), !unrouted, "{name}: {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_update_raises_the_likelihood_of_better_completions() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = recipe(
+            dir.path(),
+            &[
+                ("beta = 0.04", "beta = 0.0"),
+                ("iterations = 2", "iterations = 1"),
+                ("temperature = 1.0", "temperature = 3.0"),
+                ("lr = 1e-4", "lr = 1e-3"),
+                ("levels = [1, 2]", "levels = [3]"),
+                ("max_new_tokens = 48", "max_new_tokens = 96"),
+            ],
+        );
+        let init = resolve_model_dir("builtin");
+        let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+        let mut rows = rows_with(&t, &[0.0; 4]);
+        // The first completion is "better", one that differs from it "worse", the rest neutral.
+        let k = (1..4)
+            .find(|&k| rows[k].ids != rows[0].ids)
+            .expect("hot sampling gives different completions");
+        rows[0].advantage = 1.0;
+        rows[k].advantage = -1.0;
+        let seq_logp = |t: &Trainer| -> Vec<f64> {
+            let _g = tch::no_grad_guard();
+            rows.iter()
+                .map(|row| {
+                    let mb = make_micro_batches(std::slice::from_ref(row), 1, t.pad, Device::Cpu);
+                    let (lp, _) = completion_logprobs(&t.model, &mb[0], &mut NoProbe, 3.0);
+                    (lp * &mb[0].mask).sum(Kind::Double).double_value(&[])
+                })
+                .collect()
+        };
+        let before = seq_logp(&t);
+        let up = t.update(&rows, 1e-5);
+        assert!(up.applied);
+        let after = seq_logp(&t);
+        assert!(
+            after[0] > before[0],
+            "the better one: {before:?} -> {after:?}"
+        );
+        assert!(
+            after[k] < before[k],
+            "the worse one: {before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn lora_trains_only_adapted_weights_and_merges_back() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("l");
+        let r = recipe(
+            &out,
+            &[
+                ("steps = 3", "steps = 2"),
+                ("iterations = 2", "iterations = 1"),
+                ("levels = [1, 2]", "levels = [3]"),
+                ("max_new_tokens = 48", "max_new_tokens = 96"),
+                ("temperature = 1.0", "temperature = 1.6"),
+                ("lr = 1e-4", "lr = 1e-3"),
+                ("[train]", LORA),
+            ],
+        );
+        run(&r, &quiet()).unwrap();
+        let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+        assert!(m
+            .iter()
+            .any(|v| v["frac_reward_zero_std"].as_f64() < Some(1.0)));
+        let ck = out.join("checkpoints").join(step_dir_name(2));
+        let base_dir = resolve_model_dir("builtin");
+        let (base, after) = (weights(&base_dir), weights(&ck));
+        let targets = r.lora.as_ref().unwrap().target_modules.clone();
+        let mut adapted = 0;
+        for (name, t) in &base {
+            let hit = crate::train::lora::targeted(name, &targets);
+            assert_eq!(!t.equal(&after[name]), hit, "{name}");
+            adapted += usize::from(hit);
+        }
+        // 4 layers × (q_b_proj, o_proj) + the dense MLP (3) + per MoE layer 8 experts × 3 and the
+        // shared expert's 3.
+        assert_eq!(adapted, 4 * 2 + 3 + 3 * (8 * 3 + 3));
+        // PEFT files, and `merge` on the base gives the checkpoint's weights.
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(ck.join("adapter_config.json")).unwrap())
+                .unwrap();
+        assert_eq!(cfg["r"], 4);
+        assert_eq!(cfg["peft_type"], "LORA");
+        let model = Model::load(&base_dir, DType::F32, Device::Cpu).unwrap();
+        let n = crate::train::lora::merge(&model, &ck).unwrap();
+        assert_eq!(n, adapted);
+        let vars = model.vars.variables();
+        for (name, t) in &after {
+            assert!(
+                t.allclose(&vars[name], 1e-5, 1e-6, false),
+                "{name}: merged base differs from the trained weights"
+            );
+        }
+    }
+}
