@@ -1023,7 +1023,7 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
                         prompt_len: sg.group.prompt_ids.len(),
                         completion_len: s.ids.len(),
                         advantage: a,
-                        in_loss: !(r.grpo.mask_truncated && !s.finished) && !s.ids.is_empty(),
+                        in_loss: (!r.grpo.mask_truncated || s.finished) && !s.ids.is_empty(),
                     });
                 }
             }

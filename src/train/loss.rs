@@ -79,7 +79,7 @@ pub fn token_loss(
     let kl = match ref_logp {
         Some(r) if cfg.beta != 0.0 => {
             let kl = k3(logp, r);
-            loss = loss + &kl * cfg.beta;
+            loss += &kl * cfg.beta;
             Some(kl)
         }
         _ => None,

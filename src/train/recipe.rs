@@ -41,7 +41,7 @@ impl RecipeError {
 /// Every kind of recipe `thinkbench train` runs, told apart by the top-level `kind` key.
 #[derive(Debug, Clone)]
 pub enum Recipe {
-    Sft(SftRecipe),
+    Sft(Box<SftRecipe>),
     Grpo(Box<GrpoRecipe>),
 }
 
@@ -243,7 +243,7 @@ pub fn parse(file: &str, text: &str) -> Result<Recipe, RecipeError> {
         "sft" => {
             let r: SftRecipe = from_table(file, table)?;
             r.validate(file)?;
-            Ok(Recipe::Sft(r))
+            Ok(Recipe::Sft(Box::new(r)))
         }
         "grpo" => {
             let r: GrpoRecipe = from_table(file, table)?;

@@ -629,7 +629,7 @@ mod tests {
         let Recipe::Sft(r) = parse("test.toml", &text).unwrap() else {
             panic!("an SFT recipe")
         };
-        r
+        *r
     }
 
     fn quiet() -> RunOptions {
