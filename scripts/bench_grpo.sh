@@ -7,6 +7,9 @@
 #   scripts/bench_grpo.sh                 # BENCH_THREADS (default 2); BENCH_GRPO_STEPS (default 12)
 #
 # Seconds per optimiser step (rollout + reference + update), the median after 2 warm-up steps.
+# Threads: thinkbench runs BENCH_THREADS rollout workers (each its own model copy) on one libtorch
+# thread each — its recommended CPU setup for tiny models; TRL runs with torch.set_num_threads
+# (BENCH_THREADS, and 1 as well: on a busy machine libtorch's OpenMP threads can stall).
 # The TRL side needs TRL 1.16 in the reference environment (~/.cache/thinkbench/pyref); the script
 # installs it from the Python package index when missing, and runs thinkbench alone if it cannot.
 set -euo pipefail
@@ -52,6 +55,7 @@ prompts_per_step = 2
 max_new_tokens = 64
 temperature = 1.0
 top_p = 1.0
+workers = $threads
 [optimizer]
 lr = 1e-6
 betas = [0.9, 0.999]
@@ -66,8 +70,8 @@ loss = "dapo"
 iterations = 1
 [train]
 steps = $steps
-micro_batch_size = 16
-threads = $threads
+micro_batch_size = 8
+threads = 1
 checkpoint_every = 100000
 TOML
 echo "bench-grpo: thinkbench ($threads threads, $steps steps)" >&2
@@ -77,7 +81,7 @@ results="target/bench-grpo.jsonl"
 import json, statistics, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"step_time"' in l]
 t = [s["step_time"] for s in steps][2:]
-print(json.dumps(dict(engine="thinkbench", threads=int(sys.argv[2]), steps=len(t),
+print(json.dumps(dict(engine="thinkbench (rollout workers, 1 libtorch thread each)", threads=int(sys.argv[2]), steps=len(t),
                       s_per_step_median=statistics.median(t), s_per_step_min=min(t),
                       rollout_s_median=statistics.median([s["rollout_time"] for s in steps][2:]),
                       update_s_median=statistics.median([s["update_time"] for s in steps][2:]),
@@ -88,20 +92,22 @@ if ! "$py" -c 'import trl, sys; sys.exit(0 if trl.__version__.startswith("1.16")
   "$(dirname "$py")/pip" install --quiet "trl==1.16.*" >&2 || true
 fi
 if "$py" -c 'import trl' 2>/dev/null; then
-  echo "bench-grpo: TRL ($threads threads, $steps steps)" >&2
-  "$py" scripts/bench_grpo_trl.py --model "$model" --data "$work/prompts.jsonl" --threads "$threads" \
-    --steps "$steps" --out "$work/trl" 2>/dev/null | tail -n 1 >> "$results"
+  for t in $(echo "$threads 1" | tr ' ' '\n' | awk '!seen[$0]++'); do
+    echo "bench-grpo: TRL ($t threads, $steps steps)" >&2
+    "$py" scripts/bench_grpo_trl.py --model "$model" --data "$work/prompts.jsonl" --threads "$t" \
+      --steps "$steps" --out "$work/trl" 2>/dev/null | tail -n 1 >> "$results"
+  done
 else
   echo "bench-grpo: TRL is not installed and could not be installed; thinkbench alone" >&2
 fi
 "$py" - "$results" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| engine | threads | s/step (median) | s/step (best) | mean completion length |")
-print("|---|---|---|---|---|")
+print("| engine | threads | s/step (median) | s/step (best) | mean completion length | thinkbench speed-up (median) |")
+print("|---|---|---|---|---|---|")
+ours = rows[0]["s_per_step_median"]
 for r in rows:
-    print(f"| {r['engine']} | {r['threads']} | {r['s_per_step_median']:.3f} | {r['s_per_step_min']:.3f} | {r['mean_completion_length']:.1f} |")
-if len(rows) == 2:
-    print(f"\nthinkbench is {rows[1]['s_per_step_median'] / rows[0]['s_per_step_median']:.2f}x TRL's speed (median s/step)")
+    ratio = "" if r is rows[0] else f"{r['s_per_step_median'] / ours:.2f}x"
+    print(f"| {r['engine']} | {r['threads']} | {r['s_per_step_median']:.3f} | {r['s_per_step_min']:.3f} | {r['mean_completion_length']:.1f} | {ratio} |")
 PY
 echo "raw results: $results" >&2

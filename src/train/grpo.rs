@@ -297,6 +297,71 @@ struct PassStats {
     clip_high: f64,
 }
 
+/// The reference policy's log-probs of each micro-batch's completion tokens.
+fn reference_pass(reference: &Model, mbs: &mut [MicroBatch], temperature: f64) {
+    let _g = tch::no_grad_guard();
+    for mb in mbs {
+        mb.reference = Some(completion_logprobs(reference, mb, &mut NoProbe, temperature).0);
+    }
+}
+
+/// One pass over micro-batches on `model`: forward with gradients, loss, backward (gradients add
+/// up in the parameters' `.grad`). Iteration 0 records the rollout policy's log-probs, the
+/// entropy, the KL and the expert load.
+fn accumulate(
+    model: &Model,
+    mbs: &mut [MicroBatch],
+    norm: &Normaliser,
+    cfg: &LossConfig,
+    temperature: f64,
+    it: usize,
+    counter: &mut LoadCounter,
+) -> PassStats {
+    let mut p = PassStats::default();
+    for mb in mbs.iter_mut() {
+        counter.real = mb.real.clone();
+        let probe: &mut dyn Probe = if it == 0 { counter } else { &mut NoProbe };
+        let (logp, lsm) = completion_logprobs(model, mb, probe, temperature);
+        if it == 0 {
+            let _g = tch::no_grad_guard();
+            mb.old = Some(logp.detach());
+            let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
+            p.entropy_sum += (ent * &mb.mask).sum(Kind::Double).double_value(&[]);
+        }
+        let old = mb.old.as_ref().expect("set in iteration 0");
+        let tl = token_loss(&logp, old, mb.reference.as_ref(), &mb.adv, cfg);
+        let share = aggregate(&tl.loss, &mb.mask, norm);
+        share.backward();
+        p.loss += share.double_value(&[]);
+        let _g = tch::no_grad_guard();
+        if let Some(kl) = &tl.kl {
+            p.kl_sum += (kl * &mb.mask).sum(Kind::Double).double_value(&[]);
+        }
+        let (lo, hi) = clipped_tokens(&tl.ratio, &mb.adv, &mb.mask, cfg);
+        p.clip_low += lo;
+        p.clip_high += hi;
+    }
+    p
+}
+
+impl PassStats {
+    fn add(&mut self, o: &PassStats) {
+        self.loss += o.loss;
+        self.entropy_sum += o.entropy_sum;
+        self.kl_sum += o.kl_sum;
+        self.clip_low += o.clip_low;
+        self.clip_high += o.clip_high;
+    }
+}
+
+/// A rollout and update worker's own copy of the policy (and of the reference, for a full
+/// fine-tune with β > 0), kept equal to the main one after every update.
+struct Replica {
+    model: Model,
+    codec: TextCodec,
+    reference: Option<Model>,
+}
+
 struct Trainer<'a> {
     r: &'a GrpoRecipe,
     model: Model,
@@ -304,6 +369,9 @@ struct Trainer<'a> {
     reference: Option<Model>,
     /// Adapters merged into `model` (the reference is then the model with them taken out).
     lora: Option<Lora>,
+    /// Copies of the policy for rollout workers beyond the first (`generation.workers`), kept
+    /// equal to it after every update.
+    replicas: Vec<Replica>,
     codec: TextCodec,
     opt: AdamW,
     files: ModelFiles,
@@ -370,18 +438,52 @@ impl<'a> Trainer<'a> {
         let pad = *eos
             .first()
             .ok_or_else(|| anyhow!("{}: the tokenizer has no eos_token", start_dir.display()))?;
-        Ok(Self {
+        let grads: std::collections::HashMap<String, bool> = model
+            .vars
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.requires_grad()))
+            .collect();
+        let replicas = (1..r.generation.workers.max(1))
+            .map(|_| -> Result<Replica> {
+                let m = Model::load(start_dir, DType::F32, device)?;
+                for (name, t) in m.vars.variables() {
+                    let _ = t.set_requires_grad(grads[&name]);
+                }
+                let reference = match &reference {
+                    Some(_) => {
+                        let m = Model::load(init_dir, DType::F32, device)?;
+                        for (_, t) in m.vars.variables() {
+                            let _ = t.set_requires_grad(false);
+                        }
+                        Some(m)
+                    }
+                    None => None,
+                };
+                Ok(Replica {
+                    model: m,
+                    codec: TextCodec::load(start_dir)?,
+                    reference,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut t = Self {
             r,
             model,
             reference,
             lora,
+            replicas,
             codec,
             opt,
             files,
             ckpt_dir,
             eos,
             pad,
-        })
+        };
+        // A checkpoint of a LoRA run holds merged weights; the replicas load the same file. The
+        // copy keeps them equal in every case.
+        t.sync_replicas();
+        Ok(t)
     }
 
     fn save(&self, state: &TrainerState) -> Result<PathBuf> {
@@ -416,9 +518,77 @@ impl<'a> Trainer<'a> {
 
     /// The step's groups: rollouts of the drawn prompts, scored; zero-std groups handled per the
     /// recipe (kept, skipped, or replaced by fresh prompts).
-    fn collect(&self, source: &Source, rewards: &Rewards, step: u64) -> Result<Vec<ScoredGroup>> {
+    /// One group per problem; with rollout workers, problem i goes to worker i mod workers
+    /// (worker 0 is this thread and the policy itself, the others hold replicas). Each group's
+    /// sampling seed is its own, so the result does not depend on the number of workers.
+    fn rollouts(&mut self, problems: &[Problem], seeds: &[u64]) -> Result<Vec<Group>> {
         let g = &self.r.generation;
-        let want = g.prompts_per_step;
+        if self.replicas.is_empty() || problems.len() < 2 {
+            return problems
+                .iter()
+                .zip(seeds)
+                .map(|(p, &seed)| rollout(&self.model, &self.codec, p, g, &self.eos, seed))
+                .collect();
+        }
+        let workers = self.replicas.len() + 1;
+        let (codec, eos) = (&self.codec, &self.eos);
+        let mine = |k: usize| -> Vec<usize> { (k..problems.len()).step_by(workers).collect() };
+        let mut results: Vec<Option<Result<Group>>> = (0..problems.len()).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .replicas
+                .iter_mut()
+                .enumerate()
+                .map(|(w, rep)| {
+                    let idx = mine(w + 1);
+                    // `&mut`: a model may be used by one thread at a time (its rope tables are
+                    // cached in a RefCell).
+                    let (model, codec) = (&mut rep.model, &rep.codec);
+                    scope.spawn(move || {
+                        // A new thread starts with libtorch's default thread count.
+                        tch::set_num_threads(1);
+                        idx.into_iter()
+                            .map(|i| (i, rollout(&*model, codec, &problems[i], g, eos, seeds[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for i in mine(0) {
+                results[i] = Some(rollout(&self.model, codec, &problems[i], g, eos, seeds[i]));
+            }
+            for h in handles {
+                for (i, r) in h.join().expect("a rollout worker panicked") {
+                    results[i] = Some(r);
+                }
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.expect("every problem was rolled out"))
+            .collect()
+    }
+
+    /// Copies the policy's weights (and router biases) into the rollout replicas.
+    fn sync_replicas(&mut self) {
+        if self.replicas.is_empty() {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        let src = self.model.vars.variables();
+        for rep in &mut self.replicas {
+            for (name, mut dst) in rep.model.vars.variables() {
+                dst.copy_(&src[&name]);
+            }
+        }
+    }
+
+    fn collect(
+        &mut self,
+        source: &Source,
+        rewards: &Rewards,
+        step: u64,
+    ) -> Result<Vec<ScoredGroup>> {
+        let want = self.r.generation.prompts_per_step;
         let mut out: Vec<ScoredGroup> = Vec::new();
         let mut round = 0;
         loop {
@@ -427,9 +597,11 @@ impl<'a> Trainer<'a> {
             } else {
                 want - out.iter().filter(|s| s.used).count()
             };
-            for (i, problem) in source.draw(step, round, missing).iter().enumerate() {
-                let seed = content_hash(&[self.r.seed, 0x6E0, step, round as u64, i as u64]);
-                let group = rollout(&self.model, &self.codec, problem, g, &self.eos, seed)?;
+            let problems = source.draw(step, round, missing);
+            let seeds: Vec<u64> = (0..problems.len())
+                .map(|i| content_hash(&[self.r.seed, 0x6E0, step, round as u64, i as u64]))
+                .collect();
+            for group in self.rollouts(&problems, &seeds)? {
                 let sg = self.score(source, rewards, group, round);
                 out.push(sg);
             }
@@ -497,75 +669,97 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// The rows as micro-batches, with the reference log-probs filled in when β > 0.
+    /// The rows as micro-batches.
     fn prepare(&self, rows: &[Row]) -> Vec<MicroBatch> {
-        let mut mbs = make_micro_batches(
+        make_micro_batches(
             rows,
             self.r.train.micro_batch_size,
             self.pad,
             self.model.device,
-        );
-        let t = self.r.generation.temperature as f64;
-        if let Some(reference) = &self.reference {
-            let _g = tch::no_grad_guard();
-            for mb in &mut mbs {
-                mb.reference = Some(completion_logprobs(reference, mb, &mut NoProbe, t).0);
-            }
-        } else if let (Some(lora), true) = (&self.lora, self.r.grpo.beta != 0.0) {
-            // The base with the adapters off.
-            let _g = tch::no_grad_guard();
-            lora.shift(-1.0);
-            for mb in &mut mbs {
-                mb.reference = Some(completion_logprobs(&self.model, mb, &mut NoProbe, t).0);
-            }
-            lora.shift(1.0);
-        }
-        mbs
+        )
     }
 
-    /// One pass over the micro-batches: forward with gradients, loss, backward (gradients add
-    /// up in the parameters' `.grad`). Iteration 0 records the rollout policy's log-probs, the
-    /// entropy, the KL and the expert load.
-    fn accumulate(
-        &self,
+    /// Runs `job(worker, chunk)` on each worker's share of the micro-batches: contiguous chunks,
+    /// worker 0 (this thread, the policy itself) first, then one thread per replica.
+    fn on_workers<T: Send>(
+        &mut self,
         mbs: &mut [MicroBatch],
-        norm: &Normaliser,
-        it: usize,
-        counter: &mut LoadCounter,
-    ) -> PassStats {
-        let cfg = self.loss_config();
-        let temperature = self.r.generation.temperature as f64;
-        let mut p = PassStats::default();
-        for mb in mbs.iter_mut() {
-            counter.real = mb.real.clone();
-            let probe: &mut dyn Probe = if it == 0 { counter } else { &mut NoProbe };
-            let (logp, lsm) = completion_logprobs(&self.model, mb, probe, temperature);
-            if it == 0 {
-                let _g = tch::no_grad_guard();
-                mb.old = Some(logp.detach());
-                let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
-                p.entropy_sum += (ent * &mb.mask).sum(Kind::Double).double_value(&[]);
+        job: &(dyn Fn(&Model, Option<&Model>, &mut [MicroBatch]) -> T + Sync),
+    ) -> Vec<T> {
+        let workers = (self.replicas.len() + 1).min(mbs.len()).max(1);
+        let per = mbs.len().div_ceil(workers).max(1);
+        let mut chunks = mbs.chunks_mut(per);
+        let first = chunks.next().unwrap_or_default();
+        let main = (&self.model, self.reference.as_ref());
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .replicas
+                .iter_mut()
+                .zip(chunks)
+                .map(|(rep, chunk)| {
+                    let (m, r) = (&mut rep.model, rep.reference.as_mut());
+                    scope.spawn(move || {
+                        tch::set_num_threads(1);
+                        job(&*m, r.map(|r| &*r), chunk)
+                    })
+                })
+                .collect();
+            let mut out = vec![job(main.0, main.1, first)];
+            for h in handles {
+                out.push(h.join().expect("an update worker panicked"));
             }
-            let old = mb.old.as_ref().expect("set in iteration 0");
-            let tl = token_loss(&logp, old, mb.reference.as_ref(), &mb.adv, &cfg);
-            let share = aggregate(&tl.loss, &mb.mask, norm);
-            share.backward();
-            p.loss += share.double_value(&[]);
-            let _g = tch::no_grad_guard();
-            if let Some(kl) = &tl.kl {
-                p.kl_sum += (kl * &mb.mask).sum(Kind::Double).double_value(&[]);
-            }
-            let (lo, hi) = clipped_tokens(&tl.ratio, &mb.adv, &mb.mask, &cfg);
-            p.clip_low += lo;
-            p.clip_high += hi;
+            out
+        })
+    }
+
+    /// Adds the replicas' gradients into the policy's (in worker order) and clears theirs.
+    fn gather_gradients(&mut self) {
+        if self.replicas.is_empty() {
+            return;
         }
-        p
+        let _g = tch::no_grad_guard();
+        let main = self.model.vars.variables();
+        for rep in &self.replicas {
+            for (name, t) in rep.model.vars.variables() {
+                let mut g = t.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut dst = main[&name].grad();
+                if dst.defined() {
+                    let _ = dst.g_add_(&g);
+                } else {
+                    // The policy's chunk did not touch this weight (e.g. an expert no token of it
+                    // chose): start from zero so the sum still exists.
+                    let p = &main[&name];
+                    let _g = tch::with_grad(|| (p * 0.0).sum(Kind::Float).backward());
+                    let _ = p.grad().g_add_(&g);
+                }
+                let _ = g.zero_();
+            }
+        }
     }
 
     /// μ optimiser updates on the rows.
     fn update(&mut self, rows: &[Row], lr: f64) -> UpdateOutcome {
         let norm = self.normaliser(rows);
+        let cfg = self.loss_config();
+        let temperature = self.r.generation.temperature as f64;
         let mut mbs = self.prepare(rows);
+        if self.reference.is_some() {
+            self.on_workers(&mut mbs, &|_, reference, chunk| {
+                reference_pass(
+                    reference.expect("a reference per worker"),
+                    chunk,
+                    temperature,
+                )
+            });
+        } else if let (Some(lora), true) = (&self.lora, cfg.beta != 0.0) {
+            // The base with the adapters off (on the policy itself: no second copy).
+            lora.shift(-1.0);
+            reference_pass(&self.model, &mut mbs, temperature);
+            lora.shift(1.0);
+        }
         let experts = self
             .model
             .config
@@ -582,7 +776,23 @@ impl<'a> Trainer<'a> {
         let mut first = PassStats::default();
         for it in 0..iterations {
             self.opt.zero_grad();
-            let p = self.accumulate(&mut mbs, &norm, it, &mut counter);
+            let passes = self.on_workers(&mut mbs, &|model, _, chunk| {
+                let mut c = LoadCounter::new(experts);
+                let p = accumulate(model, chunk, &norm, &cfg, temperature, it, &mut c);
+                (p, c.counts)
+            });
+            let mut p = PassStats::default();
+            for (q, counts) in &passes {
+                p.add(q);
+                for (&layer, load) in counts {
+                    let row = counter
+                        .counts
+                        .entry(layer)
+                        .or_insert_with(|| vec![0; load.len()]);
+                    row.iter_mut().zip(load).for_each(|(a, b)| *a += b);
+                }
+            }
+            self.gather_gradients();
             if let Some(l) = &self.lora {
                 l.project_gradients();
             }
@@ -603,6 +813,10 @@ impl<'a> Trainer<'a> {
                 }
                 None => self.opt.step(lr),
             }
+            if it + 1 < iterations {
+                // The next iteration's gradients are taken at the new weights on every worker.
+                self.sync_replicas();
+            }
             loss_sum += p.loss;
             clip_lo += p.clip_low;
             clip_hi += p.clip_high;
@@ -621,6 +835,7 @@ impl<'a> Trainer<'a> {
         if let Some(b) = &self.r.balance {
             nudge_biases(&self.model, &out.counts, b.bias_update_rate);
         }
+        self.sync_replicas();
         out
     }
 
@@ -1274,8 +1489,14 @@ mod tests {
     fn grad_norm_after_one_pass(trainer: &mut Trainer, rows: &[Row]) -> f64 {
         let norm = trainer.normaliser(rows);
         let mut mbs = trainer.prepare(rows);
+        let t = trainer.r.generation.temperature as f64;
+        if let Some(r) = &trainer.reference {
+            reference_pass(r, &mut mbs, t);
+        }
         trainer.opt.zero_grad();
-        trainer.accumulate(&mut mbs, &norm, 0, &mut LoadCounter::new(8));
+        let cfg = trainer.loss_config();
+        let mut counter = LoadCounter::new(8);
+        accumulate(&trainer.model, &mut mbs, &norm, &cfg, t, 0, &mut counter);
         trainer.opt.grad_norm()
     }
 
@@ -1724,5 +1945,52 @@ mod tests {
                 "{name}: merged base differs from the trained weights"
             );
         }
+    }
+
+    #[test]
+    fn workers_share_the_work_not_the_results() {
+        let root = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for workers in [1, 3] {
+            let out = root.path().join(format!("w{workers}"));
+            let w = format!("temperature = 1.0\nworkers = {workers}");
+            let r = recipe(
+                &out,
+                &[
+                    ("steps = 3", "steps = 1"),
+                    ("prompts_per_step = 2", "prompts_per_step = 4"),
+                    ("temperature = 1.0", &w),
+                    // Four micro-batches of four (micro_batch_size = 4): workers 0 and 1 take
+                    // two each, worker 2 none.
+                    ("levels = [1, 2]", "levels = [3]"),
+                    ("max_new_tokens = 48", "max_new_tokens = 96"),
+                    ("temperature = 1.0", "temperature = 1.6"),
+                ],
+            );
+            run(&r, &quiet()).unwrap();
+            let text = std::fs::read_to_string(out.join("rollouts.jsonl")).unwrap();
+            let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+            let ck = weights(&out.join("checkpoints").join(step_dir_name(1)));
+            runs.push((text, m, ck));
+        }
+        // The same rollouts (each group has its own seed, whichever thread draws it).
+        assert_eq!(runs[0].0, runs[1].0);
+        let step = |m: &Vec<Value>| m.iter().find(|v| v.get("loss").is_some()).unwrap().clone();
+        let (a, b) = (&step(&runs[0].1), &step(&runs[1].1));
+        assert_eq!(a["groups_trained"], b["groups_trained"]);
+        assert!(a["groups_trained"].as_u64().unwrap() > 0, "{a}");
+        let close = |k: &str| (a[k].as_f64().unwrap() - b[k].as_f64().unwrap()).abs() < 1e-6;
+        assert!(
+            close("loss") && close("entropy") && close("grad_norm"),
+            "{a}\n{b}"
+        );
+        // The gradient is summed per worker, then across workers: equal up to float rounding.
+        let mut moved = 0;
+        let w0 = weights(&resolve_model_dir("builtin"));
+        for (name, t) in &runs[0].2 {
+            assert!(t.allclose(&runs[1].2[name], 1e-5, 1e-7, false), "{name}");
+            moved += usize::from(!t.equal(&w0[name]));
+        }
+        assert!(moved > 50);
     }
 }

@@ -785,6 +785,16 @@ pub struct GenerationSection {
     pub temperature: f32,
     #[serde(default = "one_f32")]
     pub top_p: f32,
+    /// Threads generating rollouts, each with its own copy of the model (synced after every
+    /// update); a step's groups are shared out among them. On a CPU with tiny models, set it to
+    /// the number of cores and train.threads to 1. With train.threads = 1 the results do not
+    /// depend on it.
+    #[serde(default = "one_usize")]
+    pub workers: usize,
+}
+
+fn one_usize() -> usize {
+    1
 }
 
 fn one_f32() -> f32 {
@@ -1031,6 +1041,11 @@ impl GrpoRecipe {
             g.top_p > 0.0 && g.top_p <= 1.0,
             "generation.top_p",
             "must be in (0, 1]",
+        )?;
+        c.that(
+            (1..=64).contains(&g.workers),
+            "generation.workers",
+            "must be between 1 and 64",
         )?;
         if let Some(o) = &r.overlong {
             let max = o.max_length.unwrap_or(g.max_new_tokens);

@@ -210,3 +210,83 @@ fn a_short_grpo_run_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn lora_adapters_merge_from_the_command_line() {
+    let good = std::fs::read_to_string(repo().join("recipes/tiny-grpo.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    let mut text = String::new();
+    for line in good.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let line = match key {
+            "output_dir" => format!("output_dir = {:?}", out_dir.display().to_string()),
+            "steps" => "steps = 2".into(),
+            "prompts_per_step" => "prompts_per_step = 2".into(),
+            "group_size" => "group_size = 4".into(),
+            "temperature" => "temperature = 1.6".into(),
+            "lr" => "lr = 1e-3".into(),
+            _ => line.to_string(),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text = text.replace(
+        "[train]",
+        "[lora]\nrank = 2\nalpha = 4.0\ntarget_modules = [\"q_b_proj\", \"o_proj\"]\n[train]",
+    );
+    let path = dir.path().join("r.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = thinkbench(&["train", path.to_str().unwrap(), "--no-eval"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ck = out_dir.join("checkpoints/step-00000002");
+    assert!(ck.join("adapter_model.safetensors").is_file());
+    let merged = dir.path().join("merged");
+    let base = repo().join("models/thinkbench-tiny");
+    let out = thinkbench(
+        &[
+            "merge",
+            "--base",
+            base.to_str().unwrap(),
+            "--adapter",
+            ck.to_str().unwrap(),
+            "--out",
+            merged.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("merged 8 adapted weights"), "{err}");
+    // The merged model generates what the trained checkpoint generates.
+    let gen = |m: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_thinkbench"))
+            .args([
+                "generate",
+                "--model",
+                m.to_str().unwrap(),
+                "--chat",
+                "What is 41 + 27?",
+            ])
+            .args(["--temperature", "0", "--max-new-tokens", "60", "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["generated"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(gen(&merged), gen(&ck));
+}
