@@ -2,7 +2,7 @@
 transformers on them. Run by scripts/bench.sh; not part of the test suite.
 
   bench_reference.py build  --out DIR            # writes DIR/<name>/ for each benchmark model
-  bench_reference.py run    --model DIR --dtype bf16 --threads 2 [--prefill 512 --decode 64]
+  bench_reference.py run    --model DIR --dtype bf16 --threads 2 [--prefill 512 --decode 64] [--device cuda]
   bench_reference.py table  RESULTS.jsonl        # prints the README table
 """
 import argparse
@@ -76,7 +76,7 @@ def peak_rss_bytes():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run(model_dir, dtype, threads, prefill, decode, repeat):
+def run(model_dir, dtype, threads, prefill, decode, repeat, device="cpu"):
     import torch
     from transformers import AutoModelForCausalLM
     import transformers
@@ -84,20 +84,26 @@ def run(model_dir, dtype, threads, prefill, decode, repeat):
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), attn_implementation="sdpa")
-    model.eval()
+    model.to(device).eval()
     load_s = time.perf_counter() - t0
+
+    def sync():  # CUDA kernels run asynchronously: a timer must wait for them
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
     vocab = model.config.vocab_size
 
     def ids(n):
-        return torch.tensor([[((i * 2654435761 + 17) % (vocab - 1)) + 1 for i in range(n)]])
+        return torch.tensor([[((i * 2654435761 + 17) % (vocab - 1)) + 1 for i in range(n)]], device=device)
 
     with torch.inference_mode():
         model.generate(ids(8), max_new_tokens=4, min_new_tokens=4, do_sample=False)  # warm-up
         best_prefill = 0.0
         for _ in range(repeat):
             x = ids(prefill)
+            sync()
             t = time.perf_counter()
             model(x, use_cache=True, logits_to_keep=1)
+            sync()
             best_prefill = max(best_prefill, prefill / (time.perf_counter() - t))
         best_decode = 0.0
         for _ in range(repeat):
@@ -110,7 +116,7 @@ def run(model_dir, dtype, threads, prefill, decode, repeat):
             model.generate(x, max_new_tokens=decode + 1, min_new_tokens=decode + 1, do_sample=False)
             full = time.perf_counter() - t
             best_decode = max(best_decode, decode / max(full - one, 1e-9))
-    print(json.dumps(dict(engine="transformers " + transformers.__version__, model=model_dir, dtype=dtype,
+    print(json.dumps(dict(engine="transformers " + transformers.__version__, model=model_dir, dtype=dtype, device=device,
                           threads=torch.get_num_threads(), load_s=load_s, prefill_tokens=prefill,
                           prefill_tokens_per_s=best_prefill, decode_tokens=decode,
                           decode_tokens_per_s=best_decode, peak_rss_bytes=peak_rss_bytes())))
@@ -129,7 +135,8 @@ def table(path):
             off = r.get("decode_tokens_per_s_trace_off")
             rss = r.get("peak_rss_bytes") or 0
             ratio = f"{rss / ckpt:.2f}" if ckpt else "-"
-            print(f"| {name} | {r['dtype']} | {r['engine']} | {r['prefill_tokens_per_s']:.1f} | "
+            engine = r["engine"] + ("" if r.get("device", "cpu") == "cpu" else f" ({r['device']})")
+            print(f"| {name} | {r['dtype']} | {engine} | {r['prefill_tokens_per_s']:.1f} | "
                   f"{r['decode_tokens_per_s']:.1f} | {'-' if off is None else f'{off:.1f}'} | "
                   f"{rss / 2**20:.0f} MiB | {ratio} |")
         tb = next((r for r in rs if r["engine"] == "thinkbench"), None)
@@ -152,13 +159,14 @@ def main():
     r.add_argument("--prefill", type=int, default=512)
     r.add_argument("--decode", type=int, default=64)
     r.add_argument("--repeat", type=int, default=3)
+    r.add_argument("--device", default="cpu")
     t = sub.add_parser("table")
     t.add_argument("results")
     a = ap.parse_args()
     if a.cmd == "build":
         build(a.out)
     elif a.cmd == "run":
-        run(a.model, a.dtype, a.threads, a.prefill, a.decode, a.repeat)
+        run(a.model, a.dtype, a.threads, a.prefill, a.decode, a.repeat, a.device)
     else:
         table(a.results)
 

@@ -102,6 +102,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "model": args.model.display().to_string(),
         "model_type": model.config.model_type.name(),
         "dtype": dtype.name(),
+        "device": args.device,
         "threads": tch::get_num_threads(),
         "checkpoint_bytes": model_data_bytes(&args.model),
         "load_s": load_s,

@@ -133,6 +133,7 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
         },
     };
     if let Device::Cuda(n) = d {
+        load_torch_cuda();
         let have = tch::Cuda::device_count() as usize;
         if n >= have {
             return Err(ModelError::Device(format!(
@@ -141,6 +142,27 @@ pub fn parse_device(s: &str) -> Result<Device, ModelError> {
         }
     }
     Ok(d)
+}
+
+/// Makes sure libtorch's CUDA half is loaded before CUDA is asked for. The linker drops
+/// `libtorch_cuda.so` from the binary's needed libraries (nothing in it is called by name: it
+/// registers CUDA with libtorch from its static initialisers), so a binary built against a CUDA
+/// libtorch would otherwise see no GPU. It is found through the binary's rpath or
+/// LD_LIBRARY_PATH; on a CPU-only libtorch it is absent and the device count stays 0.
+fn load_torch_cuda() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        extern "C" {
+            fn dlopen(file: *const std::ffi::c_char, mode: std::ffi::c_int) -> *mut std::ffi::c_void;
+        }
+        const RTLD_NOW: std::ffi::c_int = 2;
+        const RTLD_GLOBAL: std::ffi::c_int = 0x100;
+        // SAFETY: dlopen with a constant NUL-terminated name; a null result (library absent)
+        // is ignored, and the handle is deliberately never closed.
+        unsafe {
+            dlopen(c"libtorch_cuda.so".as_ptr(), RTLD_NOW | RTLD_GLOBAL);
+        }
+    });
 }
 
 enum AttentionBlock {

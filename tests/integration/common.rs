@@ -63,3 +63,13 @@ pub fn load_expected(dir: &std::path::Path) -> Expected {
 pub fn name(dir: &std::path::Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
 }
+
+/// The device the engine tests run on: CPU unless `THINKBENCH_TEST_DEVICE` says otherwise
+/// (`cuda`, `cuda:N`), so the same parity checks run on a GPU machine when one is at hand.
+pub fn test_device() -> tch::Device {
+    match std::env::var("THINKBENCH_TEST_DEVICE").as_deref() {
+        Err(_) | Ok("") | Ok("cpu") => tch::Device::Cpu,
+        Ok(s) => thinkbench::model::parse_device(s)
+            .unwrap_or_else(|e| panic!("THINKBENCH_TEST_DEVICE={s}: {e}")),
+    }
+}

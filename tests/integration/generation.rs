@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use tch::Device;
 use thinkbench::model::{DType, Model};
 use thinkbench::runtime::{generate, GenEvent, GenerateRequest, SamplingParams};
 use thinkbench::text::{Phase, TextCodec};
@@ -14,7 +13,7 @@ use crate::common::*;
 fn model(name: &str) -> (Model, TextCodec) {
     let dir = models_dir().join(name);
     (
-        Model::load(&dir, DType::F32, Device::Cpu).unwrap(),
+        Model::load(&dir, DType::F32, test_device()).unwrap(),
         TextCodec::load(&dir).unwrap(),
     )
 }

@@ -47,7 +47,7 @@ fn greedy_tokens_logprobs_and_routing_match_transformers() {
         let fx = name(&dir);
         let expected = load_expected(&dir);
         let model =
-            Model::load(&dir, DType::F32, Device::Cpu).unwrap_or_else(|e| panic!("{fx}: {e}"));
+            Model::load(&dir, DType::F32, test_device()).unwrap_or_else(|e| panic!("{fx}: {e}"));
         assert_eq!(model.config.model_type.name(), expected.model_type, "{fx}");
         let is_moe = !model.moe_layers().is_empty();
         for (ci, case) in expected.cases.iter().enumerate() {
@@ -120,7 +120,7 @@ fn greedy_tokens_logprobs_and_routing_match_transformers() {
 }
 
 fn log_softmax_rows(logits: &Tensor) -> Vec<Vec<f32>> {
-    let l = logits.squeeze_dim(0).log_softmax(-1, Kind::Float);
+    let l = logits.squeeze_dim(0).log_softmax(-1, Kind::Float).to_device(Device::Cpu);
     (0..l.size()[0])
         .map(|i| Vec::<f32>::try_from(l.get(i)).unwrap())
         .collect()
@@ -131,7 +131,7 @@ fn prompt_logprobs_match_transformers_at_every_position() {
     for dir in fixture_models() {
         let fx = name(&dir);
         let expected = load_expected(&dir);
-        let model = Model::load(&dir, DType::F32, Device::Cpu).unwrap();
+        let model = Model::load(&dir, DType::F32, test_device()).unwrap();
         for (ci, case) in expected.cases.iter().enumerate() {
             if case.prompt_logits_top.is_empty() {
                 continue;
@@ -140,7 +140,7 @@ fn prompt_logprobs_match_transformers_at_every_position() {
             let _g = tch::no_grad_guard();
             let mut cache = model.new_cache();
             let logits = model.forward(
-                &Tensor::from_slice(&ids).view([1, -1]),
+                &Tensor::from_slice(&ids).view([1, -1]).to_device(model.device),
                 &mut cache,
                 &mut NoProbe,
                 true,
@@ -172,13 +172,13 @@ fn kv_cache_decoding_equals_full_recomputation() {
     for dir in fixture_models() {
         let fx = name(&dir);
         let expected = load_expected(&dir);
-        let model = Model::load(&dir, DType::F32, Device::Cpu).unwrap();
+        let model = Model::load(&dir, DType::F32, test_device()).unwrap();
         let case = &expected.cases[expected.cases.len() - 1];
         let mut seq: Vec<i64> = case.prompt_ids.iter().map(|&i| i as i64).collect();
         seq.extend(case.generated.iter().map(|t| t.id as i64));
         let _g = tch::no_grad_guard();
         let full = log_softmax_rows(&model.forward(
-            &Tensor::from_slice(&seq).view([1, -1]),
+            &Tensor::from_slice(&seq).view([1, -1]).to_device(model.device),
             &mut model.new_cache(),
             &mut NoProbe,
             true,
@@ -187,14 +187,14 @@ fn kv_cache_decoding_equals_full_recomputation() {
         let split = case.prompt_ids.len() / 2;
         let mut cache = model.new_cache();
         let mut stepwise = log_softmax_rows(&model.forward(
-            &Tensor::from_slice(&seq[..split]).view([1, -1]),
+            &Tensor::from_slice(&seq[..split]).view([1, -1]).to_device(model.device),
             &mut cache,
             &mut NoProbe,
             true,
         ));
         for &id in &seq[split..] {
             let l = model.forward(
-                &Tensor::from_slice(&[id]).view([1, 1]),
+                &Tensor::from_slice(&[id]).view([1, 1]).to_device(model.device),
                 &mut cache,
                 &mut NoProbe,
                 true,
@@ -221,7 +221,7 @@ fn kv_cache_decoding_equals_full_recomputation() {
 #[test]
 fn batched_rows_equal_single_rows() {
     let dir = models_dir().join("deepseek_v3_qlora");
-    let model = Model::load(&dir, DType::F32, Device::Cpu).unwrap();
+    let model = Model::load(&dir, DType::F32, test_device()).unwrap();
     let sampling = SamplingParams {
         temperature: 1.0,
         top_p: 1.0,
