@@ -10,6 +10,7 @@
 //! - `ui`      draws `&App` with ratatui; nothing else
 //! - `tui`, `runner` the terminal and the event loop that joins engine, app and screen
 //! - `train`   recipes, tasks, the built-in model's tokenizer, SFT, evaluation, checkpoints
+//! - `train_view` a run's files as plain rows for the Train tab: tailing, rollouts, launching
 //! - `cli`     the commands
 
 pub mod app;
@@ -21,5 +22,6 @@ pub mod session;
 pub mod text;
 pub mod trace;
 pub mod train;
+pub mod train_view;
 pub mod tui;
 pub mod ui;

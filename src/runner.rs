@@ -16,9 +16,11 @@ use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::app::{Action, App, Command, EngineState, Overrides};
-use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, Job};
+use crate::app::{Action, App, Command, EngineState, Overrides, TrainAction, TrainCommand};
+use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job};
 use crate::session::{self, Session};
+use crate::train_view::watcher::{WatchRequest, Watcher};
+use crate::train_view::{run as train_run, ProcessState};
 use crate::tui;
 
 /// Streamed tokens redraw at most this often.
@@ -37,6 +39,8 @@ pub struct RunOptions {
     /// A session file to open.
     pub open: Option<PathBuf>,
     pub overrides: Overrides,
+    /// Open the Train tab on this run folder (or metrics.jsonl), or launch this recipe (.toml).
+    pub train: Option<PathBuf>,
 }
 
 pub fn run(opts: RunOptions) -> Result<()> {
@@ -59,6 +63,20 @@ struct Runner {
     inline: bool,
     started: Instant,
     last_save: Instant,
+    device: String,
+    dtype: String,
+    threads: Option<i32>,
+    /// The Train tab's file watcher and process owner (results come back on `background`).
+    watcher: Watcher,
+    /// Results of background work for the app (the watcher, the A/B engines, rollout loading).
+    background: mpsc::UnboundedSender<Action>,
+    /// The A/B's two engines (base, checkpoint), kept while the same pair is compared.
+    compare: Option<CompareEngines>,
+}
+
+struct CompareEngines {
+    dirs: [PathBuf; 2],
+    engines: [Engine; 2],
 }
 
 async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
@@ -87,6 +105,20 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
         // A reopened session starts on its last reply, ready for the inspectors.
         app.update(Action::FocusTranscript);
     }
+    let (background, mut background_rx) = mpsc::unbounded_channel::<Action>();
+    let watcher = {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let to_app = background.clone();
+        // The watcher speaks train_view's plain events; they reach the app as Train actions.
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if to_app.send(Action::Train(TrainAction::Event(ev))).is_err() {
+                    break;
+                }
+            }
+        });
+        Watcher::spawn(tx)
+    };
     let term = tui::init(opts.inline).context("set up the terminal")?;
     let mut r = Runner {
         engine,
@@ -96,8 +128,20 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
         inline: opts.inline,
         started: Instant::now(),
         last_save: Instant::now(),
+        device: opts.device.clone(),
+        dtype: opts.dtype.clone(),
+        threads: opts.threads,
+        watcher,
+        background,
+        compare: None,
     };
-    let result = r.event_loop(&mut app, &mut engine_rx).await;
+    if let Some(path) = &opts.train {
+        let cmds = app.update(Action::Train(TrainAction::Open(path.clone())));
+        r.execute(&mut app, cmds)?;
+    }
+    let result = r
+        .event_loop(&mut app, &mut engine_rx, &mut background_rx)
+        .await;
     // Whatever happened, the session is saved and the terminal given back.
     r.save(&mut app);
     tui::restore();
@@ -107,6 +151,17 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
     if let Some(e) = r.engine.take() {
         e.shutdown_within(Duration::from_secs(3));
     }
+    // A run launched from the Train tab is not stopped by quitting (it has its own process
+    // group); say where it is.
+    if let Some(run) = &app.train.run {
+        if let ProcessState::Running { pid, log } = &run.process {
+            eprintln!(
+                "training continues in the background (pid {pid}, log {}); watch it with `thinkbench --train {}`",
+                log.display(),
+                run.dir.display()
+            );
+        }
+    }
     result
 }
 
@@ -115,6 +170,7 @@ impl Runner {
         &mut self,
         app: &mut App,
         engine_rx: &mut mpsc::UnboundedReceiver<EngineEvent>,
+        background_rx: &mut mpsc::UnboundedReceiver<Action>,
     ) -> Result<()> {
         let mut input = EventStream::new();
         let mut tick = tokio::time::interval(FRAME);
@@ -161,6 +217,18 @@ impl Runner {
                     }
                     None => engine_open = false,
                 },
+                Some(a) = background_rx.recv() => {
+                    self.clock(app);
+                    let mut cmds = app.update(a);
+                    for _ in 0..512 {
+                        match background_rx.try_recv() {
+                            Ok(a) => cmds.extend(app.update(a)),
+                            Err(_) => break,
+                        }
+                    }
+                    self.execute(app, cmds)?;
+                    dirty = true;
+                }
                 _ = tick.tick() => {
                     self.clock(app);
                     // Elapsed-time counters move while generating; notices expire.
@@ -275,6 +343,7 @@ impl Runner {
                     app.quit = true;
                     None
                 }
+                Command::Train(c) => self.train_command(app, c),
             };
             if let Some(a) = follow_up {
                 queue.extend(app.update(a));
@@ -300,6 +369,132 @@ impl Runner {
             ratatui::widgets::Paragraph::new(lines).render(buf.area, buf);
         })?;
         Ok(())
+    }
+}
+
+impl Runner {
+    /// Carries out a Train tab command: file work and processes go to the watcher thread,
+    /// models to engine threads; nothing here waits on them.
+    fn train_command(&mut self, app: &App, c: TrainCommand) -> Option<Action> {
+        match c {
+            TrainCommand::ListChoices => {
+                self.watcher.send(WatchRequest::ListChoices {
+                    recipes: PathBuf::from("recipes"),
+                    runs: PathBuf::from("runs"),
+                });
+                None
+            }
+            TrainCommand::Launch(recipe) => match train_run::launch(&recipe) {
+                Ok(l) => {
+                    self.watcher.send(WatchRequest::Attach {
+                        dir: l.dir.clone(),
+                        launched: Some(l),
+                    });
+                    None
+                }
+                Err(e) => Some(Action::Notice(e)),
+            },
+            TrainCommand::Attach(path) => {
+                let dir = train_run::run_dir_of(&path);
+                if !dir.is_dir() {
+                    return Some(Action::Notice(format!(
+                        "{}: no such run folder",
+                        dir.display()
+                    )));
+                }
+                self.watcher.send(WatchRequest::Attach {
+                    dir,
+                    launched: None,
+                });
+                None
+            }
+            TrainCommand::LoadRollouts(step) => {
+                self.watcher.send(WatchRequest::LoadRollouts { step });
+                None
+            }
+            TrainCommand::StopRun => {
+                self.watcher.send(WatchRequest::StopProcess);
+                None
+            }
+            TrainCommand::Compare { dirs, specs } => {
+                self.compare_on(dirs, specs);
+                None
+            }
+            TrainCommand::OpenInChat {
+                tokenizer,
+                title,
+                prompt,
+                completion,
+            } => {
+                let tx = self.background.clone();
+                let model = app.model.clone();
+                // Loading a tokenizer can take a moment for a large model: off the UI thread.
+                std::thread::spawn(move || {
+                    let a = match crate::train_view::to_chat::rollout_session(
+                        &tokenizer,
+                        model,
+                        &title,
+                        &prompt,
+                        &completion,
+                        session::now_secs(),
+                    ) {
+                        Ok(s) => Action::Opened(Box::new(s)),
+                        Err(e) => Action::Notice(format!("open the rollout: {e:#}")),
+                    };
+                    let _ = tx.send(a);
+                });
+                None
+            }
+        }
+    }
+
+    /// Runs the A/B's two jobs, each on an engine holding its model (started, or kept from the
+    /// last A/B of the same pair). An engine reports on its own channel; a small task tags its
+    /// events with the side and hands them to the app.
+    fn compare_on(&mut self, dirs: [PathBuf; 2], specs: [GenSpec; 2]) {
+        if self.compare.as_ref().is_none_or(|c| c.dirs != dirs) {
+            // Dropping the old pair ends their threads once their jobs stop.
+            self.compare = None;
+            let engines = [0, 1].map(|side| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
+                let to_app = self.background.clone();
+                tokio::spawn(async move {
+                    while let Some(event) = rx.recv().await {
+                        let a = Action::Train(TrainAction::Compare { side, event });
+                        if to_app.send(a).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Engine::spawn(
+                    EngineConfig {
+                        model_dir: dirs[side].clone(),
+                        device: self.device.clone(),
+                        dtype: self.dtype.clone(),
+                        threads: self.threads,
+                    },
+                    tx,
+                )
+            });
+            self.compare = Some(CompareEngines {
+                dirs: dirs.clone(),
+                engines,
+            });
+        }
+        let Some(c) = &self.compare else { return };
+        for (side, spec) in specs.into_iter().enumerate() {
+            let job = spec.job;
+            let cancel = Arc::new(AtomicBool::new(false));
+            if !c.engines[side].submit(Job::Generate { spec, cancel }) {
+                let _ = self.background.send(Action::Train(TrainAction::Compare {
+                    side,
+                    event: EngineEvent::Failed {
+                        job,
+                        error: "the engine is not running".into(),
+                    },
+                }));
+            }
+        }
     }
 }
 

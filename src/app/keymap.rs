@@ -4,7 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
 
-use super::{Action, App, Focus, Popup};
+use super::{Action, App, Focus, Popup, View};
 
 /// A key press.
 pub type Key = crossterm::event::KeyEvent;
@@ -21,6 +21,7 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("anywhere", "F1", "this help"),
     ("anywhere", "F2  F3", "routing · token inspector"),
     ("anywhere", "F4  F5", "settings · sessions"),
+    ("anywhere", "F6", "chat ⇄ Train tab (GRPO runs)"),
     ("anywhere", "Ctrl-R", "regenerate the last reply"),
     ("anywhere", "PgUp  PgDn", "scroll the transcript"),
     ("input", "Enter", "send"),
@@ -72,6 +73,29 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("settings", "↑ ↓  ← →", "choose a field · change it"),
     ("settings", "Enter  d", "type a value · model default"),
     ("sessions", "Enter  r  d", "open · rename · delete"),
+    ("train", "1 2 3  Tab", "charts · rollouts · checkpoint A/B"),
+    ("train", "o", "launch a recipe or attach to a run"),
+    ("train", "x x", "stop the run launched from here"),
+    ("train", "Esc", "back to the chat"),
+    ("charts", "← →", "more charts (small terminals)"),
+    (
+        "rollouts",
+        "← →  Home End",
+        "step (End: newest, follows the run)",
+    ),
+    ("rollouts", "[ ]  ↑ ↓", "prompt of the step · completion"),
+    ("rollouts", "J K", "scroll the completion"),
+    (
+        "rollouts",
+        "Enter  c",
+        "open in the chat · compare its prompt",
+    ),
+    (
+        "A/B",
+        "← →  e  Enter",
+        "checkpoint · edit the prompt · run both",
+    ),
+    ("A/B", "p", "take the prompt from the rollout viewer"),
 ];
 
 /// Handles one key: edits in place, or returns the action it means.
@@ -89,6 +113,7 @@ pub fn handle(app: &mut App, key: Key) -> Option<Action> {
         KeyCode::F(3) => return Some(Action::ToggleTokens),
         KeyCode::F(4) => return Some(Action::ToggleSettings),
         KeyCode::F(5) => return Some(Action::ToggleSessions),
+        KeyCode::F(6) => return Some(Action::ToggleView),
         _ => {}
     }
     match &mut app.popup {
@@ -112,6 +137,9 @@ pub fn handle(app: &mut App, key: Key) -> Option<Action> {
         Some(Popup::Settings(_)) => return super::settings::handle_key(app, key),
         Some(Popup::Sessions(_)) => return sessions_key(app, key),
         None => {}
+    }
+    if app.view == View::Train {
+        return super::train::key_action(app, key);
     }
     match key.code {
         KeyCode::Char('r') if ctrl => return Some(Action::RegenerateLast),

@@ -6,6 +6,7 @@ pub mod input;
 pub mod keymap;
 pub mod sample;
 pub mod settings;
+pub mod train;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use crate::trace::{Phase, TokenRecord};
 pub use input::Input;
 pub use keymap::Key;
 pub use settings::SettingsPanel;
+pub use train::{TrainAction, TrainCommand, TrainPane, TrainTab};
 
 /// What can happen to the app: input, engine events, results of commands, and intents.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +76,10 @@ pub enum Action {
     OpenSession(PathBuf),
     RenameSession(PathBuf, String),
     DeleteSession(PathBuf),
+    /// Switch between the chat and the Train tab.
+    ToggleView,
+    /// The Train tab's intents and background results.
+    Train(TrainAction),
 }
 
 /// What the runner must do for the app.
@@ -98,6 +104,14 @@ pub enum Command {
     /// A message became final (inline mode prints it into the scrollback).
     Transcribe(usize),
     Quit,
+    Train(TrainCommand),
+}
+
+/// The two screens of the workbench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Chat,
+    Train,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +230,8 @@ pub struct App {
     /// Something changed since the session was last saved.
     pub unsaved: bool,
     pub quit: bool,
+    pub view: View,
+    pub train: TrainTab,
 }
 
 const NOTICE_SECS: f64 = 4.0;
@@ -253,6 +269,8 @@ impl App {
             now: 0.0,
             unsaved: false,
             quit: false,
+            view: View::Chat,
+            train: TrainTab::default(),
         };
         app.apply_overrides();
         app.select_last();
@@ -384,7 +402,18 @@ impl App {
                 }
                 Vec::new()
             }
-            Action::Opened(session) => self.open(*session),
+            Action::Opened(session) => {
+                self.view = View::Chat;
+                self.open(*session)
+            }
+            Action::ToggleView => {
+                self.view = match self.view {
+                    View::Chat => View::Train,
+                    View::Train => View::Chat,
+                };
+                self.on_train(TrainAction::Show(self.train.pane))
+            }
+            Action::Train(a) => self.on_train(a),
             Action::Notice(text) => {
                 self.notice(text);
                 Vec::new()

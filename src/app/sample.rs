@@ -294,3 +294,39 @@ pub fn long(n: usize, moe_layers: usize, n_experts: usize, top_k: usize) -> App 
     app.model = Some(m);
     app
 }
+
+/// The Train tab on the committed fixture run (tests/fixtures/train_run: a real 6-step GRPO run of
+/// the built-in model, G = 4, two prompts per step, β = 0.04), showing `pane`, read the way the
+/// workbench's watcher reads it. Paths are relative to the crate root (where tests run).
+pub fn train_run(pane: crate::app::TrainPane) -> App {
+    use crate::app::{Action, Command, TrainAction, TrainCommand};
+    use crate::train_view::watcher::RunReader;
+    use crate::train_view::{ProcessState, TrainEvent};
+    let mut app = chat();
+    let dir = std::path::PathBuf::from("tests/fixtures/train_run");
+    let ev = |e: TrainEvent| Action::Train(TrainAction::Event(e));
+    app.update(Action::ToggleView);
+    app.update(ev(TrainEvent::Watching {
+        dir: dir.clone(),
+        process: ProcessState::Attached,
+    }));
+    let mut reader = RunReader::new(dir.clone());
+    let update = reader
+        .poll()
+        .expect("the fixture run reads")
+        .expect("it has lines");
+    let mut cmds = app.update(ev(TrainEvent::Update(update)));
+    cmds.extend(app.update(Action::Train(TrainAction::Show(pane))));
+    while let Some(c) = cmds.pop() {
+        if let Command::Train(TrainCommand::LoadRollouts(step)) = c {
+            let groups = reader.read_step(step).expect("the fixture's rollouts read");
+            cmds.extend(app.update(ev(TrainEvent::Rollouts {
+                dir: dir.clone(),
+                step,
+                groups,
+            })));
+        }
+    }
+    app.notice = None;
+    app
+}

@@ -1,4 +1,5 @@
-//! `thinkbench` and `thinkbench open FILE.json`: the interactive workbench.
+//! `thinkbench`, `thinkbench open FILE.json` and `thinkbench --train RUN_DIR|RECIPE`: the interactive
+//! workbench (the last opens on its Train tab).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ pub struct WorkbenchArgs {
     pub temperature: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Open on the Train tab: watch a GRPO run folder (or its metrics.jsonl), running or finished,
+    /// or launch a recipe (recipes/*.toml) and watch it.
+    #[arg(long, value_name = "RUN_DIR|RECIPE")]
+    pub train: Option<PathBuf>,
 }
 
 /// Opens the workbench; with `open`, on a saved session (whose model is loaded too when its
@@ -82,6 +87,7 @@ pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
         sessions_dir,
         inline: args.inline,
         open: open.map(Path::to_path_buf),
+        train: args.train.clone(),
         overrides: Overrides {
             temperature: args.temperature,
             max_tokens: args.max_tokens,

@@ -189,6 +189,7 @@ pub fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("Enter", "send"),
             ("Tab", "transcript"),
             ("F1", "keys"),
+            ("F6", "train"),
             ("F2", "routing"),
             ("F3", "tokens"),
             ("F4", "settings"),

@@ -352,6 +352,20 @@ pub fn draw_tokens(frame: &mut Frame, area: Rect, app: &App) {
 fn token_lines(app: &App, m: &Message, w: usize, h: usize) -> Vec<Line<'static>> {
     let idx = app.cursor.min(m.tokens.len() - 1);
     let t = &m.tokens[idx];
+    if t.logprob.is_nan() {
+        // A reply opened from a GRPO rollout log: its text was tokenised again, and the log
+        // keeps no probabilities.
+        return vec![
+            Line::from(vec![
+                Span::styled(show_token(&t.text), theme::bold()),
+                Span::styled(format!("  id {} · {}", t.id, t.phase), theme::dim()),
+            ]),
+            Line::from(Span::styled(
+                "no probabilities in a rollout log; R regenerates with the full trace",
+                theme::dim(),
+            )),
+        ];
+    }
     let mut out = vec![Line::from(vec![
         Span::styled(show_token(&t.text), theme::bold()),
         Span::styled(

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod markdown;
 pub mod popup;
 pub mod theme;
+pub mod train;
 pub mod transcript;
 pub mod wrap;
 
@@ -27,6 +28,13 @@ pub fn draw(frame: &mut Frame, app: &App) {
             ratatui::widgets::Paragraph::new("thinkbench: enlarge the terminal"),
             area,
         );
+        return;
+    }
+    if app.view == crate::app::View::Train {
+        train::draw(frame, area, app);
+        if let Some(Popup::Help) = &app.popup {
+            popup::draw_help(frame, area, app.help_scroll);
+        }
         return;
     }
     let input_h = chrome::input_height(app, area.height / 3);

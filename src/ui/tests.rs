@@ -192,3 +192,190 @@ fn read_only_session_says_so() {
     let s = screen(&app, 80, 24);
     assert!(s.contains("sample-moe (read-only)"), "{s}");
 }
+
+// The Train tab, drawn from the committed fixture run (tests/fixtures/train_run).
+
+use crate::app::train::{CompareSide, CompareStatus};
+use crate::app::{TrainAction, TrainPane};
+
+#[test]
+fn train_tab_without_a_run() {
+    let mut app = sample::chat();
+    app.update(Action::ToggleView);
+    snap("train_no_run", &app);
+    assert!(screen(&app, 80, 24).contains("No training run yet."));
+}
+
+#[test]
+fn train_charts() {
+    let app = sample::train_run(TrainPane::Charts);
+    snap("train_charts", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("step 6/6"), "{s}");
+    assert!(s.contains("page 1/3"), "four charts a page at 80×24: {s}");
+    let wide = screen(&app, 160, 48);
+    for title in [
+        "reward",
+        "accuracy",
+        "KL",
+        "entropy",
+        "clip ratio",
+        "zero-std groups",
+        "tokens/s",
+        "s/step",
+    ] {
+        assert!(
+            wide.contains(&format!(" {title} ")),
+            "{title} missing at 160×48:\n{wide}"
+        );
+    }
+    assert!(wide.contains("held-out 75%"), "{wide}");
+}
+
+#[test]
+fn train_charts_second_page() {
+    let mut app = sample::train_run(TrainPane::Charts);
+    app.update(Action::Train(TrainAction::Page(1)));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("page 2/3"), "{s}");
+    assert!(s.contains(" loss "), "{s}");
+}
+
+#[test]
+fn train_rollouts() {
+    let mut app = sample::train_run(TrainPane::Rollouts);
+    // Step 3's second prompt is the group that was trained on (mixed rewards).
+    app.update(Action::Train(TrainAction::StepFirst));
+    app.update(Action::Train(TrainAction::Step(2)));
+    let mut app = load_requested(app);
+    let cmds = app.update(Action::Train(TrainAction::Group(1)));
+    assert!(cmds.is_empty(), "{cmds:?}");
+    snap("train_rollouts", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("step 3 (3/6)"), "{s}");
+    assert!(s.contains("+0.50"), "advantages shown: {s}");
+    assert!(s.contains("-1.50"), "{s}");
+}
+
+#[test]
+fn train_rollouts_zero_std_group_says_why_it_adds_nothing() {
+    let app = sample::train_run(TrainPane::Rollouts);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("zero std"), "{s}");
+    assert!(s.contains("no gradient from this group"), "{s}");
+}
+
+/// Serves the rollout loads `app` asked for from the fixture (as the watcher would).
+fn load_requested(mut app: App) -> App {
+    use crate::app::{Command, TrainCommand};
+    use crate::train_view::watcher::RunReader;
+    use crate::train_view::TrainEvent;
+    let dir = app.train.run.as_ref().unwrap().dir.clone();
+    let mut reader = RunReader::new(dir.clone());
+    reader.poll().unwrap();
+    if let Some(step) = app.current_rollout_step() {
+        app.train.rollouts.requested = None;
+        let mut cmds = vec![Command::Train(TrainCommand::LoadRollouts(step))];
+        while let Some(Command::Train(TrainCommand::LoadRollouts(step))) = cmds.pop() {
+            let groups = reader.read_step(step).unwrap();
+            cmds = app.update(Action::Train(TrainAction::Event(TrainEvent::Rollouts {
+                dir: dir.clone(),
+                step,
+                groups,
+            })));
+        }
+    }
+    app
+}
+
+#[test]
+fn train_compare() {
+    let mut app = sample::train_run(TrainPane::Compare);
+    app.train.run.as_mut().unwrap().checkpoints = vec![3, 6];
+    app.train.compare.prompt.set("What is 61170+91?");
+    let model = sample::model(3, 8, 2);
+    let side =
+        |label: &str, dir: &str, think: usize, answer: &str, load: [[u32; 8]; 3]| CompareSide {
+            label: label.into(),
+            dir: dir.into(),
+            job: 1,
+            status: CompareStatus::Done(crate::trace::FinishReason::Stop),
+            model: Some(model.clone()),
+            think_tokens: think,
+            answer_tokens: 9,
+            thought: "61170+91: 0+1+0=1, 1\n6117+9: 7+9+0=16, 61".into(),
+            answer: answer.into(),
+            load: load
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.to_vec()))
+                .collect(),
+        };
+    app.train.compare.sides = vec![
+        side(
+            "base · thinkbench-tiny",
+            "models/thinkbench-tiny",
+            120,
+            "The answer is 61161.",
+            [
+                [40, 30, 20, 35, 25, 30, 28, 32],
+                [60, 10, 30, 30, 20, 40, 25, 25],
+                [30; 8],
+            ],
+        ),
+        side(
+            "step 6",
+            "tests/fixtures/train_run/checkpoints/step-00000006",
+            116,
+            "The answer is 61261.",
+            [
+                [30; 8],
+                [50, 20, 30, 30, 20, 40, 25, 25],
+                [80, 0, 30, 30, 20, 40, 20, 20],
+            ],
+        ),
+    ];
+    snap("train_compare", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("reasoning 116 tok"), "{s}");
+    assert!(s.contains("The answer is 61261."), "{s}");
+    assert!(s.contains("step 6 (2/2 on disk"), "{s}");
+}
+
+#[test]
+fn train_picker() {
+    let mut app = sample::train_run(TrainPane::Charts);
+    app.update(Action::Train(TrainAction::OpenPicker));
+    use crate::train_view::{Choice, ChoiceKind};
+    let recipe = |name: &str, detail: &str, problem: Option<&str>| Choice {
+        kind: ChoiceKind::Recipe {
+            path: format!("recipes/{name}.toml").into(),
+            output_dir: format!("runs/{name}").into(),
+        },
+        label: name.into(),
+        detail: detail.into(),
+        problem: problem.map(str::to_string),
+    };
+    let list = vec![
+        recipe("tiny-grpo", "100 steps · 8×8 · → runs/tiny-grpo", None),
+        recipe(
+            "broken",
+            "",
+            Some("recipes/broken.toml: key generation.group_size: must be at least 2"),
+        ),
+        Choice {
+            kind: ChoiceKind::Run {
+                dir: "runs/tiny-grpo".into(),
+            },
+            label: "runs/tiny-grpo".into(),
+            detail: "run of tiny-grpo".into(),
+            problem: None,
+        },
+    ];
+    app.update(Action::Train(TrainAction::Event(
+        crate::train_view::TrainEvent::Choices(list),
+    )));
+    snap("train_picker", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("launch  tiny-grpo"), "{s}");
+}

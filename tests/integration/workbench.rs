@@ -438,3 +438,31 @@ fn example_sessions_open_without_the_model() {
     }
     assert!(seen >= 3, "example sessions in {}", dir.display());
 }
+
+/// `--train DIR` opens the Train tab on a finished run (the committed fixture); the rollout
+/// viewer reads a step, and Enter opens a completion in the chat as a session.
+#[test]
+fn train_tab_attaches_views_rollouts_and_opens_one_in_the_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tui = Tui::spawn(&[
+        "--train",
+        "tests/fixtures/train_run",
+        "--sessions-dir",
+        dir.path().to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    tui.wait_for("the run's charts", |s| {
+        s.contains("fixture-grpo") && s.contains("step 6/6") && s.contains(" reward ")
+    });
+    tui.send("2");
+    tui.wait_for("step 6's rollouts", |s| {
+        s.contains("step 6 (6/6) · following") && s.contains("reward 1.100")
+    });
+    tui.send("\r");
+    tui.wait_for("the rollout in the chat", |s| {
+        s.contains("rollout · step 6 · prompt 1 · #1") && s.contains("The answer is")
+    });
+    tui.send("\x11"); // Ctrl-Q
+    assert!(tui.wait_exit().success());
+}
