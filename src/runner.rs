@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::app::{Action, App, Command, EngineState, Overrides, TrainAction, TrainCommand};
-use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job};
+use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job, ScoreSpec};
 use crate::session::{self, Session};
 use crate::train_view::watcher::{WatchRequest, Watcher};
 use crate::train_view::{run as train_run, ProcessState};
@@ -72,6 +72,16 @@ struct Runner {
     background: mpsc::UnboundedSender<Action>,
     /// The A/B's two engines (base, checkpoint), kept while the same pair is compared.
     compare: Option<CompareEngines>,
+    /// The chat engine's model folder (rollouts of that model are scored there).
+    chat_model: Option<PathBuf>,
+    /// The engine scoring rollouts with a checkpoint, kept while rollouts of the same policy are
+    /// opened.
+    scorer: Option<ScorerEngine>,
+}
+
+struct ScorerEngine {
+    dir: PathBuf,
+    engine: Engine,
 }
 
 struct CompareEngines {
@@ -134,6 +144,8 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
         watcher,
         background,
         compare: None,
+        chat_model: opts.model.clone(),
+        scorer: None,
     };
     if let Some(path) = &opts.train {
         let cmds = app.update(Action::Train(TrainAction::Open(path.clone())));
@@ -438,13 +450,80 @@ impl Runner {
                         &completion,
                         session::now_secs(),
                     ) {
-                        Ok(s) => Action::Opened(Box::new(s)),
+                        Ok(s) => Action::Train(TrainAction::RolloutOpened(Box::new(s))),
                         Err(e) => Action::Notice(format!("open the rollout: {e:#}")),
                     };
                     let _ = tx.send(a);
                 });
                 None
             }
+            TrainCommand::ScoreRollout { model_dir, spec } => {
+                self.score_on(model_dir, spec);
+                None
+            }
+        }
+    }
+
+    /// Scores a rollout on the chat engine when it holds `model_dir` (no second copy of the
+    /// weights), else on a scoring engine loading it (kept for the next rollout of that policy).
+    /// Either way the answer comes back as an event, so the UI thread never waits on the model.
+    fn score_on(&mut self, model_dir: PathBuf, spec: ScoreSpec) {
+        let job = spec.job;
+        let same = |a: &Path, b: &Path| {
+            let c = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            c(a) == c(b)
+        };
+        if let (Some(engine), Some(chat)) = (&self.engine, &self.chat_model) {
+            // A chat engine that failed to load has ended its thread: submit says so.
+            if same(chat, &model_dir) && engine.submit(Job::Score(spec.clone())) {
+                return;
+            }
+        }
+        if self
+            .scorer
+            .as_ref()
+            .is_none_or(|s| !same(&s.dir, &model_dir))
+        {
+            // Dropping the old scorer ends its thread once its job is done.
+            let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
+            let to_app = self.background.clone();
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    if to_app
+                        .send(Action::Train(TrainAction::Scorer(event)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+            let engine = Engine::spawn(
+                EngineConfig {
+                    model_dir: model_dir.clone(),
+                    device: self.device.clone(),
+                    dtype: self.dtype.clone(),
+                    threads: self.threads,
+                },
+                tx,
+            );
+            self.scorer = Some(ScorerEngine {
+                dir: model_dir,
+                engine,
+            });
+        }
+        let sent = self
+            .scorer
+            .as_ref()
+            .is_some_and(|s| s.engine.submit(Job::Score(spec)));
+        if !sent {
+            // Its model failed to load: the next rollout opened tries again.
+            self.scorer = None;
+            let _ = self
+                .background
+                .send(Action::Train(TrainAction::Scorer(EngineEvent::Failed {
+                    job,
+                    error: "the scoring engine is not running".into(),
+                })));
         }
     }
 

@@ -904,6 +904,11 @@ impl App {
     }
 
     fn on_engine(&mut self, ev: EngineEvent) -> Vec<Command> {
+        // The chat engine also scores rollouts opened from the Train tab when it holds the
+        // policy's weights.
+        if self.is_score_event(&ev) {
+            return self.on_score_event(ev);
+        }
         match ev {
             EngineEvent::Ready(info) => {
                 let info = *info;
@@ -986,6 +991,7 @@ impl App {
                 self.unsaved = true;
                 vec![Command::Save, Command::Transcribe(g.node)]
             }
+            EngineEvent::Scored { .. } => Vec::new(),
             EngineEvent::Failed { job, error } => {
                 let Some(g) = self.generating.take_if(|g| g.job == job) else {
                     return Vec::new();

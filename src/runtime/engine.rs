@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::{parse_device, DType, Model};
-use crate::runtime::{generate_cached, GenEvent, GenerateRequest, PrefixCache, SamplingParams};
+use crate::runtime::{
+    generate_cached, score, GenEvent, GenerateRequest, PrefixCache, SamplingParams, ScoreOptions,
+    ScoredTrace,
+};
 use crate::text::{ChatMessage, TextCodec};
 use crate::trace::{FinishReason, GenStats, PromptToken, TokenRecord};
 
@@ -69,6 +72,17 @@ pub struct GenSpec {
     pub top_logprobs: usize,
 }
 
+/// What to score: a finished sequence's ids (a GRPO rollout, tokenised again), to get back the
+/// trace the decode loop would have recorded while generating it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreSpec {
+    pub job: u64,
+    /// The rendered prompt (chat template and generation prompt included).
+    pub prompt_ids: Vec<u32>,
+    pub completion_ids: Vec<u32>,
+    pub top_logprobs: usize,
+}
+
 /// A job for the engine thread.
 pub enum Job {
     Generate {
@@ -76,6 +90,8 @@ pub enum Job {
         /// Set to stop the job; checked before every decode step.
         cancel: Arc<AtomicBool>,
     },
+    /// Re-score a finished sequence (one pass, no sampling); answered with `Scored` or `Failed`.
+    Score(ScoreSpec),
 }
 
 /// What the engine thread reports. Plain data only.
@@ -101,6 +117,14 @@ pub enum EngineEvent {
         job: u64,
         reason: FinishReason,
         stats: GenStats,
+    },
+    /// A `Score` job's result: the trace, the text of every alternative it names, and the model
+    /// that scored it (whose weights the probabilities are).
+    Scored {
+        job: u64,
+        model: Box<ModelInfo>,
+        trace: ScoredTrace,
+        top_text: Vec<(u32, String)>,
     },
     /// The job could not run or broke off; one line.
     Failed { job: u64, error: String },
@@ -220,8 +244,63 @@ fn engine_main(
                     return;
                 }
             }
+            Job::Score(spec) => {
+                let job = spec.job;
+                let run = std::panic::AssertUnwindSafe(|| score_job(&model, &codec, &spec));
+                let ev = match std::panic::catch_unwind(run) {
+                    Ok(Ok((trace, top_text))) => EngineEvent::Scored {
+                        job,
+                        model: Box::new(info.clone()),
+                        trace,
+                        top_text,
+                    },
+                    Ok(Err(e)) => EngineEvent::Failed {
+                        job,
+                        error: one_line(&format!("{e:#}")),
+                    },
+                    Err(p) => EngineEvent::Failed {
+                        job,
+                        error: panic_text(&p),
+                    },
+                };
+                if events.send(ev).is_err() {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Scores one sequence and names the text of every id it mentions (the inspector shows the
+/// alternatives by their text).
+fn score_job(
+    model: &Model,
+    codec: &TextCodec,
+    spec: &ScoreSpec,
+) -> anyhow::Result<(ScoredTrace, Vec<(u32, String)>)> {
+    let opts = ScoreOptions {
+        top_logprobs: spec.top_logprobs,
+        ..ScoreOptions::default()
+    };
+    let trace = score(
+        model,
+        Some(codec),
+        &spec.prompt_ids,
+        &spec.completion_ids,
+        &opts,
+    )?;
+    let mut ids: Vec<u32> = trace
+        .tokens
+        .iter()
+        .flat_map(|t| t.top.iter().map(|&(id, _)| id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let top_text = ids
+        .into_iter()
+        .map(|id| (id, codec.token_text(id)))
+        .collect();
+    Ok((trace, top_text))
 }
 
 fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, ModelInfo)> {

@@ -112,8 +112,9 @@ pub enum GenerateError {
     BadTokenId { id: u32, vocab: usize },
 }
 
-/// Collects router choices per flattened token row of one forward call.
-struct RoutingRecorder {
+/// Collects router choices per flattened token row of one forward call (the decode loop and
+/// [`crate::runtime::score`] share it, so both record routing the same way).
+pub(crate) struct RoutingRecorder {
     on: bool,
     rows: Vec<Vec<LayerRouting>>,
 }
@@ -139,7 +140,15 @@ impl Probe for RoutingRecorder {
 }
 
 impl RoutingRecorder {
-    fn take(&mut self, tokens: usize) -> Vec<Vec<LayerRouting>> {
+    pub(crate) fn new(on: bool) -> Self {
+        Self {
+            on,
+            rows: Vec::new(),
+        }
+    }
+
+    /// The routing of the `tokens` rows of the last forward call (empty rows when off).
+    pub(crate) fn take(&mut self, tokens: usize) -> Vec<Vec<LayerRouting>> {
         let mut rows = std::mem::take(&mut self.rows);
         rows.resize(tokens, Vec::new());
         rows
@@ -203,10 +212,7 @@ pub fn generate_cached(
     let allowed = codec.map_or(vocab, |c| c.vocab_size().min(vocab));
     let n = req.n.max(1);
     let think_ids = codec.and_then(TextCodec::think_ids);
-    let mut rec = RoutingRecorder {
-        on: req.trace_routing && !model.moe_layers().is_empty(),
-        rows: Vec::new(),
-    };
+    let mut rec = RoutingRecorder::new(req.trace_routing && !model.moe_layers().is_empty());
     let p = req.prompt_ids.len();
     // Reuse the longest shared prefix, but always run at least the last prompt token: its logits
     // choose the first new token.

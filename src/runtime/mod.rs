@@ -1,12 +1,14 @@
-//! The inference runtime: sampling and the one decode loop. Emits plain data (`trace`), never a
-//! Tensor.
+//! The inference runtime: sampling, the one decode loop, and re-scoring a finished sequence.
+//! Emits plain data (`trace`), never a Tensor.
 
 pub mod engine;
 pub mod generate;
 pub mod sampling;
+pub mod score;
 
 pub use generate::{
     generate, generate_cached, Completion, GenEvent, GenerateError, GenerateRequest, Generation,
     PrefixCache,
 };
 pub use sampling::{Sampler, SamplingParams};
+pub use score::{score, ScoreOptions, ScoredTrace};

@@ -6,11 +6,13 @@
 //!   half-written last line and notices when the file was rewritten (a resumed run trims its log)
 //! - `rollouts` rollouts.jsonl: an index by step (byte ranges), and one step's groups read on demand
 //! - `run`      a run folder: its recipe, its checkpoints, the recipes and runs one can open
-//! - `to_chat`  a logged rollout as a chat session (re-tokenised; text only)
+//! - `to_chat`  a logged rollout as a chat session (re-tokenised; the engine then re-scores it)
+//! - `policy`   which weights drew a step's rollouts (the checkpoint that scores them)
 //! - `watcher`  the thread that polls a run folder and owns a launched `thinkbench train` child
 //!
 //! Everything that leaves this module is plain data ([`TrainEvent`]); the app never sees a file.
 
+pub mod policy;
 pub mod records;
 pub mod rollouts;
 pub mod run;

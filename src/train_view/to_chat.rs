@@ -3,9 +3,11 @@
 //!
 //! rollouts.jsonl keeps each completion's text, not its per-token trace: the text is tokenised
 //! again with the run's tokenizer (the completion's own special tokens, `</think>` and
-//! end-of-sentence, become their ids again), so the tokens and their phases are right, but there
-//! are no probabilities, alternatives or routing (logprob and entropy are NaN; the inspectors say
-//! so). Regenerating the reply in the chat (R) draws a new one with the full trace.
+//! end-of-sentence, become their ids again), so the tokens and their phases are right at once.
+//! Probabilities, alternatives and routing are not in the log: logprob and entropy start as NaN
+//! ("not scored yet") and the app asks the engine to re-score the ids with the run's policy
+//! (`runtime::score`), which fills them in. The reply keeps the rendered prompt's ids so the
+//! scoring pass needs nothing else.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use anyhow::Result;
 use crate::runtime::engine::ModelInfo;
 use crate::session::{Message, Role, Session};
 use crate::text::{ChatMessage, PhaseTracker, StreamDecoder, TextCodec};
-use crate::trace::{FinishReason, TokenRecord};
+use crate::trace::{FinishReason, PromptToken, TokenRecord};
 
 pub fn rollout_session(
     tokenizer_dir: &Path,
@@ -63,6 +65,13 @@ pub fn rollout_session(
         .conversation
         .push(0, Message::new(Role::User, prompt.to_string()));
     let mut reply = Message::new(Role::Assistant, "");
+    reply.prompt = prompt_ids
+        .iter()
+        .map(|&id| PromptToken {
+            id,
+            routing: Vec::new(),
+        })
+        .collect();
     reply.tokens = tokens;
     reply.finish = Some(if ended {
         FinishReason::Stop
@@ -109,5 +118,12 @@ mod tests {
         let text: String = reply.tokens.iter().map(|t| t.text.as_str()).collect();
         assert_eq!(text, c.text);
         assert!(reply.tokens.iter().all(|t| t.logprob.is_nan()));
+        // The rendered prompt's ids travel with the reply, for the scoring pass.
+        assert_eq!(
+            reply.prompt.first().map(|t| t.id),
+            Some(0),
+            "starts with BOS"
+        );
+        assert!(reply.prompt.len() > 3);
     }
 }

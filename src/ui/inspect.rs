@@ -354,16 +354,20 @@ fn token_lines(app: &App, m: &Message, w: usize, h: usize) -> Vec<Line<'static>>
     let t = &m.tokens[idx];
     if t.logprob.is_nan() {
         // A reply opened from a GRPO rollout log: its text was tokenised again, and the log
-        // keeps no probabilities.
+        // keeps no probabilities; a scoring pass brings them (or could not).
+        let scoring = app.inspected().and_then(|(node, _)| app.scoring_with(node));
+        let why = match scoring {
+            Some(label) => format!("scoring with {label}: probabilities and routing follow…"),
+            None => {
+                "not scored (a rollout log has no probabilities); R regenerates a full trace".into()
+            }
+        };
         return vec![
             Line::from(vec![
                 Span::styled(show_token(&t.text), theme::bold()),
                 Span::styled(format!("  id {} · {}", t.id, t.phase), theme::dim()),
             ]),
-            Line::from(Span::styled(
-                "no probabilities in a rollout log; R regenerates with the full trace",
-                theme::dim(),
-            )),
+            Line::from(Span::styled(why, theme::dim())),
         ];
     }
     let mut out = vec![Line::from(vec![

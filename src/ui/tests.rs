@@ -379,3 +379,33 @@ fn train_picker() {
     let s = screen(&app, 80, 24);
     assert!(s.contains("launch  tiny-grpo"), "{s}");
 }
+
+#[test]
+fn an_opened_rollout_says_it_is_being_scored() {
+    use crate::app::{Command, TrainCommand};
+    let mut app = sample::train_run(TrainPane::Rollouts);
+    let cmds = app.update(Action::Train(TrainAction::OpenInChat));
+    let Some(Command::Train(TrainCommand::OpenInChat {
+        tokenizer,
+        title,
+        prompt,
+        completion,
+    })) = cmds.into_iter().next()
+    else {
+        panic!("opening asks the runner to tokenise")
+    };
+    let session = crate::train_view::to_chat::rollout_session(
+        &tokenizer,
+        None,
+        &title,
+        &prompt,
+        &completion,
+        1_796_000_000,
+    )
+    .unwrap();
+    app.update(Action::Train(TrainAction::RolloutOpened(Box::new(session))));
+    app.update(Action::ToggleTokens);
+    snap("rollout_scoring", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("scoring with thinkbench-tiny"), "{s}");
+}

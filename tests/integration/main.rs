@@ -7,5 +7,6 @@ mod common;
 mod generation;
 mod grpo;
 mod parity;
+mod scoring;
 mod text;
 mod workbench;

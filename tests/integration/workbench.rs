@@ -227,7 +227,7 @@ mod engine {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
-    use thinkbench::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job};
+    use thinkbench::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job, ScoreSpec};
     use thinkbench::runtime::SamplingParams;
     use thinkbench::text::ChatMessage;
     use thinkbench::trace::{FinishReason, PromptToken, TokenRecord};
@@ -392,9 +392,41 @@ mod engine {
         let failed = run(&engine, &mut rx, spec(5, vec![long], None), false);
         let e = failed.end.unwrap_err();
         assert!(e.contains("context of 256 tokens"), "{e}");
-        assert!(run(&engine, &mut rx, spec(6, vec![q], None), false)
+        assert!(run(&engine, &mut rx, spec(6, vec![q.clone()], None), false)
             .end
             .is_ok());
+
+        // Scoring a sampled reply on the same engine gives back what sampling recorded, with
+        // the text of every alternative and the model that scored it.
+        let drawn = run(&engine, &mut rx, spec(7, vec![q], None), false);
+        let ids: Vec<u32> = drawn.tokens.iter().map(|t| t.id).collect();
+        assert!(engine.submit(Job::Score(ScoreSpec {
+            job: 8,
+            prompt_ids: drawn.prompt.iter().map(|t| t.id).collect(),
+            completion_ids: ids.clone(),
+            top_logprobs: 3,
+        })));
+        match rx.blocking_recv().expect("engine alive") {
+            EngineEvent::Scored {
+                job: 8,
+                model,
+                trace,
+                top_text,
+            } => {
+                assert_eq!(model.id, "deepseek_v3_qlora");
+                assert_eq!(trace.prompt.len(), drawn.prompt.len());
+                for (a, b) in trace.tokens.iter().zip(&drawn.tokens) {
+                    assert_eq!(a.id, b.id);
+                    assert!((a.logprob - b.logprob).abs() < 1e-4, "{a:?} vs {b:?}");
+                    assert_eq!(a.routing.len(), 2, "both MoE layers");
+                    for (id, _) in &a.top {
+                        assert!(top_text.iter().any(|(t, _)| t == id), "text of {id}");
+                    }
+                }
+                assert_eq!(trace.tokens.len(), ids.len());
+            }
+            other => panic!("expected Scored, got {other:?}"),
+        }
         engine.shutdown();
     }
 }
@@ -462,6 +494,16 @@ fn train_tab_attaches_views_rollouts_and_opens_one_in_the_chat() {
     tui.send("\r");
     tui.wait_for("the rollout in the chat", |s| {
         s.contains("rollout · step 6 · prompt 1 · #1") && s.contains("The answer is")
+    });
+    // The engine re-scores it with the run's starting model (the fixture kept no checkpoints),
+    // and the token inspector then has probabilities.
+    tui.wait_for("the rollout scored", |s| {
+        s.contains("scored by thinkbench-tiny")
+    });
+    tui.send("\t");
+    tui.send("\x1bOR"); // F3
+    tui.wait_for("the token inspector with probabilities", |s| {
+        s.contains("Tokens: alternatives") && s.contains(" nats · ")
     });
     tui.send("\x11"); // Ctrl-Q
     assert!(tui.wait_exit().success());

@@ -1,7 +1,9 @@
 //! The Train tab's state and its part of `update`: which run is watched and what has been read of
 //! it, the launch/attach list, the rollout viewer's position, and the checkpoint A/B. Plain data
 //! only; the runner reads files and starts processes and engines when asked by a
-//! [`TrainCommand`], and its results come back as [`TrainAction::Event`] / [`TrainAction::Compare`].
+//! [`TrainCommand`], and its results come back as [`TrainAction::Event`] / [`TrainAction::Compare`]
+//! / [`TrainAction::RolloutOpened`] / [`TrainAction::Scorer`]. Opening a rollout in the chat and
+//! scoring it is in `rollout_chat`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,10 +11,12 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyModifiers};
 
 use super::{Action, App, Command, Input, Key, View};
-use crate::runtime::engine::{EngineEvent, GenSpec, ModelInfo};
+use crate::runtime::engine::{EngineEvent, GenSpec, ModelInfo, ScoreSpec};
 use crate::runtime::SamplingParams;
+use crate::session::Session;
 use crate::text::ChatMessage;
 use crate::trace::{FinishReason, Phase};
+use crate::train_view::policy::Policy;
 use crate::train_view::run::checkpoint_dir;
 use crate::train_view::{
     Choice, ChoiceKind, EvalPoint, ProcessState, Record, RolloutGroup, RolloutStep, RunInfo,
@@ -210,6 +214,10 @@ pub struct TrainTab {
     pub compare: Compare,
     /// `x` was pressed once; the second press stops the run.
     pub confirm_stop: bool,
+    /// A rollout being tokenised for the chat, and the policy that will score it.
+    pub opening: Option<Policy>,
+    /// The opened rollout waiting for its scores.
+    pub scoring: Option<PendingScore>,
     next_job: u64,
 }
 
@@ -223,6 +231,8 @@ impl Default for TrainTab {
             rollouts: RolloutViewer::default(),
             compare: Compare::default(),
             confirm_stop: false,
+            opening: None,
+            scoring: None,
             // Well apart from the chat's job ids (they are never mixed, but logs read better).
             next_job: 1 << 32,
         }
@@ -259,6 +269,10 @@ pub enum TrainAction {
         side: usize,
         event: EngineEvent,
     },
+    /// The rollout asked for with `OpenInChat`, tokenised into a session (not yet scored).
+    RolloutOpened(Box<Session>),
+    /// An event of the engine the runner started to score a rollout with a checkpoint.
+    Scorer(EngineEvent),
 }
 
 /// What the runner must do for the Train tab.
@@ -274,12 +288,19 @@ pub enum TrainCommand {
         dirs: [PathBuf; 2],
         specs: [GenSpec; 2],
     },
-    /// Open a rollout as a chat session (tokenised with `tokenizer`'s tokenizer).
+    /// Open a rollout as a chat session (tokenised with `tokenizer`'s tokenizer); answered with
+    /// `TrainAction::RolloutOpened`.
     OpenInChat {
         tokenizer: PathBuf,
         title: String,
         prompt: String,
         completion: String,
+    },
+    /// Score an opened rollout with the model in `model_dir` (the chat engine's, if it holds
+    /// that model; else a scoring engine's); answered with `EngineEvent::Scored` or `Failed`.
+    ScoreRollout {
+        model_dir: PathBuf,
+        spec: ScoreSpec,
     },
 }
 
@@ -378,7 +399,11 @@ pub fn key_action(app: &mut App, key: Key) -> Option<Action> {
 
 impl App {
     pub(super) fn on_train(&mut self, action: TrainAction) -> Vec<Command> {
-        if !matches!(action, TrainAction::Stop | TrainAction::Event(_)) {
+        let background = matches!(
+            action,
+            TrainAction::Event(_) | TrainAction::RolloutOpened(_) | TrainAction::Scorer(_)
+        );
+        if !matches!(action, TrainAction::Stop) && !background {
             self.train.confirm_stop = false;
         }
         match action {
@@ -542,6 +567,8 @@ impl App {
                 self.on_compare_event(side, event);
                 Vec::new()
             }
+            TrainAction::RolloutOpened(session) => self.on_rollout_opened(*session),
+            TrainAction::Scorer(event) => self.on_score_event(event),
         }
     }
 
@@ -724,41 +751,6 @@ impl App {
         }
     }
 
-    fn open_rollout_in_chat(&mut self) -> Vec<Command> {
-        let Some(g) = self.shown_group() else {
-            self.notice("no rollout loaded yet");
-            return Vec::new();
-        };
-        let Some(c) = g.completions.get(self.train.rollouts.completion) else {
-            return Vec::new();
-        };
-        let title = format!(
-            "rollout · step {} · prompt {} · #{}",
-            g.step,
-            g.group + 1,
-            self.train.rollouts.completion + 1
-        );
-        let (prompt, completion) = (g.prompt.clone(), c.text.clone());
-        let tokenizer = self
-            .train
-            .run
-            .as_ref()
-            .and_then(|r| r.info.base_model.clone())
-            .or_else(|| self.model.as_ref().map(|m| m.dir.clone()));
-        let Some(tokenizer) = tokenizer else {
-            self.notice(
-                "no tokenizer to split the rollout with: the run's recipe.json names no model",
-            );
-            return Vec::new();
-        };
-        cmd(TrainCommand::OpenInChat {
-            tokenizer,
-            title,
-            prompt,
-            completion,
-        })
-    }
-
     fn run_compare(&mut self) -> Vec<Command> {
         let Some(run) = &self.train.run else {
             self.notice("attach to a run first (o)");
@@ -883,6 +875,9 @@ fn step_index(i: usize, d: isize, n: usize) -> usize {
     }
     (i as isize + d).clamp(0, n as isize - 1) as usize
 }
+
+mod rollout_chat;
+pub use rollout_chat::PendingScore;
 
 #[cfg(test)]
 mod tests;

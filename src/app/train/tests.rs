@@ -377,3 +377,189 @@ fn open_from_the_command_line_attaches_or_launches() {
         [TrainCommand::Launch("recipes/tiny-grpo.toml".into())]
     );
 }
+
+/// The fixture's shown rollout opened as the runner would (tokenised with the run's tokenizer).
+fn opened_rollout(app: &mut App) -> Vec<Command> {
+    let cmds = app.update(key(KeyCode::Enter));
+    let [TrainCommand::OpenInChat {
+        tokenizer,
+        title,
+        prompt,
+        completion,
+    }] = &train_cmds(&cmds)[..]
+    else {
+        panic!("{cmds:?}")
+    };
+    let session = crate::train_view::to_chat::rollout_session(
+        tokenizer,
+        app.model.clone(),
+        title,
+        prompt,
+        completion,
+        1_796_000_000,
+    )
+    .unwrap();
+    app.update(Action::Train(TrainAction::RolloutOpened(Box::new(session))))
+}
+
+/// What an engine would say after scoring `spec`: made-up but recognisable numbers.
+fn scored(spec: &ScoreSpec, label: &str) -> EngineEvent {
+    use crate::runtime::ScoredTrace;
+    use crate::trace::PromptToken;
+    let routing = |i: usize| {
+        vec![LayerRouting {
+            layer: 1,
+            experts: vec![i as u32 % 8, 7],
+            weights: vec![0.6, 0.4],
+        }]
+    };
+    EngineEvent::Scored {
+        job: spec.job,
+        model: Box::new(ModelInfo {
+            id: label.into(),
+            ..Default::default()
+        }),
+        trace: ScoredTrace {
+            prompt: spec
+                .prompt_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| PromptToken {
+                    id,
+                    routing: routing(i),
+                })
+                .collect(),
+            tokens: spec
+                .completion_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| TokenRecord {
+                    id,
+                    text: String::new(),
+                    logprob: -0.5,
+                    top: vec![(id, -0.5), (3, -1.5)],
+                    entropy: 1.25,
+                    phase: Phase::Think,
+                    routing: routing(i),
+                    forced: false,
+                })
+                .collect(),
+        },
+        top_text: vec![(3, "three".into())],
+    }
+}
+
+#[test]
+fn an_opened_rollout_is_scored_by_the_policy_that_drew_it() {
+    let mut app = sample::train_run(TrainPane::Rollouts);
+    // Checkpoints after steps 2 and 5: step 6's rollouts were drawn by the weights of step 5.
+    app.train.run.as_mut().unwrap().checkpoints = vec![2, 5];
+    let cmds = opened_rollout(&mut app);
+    assert_eq!(app.view, View::Chat);
+    let [TrainCommand::ScoreRollout { model_dir, spec }] = &train_cmds(&cmds)[..] else {
+        panic!("opening asks for scores: {cmds:?}")
+    };
+    assert_eq!(
+        model_dir,
+        &fixture_dir().join("checkpoints").join("step-00000005")
+    );
+    let (node, m) = app.inspected().expect("the reply is selected");
+    assert_eq!(
+        spec.completion_ids,
+        m.tokens.iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        spec.prompt_ids,
+        m.prompt.iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    assert!(!spec.prompt_ids.is_empty());
+    // Meanwhile: no probabilities, and the notice and inspector say scoring is under way.
+    assert!(app.cursor_token().unwrap().logprob.is_nan());
+    assert_eq!(app.scoring_with(node), Some("step-00000005"));
+    assert!(app
+        .notice
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("scoring rollout with step-00000005"));
+    // An answer to another job changes nothing.
+    let mut stale = scored(spec, "step-00000005");
+    if let EngineEvent::Scored { job, .. } = &mut stale {
+        *job += 99;
+    }
+    app.update(Action::Engine(stale));
+    assert!(app.cursor_token().unwrap().logprob.is_nan());
+    // The scores arrive (here from the chat engine): the inspectors have what they show.
+    let cmds = app.update(Action::Engine(scored(spec, "step-00000005")));
+    assert!(cmds.is_empty());
+    assert_eq!(app.scoring_with(node), None);
+    let t = app.cursor_token().unwrap();
+    assert_eq!((t.logprob, t.entropy), (-0.5, 1.25));
+    assert_eq!(t.top[1], (3, -1.5));
+    assert_eq!(t.routing[0].experts, [app.cursor as u32 % 8, 7]);
+    assert_eq!(t.phase, Phase::Answer, "the opened phases are kept");
+    let m = app.message(node);
+    assert!(
+        m.prompt.iter().all(|p| p.routing.len() == 1),
+        "prompt routing"
+    );
+    assert!(m.tokens.iter().all(|t| !t.logprob.is_nan()));
+    assert_eq!(app.session.token_texts[&3], "three");
+    assert_eq!(app.session.model.as_ref().unwrap().id, "step-00000005");
+    assert!(app.session.name.ends_with("· scored by step-00000005"));
+    let notice = &app.notice.as_ref().unwrap().text;
+    assert!(
+        notice.contains("scored by step-00000005 (step 6's own policy)"),
+        "{notice}"
+    );
+}
+
+#[test]
+fn scoring_falls_back_to_the_starting_model_and_reports_failures() {
+    let mut app = sample::train_run(TrainPane::Rollouts);
+    // The fixture run kept no checkpoints: its starting model scores, and says it is not exact.
+    let cmds = opened_rollout(&mut app);
+    let [TrainCommand::ScoreRollout { model_dir, spec }] = &train_cmds(&cmds)[..] else {
+        panic!("{cmds:?}")
+    };
+    assert!(model_dir.ends_with("models/thinkbench-tiny"));
+    // A scoring engine that could not load its model: said once, and nothing waits any more.
+    app.update(Action::Train(TrainAction::Scorer(EngineEvent::LoadFailed(
+        "no weights".into(),
+    ))));
+    assert!(app.train.scoring.is_none());
+    let notice = &app.notice.as_ref().unwrap().text;
+    assert!(
+        notice.contains("thinkbench-tiny") && notice.contains("no weights"),
+        "{notice}"
+    );
+    // Open again; this time the scorer answers, though not with the exact policy of step 6.
+    app.update(Action::ToggleView);
+    let cmds = opened_rollout(&mut app);
+    let [TrainCommand::ScoreRollout { spec: again, .. }] = &train_cmds(&cmds)[..] else {
+        panic!("{cmds:?}")
+    };
+    assert_ne!(again.job, spec.job);
+    app.update(Action::Train(TrainAction::Scorer(scored(
+        again,
+        "thinkbench-tiny",
+    ))));
+    let notice = &app.notice.as_ref().unwrap().text;
+    assert!(
+        notice.contains("scored by thinkbench-tiny") && notice.contains("step-00000005"),
+        "{notice}"
+    );
+    assert!(!app.cursor_token().unwrap().logprob.is_nan());
+    // A failed job is reported the same way.
+    app.update(Action::ToggleView);
+    let cmds = opened_rollout(&mut app);
+    let [TrainCommand::ScoreRollout { spec: third, .. }] = &train_cmds(&cmds)[..] else {
+        panic!("{cmds:?}")
+    };
+    app.update(Action::Engine(EngineEvent::Failed {
+        job: third.job,
+        error: "out of memory".into(),
+    }));
+    assert!(app.notice.as_ref().unwrap().text.contains("out of memory"));
+    assert!(app.train.scoring.is_none());
+}
