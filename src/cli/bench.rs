@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use crate::model::{parse_device, DType, Model};
+use crate::model::Model;
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
 
 #[derive(Debug, Args)]
@@ -21,12 +21,8 @@ pub struct BenchArgs {
     /// Tokens generated for the decode measurement.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub runtime: super::runtime_args::RuntimeArgs,
     /// Repetitions of each measurement; the best is reported.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
@@ -48,15 +44,7 @@ fn prompt(len: usize, vocab: usize) -> Vec<u32> {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if let Some(t) = args.threads {
-        if t < 1 {
-            bail!("--threads must be at least 1");
-        }
-        tch::set_num_threads(t);
-    }
-    let dtype = DType::parse(&args.dtype)
-        .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", args.dtype))?;
-    let device = parse_device(&args.device)?;
+    let (dtype, device) = args.runtime.apply()?;
     let t0 = std::time::Instant::now();
     let model = Model::load(&args.model, dtype, device)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -102,7 +90,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "model": args.model.display().to_string(),
         "model_type": model.config.model_type.name(),
         "dtype": dtype.name(),
-        "device": args.device,
+        "device": args.runtime.device,
         "threads": tch::get_num_threads(),
         "checkpoint_bytes": model_data_bytes(&args.model),
         "load_s": load_s,

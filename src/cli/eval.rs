@@ -5,11 +5,11 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::model::{parse_device, DType, Model};
+use crate::model::Model;
 use crate::text::TextCodec;
 use crate::train::eval::{evaluate, render, EvalOptions};
 use crate::train::task::{self, Split};
@@ -40,13 +40,8 @@ pub struct EvalArgs {
     /// Evaluate on training-split problems instead of held-out ones.
     #[arg(long)]
     pub train_split: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
     #[arg(long)]
     pub json: bool,
@@ -87,19 +82,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
-    if let Some(t) = args.threads {
-        if t < 1 {
-            bail!("--threads must be at least 1");
-        }
-        tch::set_num_threads(t);
-    }
     let levels = match &args.levels {
         Some(s) => parse_levels(s, task.levels()).map_err(|e| anyhow!(e))?,
         None => task.levels().collect(),
     };
-    let dtype = DType::parse(&args.dtype)
-        .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", args.dtype))?;
-    let device = parse_device(&args.device)?;
+    let (dtype, device) = args.runtime.apply()?;
     let model = Model::load(&args.model, dtype, device)?;
     let codec = TextCodec::load(&args.model)?;
     let opts = EvalOptions {

@@ -5,11 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::model::{parse_device, DType, Model};
+use crate::model::Model;
 use crate::runtime::{generate, GenEvent, GenerateRequest, SamplingParams};
 use crate::text::{ChatMessage, Phase, TextCodec};
 
@@ -54,30 +54,15 @@ pub struct GenerateArgs {
     /// Stop once this text appears (repeatable).
     #[arg(long = "stop")]
     pub stop: Vec<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub runtime: super::runtime_args::RuntimeArgs,
     /// Print exactly one JSON object with the per-token trace.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    if let Some(t) = args.threads {
-        if t < 1 {
-            bail!("--threads must be at least 1");
-        }
-        tch::set_num_threads(t);
-    }
-    let dtype = DType::parse(&args.dtype)
-        .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", args.dtype))?;
-    let device = parse_device(&args.device)?;
+    let (dtype, device) = args.runtime.apply()?;
     let tokenizer_present = args.model.join("tokenizer.json").exists();
     let codec = if args.prompt_ids.is_some() && !tokenizer_present {
         None

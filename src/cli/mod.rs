@@ -9,5 +9,6 @@ pub mod merge;
 pub mod prompt;
 pub mod record;
 pub mod reward;
+pub mod runtime_args;
 pub mod train;
 pub mod workbench;

@@ -23,15 +23,8 @@ pub struct WorkbenchArgs {
     /// terminal's scrollback.
     #[arg(long)]
     pub inline: bool,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// CPU threads for libtorch (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    #[command(flatten)]
+    pub runtime: super::runtime_args::RuntimeArgs,
     /// Close the thought after this many reasoning tokens (default: unlimited).
     #[arg(long)]
     pub think_budget: Option<usize>,
@@ -81,9 +74,9 @@ pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("thinkbench-sessions"));
     runner::run(RunOptions {
         model,
-        device: args.device.clone(),
-        dtype: args.dtype.clone(),
-        threads: args.threads,
+        device: args.runtime.device.clone(),
+        dtype: args.runtime.dtype.clone(),
+        threads: args.runtime.threads,
         sessions_dir,
         inline: args.inline,
         open: open.map(Path::to_path_buf),

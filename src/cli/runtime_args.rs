@@ -1,0 +1,47 @@
+//! The options every command that runs a model shares — where it runs, in what precision, on how
+//! many CPU threads — parsed in one place so each flag fails with the same message everywhere.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tch::Device;
+
+use crate::model::{parse_device, DType};
+
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl RuntimeArgs {
+    /// Sets libtorch's thread count and parses `--dtype` and `--device`.
+    pub fn apply(&self) -> Result<(DType, Device)> {
+        if let Some(t) = self.threads {
+            if t < 1 {
+                bail!("--threads must be at least 1");
+            }
+            tch::set_num_threads(t);
+        }
+        let dtype = DType::parse(&self.dtype)
+            .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", self.dtype))?;
+        Ok((dtype, parse_device(&self.device)?))
+    }
+}
+
+/// The flags' own defaults, for commands that build their arguments in code.
+impl Default for RuntimeArgs {
+    fn default() -> Self {
+        Self {
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            threads: None,
+        }
+    }
+}
