@@ -207,6 +207,11 @@ pub fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ("[]", "branch"),
         ],
     };
+    draw_key_hints(frame, area, hints);
+}
+
+/// One line of `key what` pairs, as many as fit the width (the first ones matter most).
+pub fn draw_key_hints(frame: &mut Frame, area: Rect, hints: &[(&str, &str)]) {
     let mut spans = vec![Span::raw(" ")];
     let mut used = 1;
     for (k, what) in hints {

@@ -214,18 +214,7 @@ fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
             ],
         }
     };
-    let mut spans = vec![Span::raw(" ")];
-    let mut used = 1;
-    for (k, what) in hints {
-        let w = k.width() + what.width() + 3;
-        if used + w > area.width as usize {
-            break;
-        }
-        used += w;
-        spans.push(Span::styled(*k, theme::hint_key()));
-        spans.push(Span::styled(format!(" {what}  "), theme::hints()));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    crate::ui::chrome::draw_key_hints(frame, area, hints);
 }
 
 fn draw_picker(frame: &mut Frame, area: Rect, p: &Picker) {
