@@ -146,6 +146,103 @@ fn try_linear_on(
     Some(y)
 }
 
+/// An element type the kernels multiply: f32, or bf16 (f32 sums, one rounding per output).
+pub trait Scalar: Copy + Default + Send + Sync + 'static {
+    const KIND: Kind;
+    #[doc(hidden)]
+    const ELEM: Elem;
+    fn to_f32(self) -> f32;
+    fn from_f32(x: f32) -> Self;
+}
+
+impl Scalar for f32 {
+    const KIND: Kind = Kind::Float;
+    const ELEM: Elem = Elem::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+}
+
+impl Scalar for half::bf16 {
+    const KIND: Kind = Kind::BFloat16;
+    const ELEM: Elem = Elem::Bf16;
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+}
+
+/// `out[m,n] = x[m,k] · w[n,k]ᵀ` on plain row-major slices, for callers that already hold their
+/// rows on the CPU (the MoE experts of a few tokens). Same kernels, threading and results as
+/// [`try_linear`]. The caller checks [`available`] first.
+///
+/// # Panics
+/// If a slice is shorter than its shape says, or the kernels are not available.
+pub fn product<T: Scalar>(x: &[T], w: &[T], out: &mut [T], m: usize, n: usize, k: usize) {
+    assert!(available(), "gemv kernels unavailable");
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let p = Product {
+        elem: T::ELEM,
+        x: x.as_ptr() as *const u8,
+        w: w.as_ptr() as *const u8,
+        bias: std::ptr::null(),
+        out: out.as_mut_ptr() as *mut u8,
+        m,
+        n,
+        k,
+    };
+    // SAFETY: the slices hold at least m·k, n·k and m·n elements of the type `p.elem` names;
+    // `out` is a unique borrow, so it aliases neither input; all three outlive `run`; and
+    // `available()` established the CPU features.
+    unsafe { run(&p, threading()) };
+}
+
+/// Whether [`product`] may run: the kernels are enabled and this CPU has them.
+pub fn available() -> bool {
+    enabled() && cpu_supported()
+}
+
+/// Largest number of rows [`product`] is meant for with elements `T` (beyond it libtorch's GEMM
+/// wins).
+pub fn max_rows<T: Scalar>() -> usize {
+    match T::ELEM {
+        Elem::Bf16 => MAX_ROWS_BF16,
+        Elem::F32 => MAX_ROWS_F32,
+    }
+}
+
+/// The elements of a contiguous CPU tensor of element type `T`, or `None` if it is not one.
+///
+/// # Safety
+/// The returned slice aliases the tensor's storage: nothing may write that storage (through this
+/// tensor or any other sharing it, on any thread) while the slice is alive.
+pub unsafe fn cpu_slice<T: Scalar>(t: &Tensor) -> Option<&[T]> {
+    if t.device() != Device::Cpu || t.kind() != T::KIND || !t.is_contiguous() {
+        return None;
+    }
+    let n = t.numel();
+    if n == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: a contiguous CPU tensor of `T` holds `numel` elements from `data_ptr`, alive while
+    // `t` is borrowed; the caller guarantees nobody writes them meanwhile.
+    Some(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) })
+}
+
+/// Whether autograd would record an op on these tensors: grad mode is on and one of them
+/// requires grad (then the op must go through libtorch).
+pub fn records_graph(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.requires_grad()) && grad_mode_enabled()
+}
+
 /// Turns the kernels on or off for the whole process (the default is on unless the environment
 /// variable `THINKBENCH_GEMV` is `off` or `0`).
 pub fn set_enabled(on: bool) {
@@ -216,7 +313,8 @@ fn grad_mode_enabled() -> bool {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Elem {
+#[doc(hidden)]
+pub enum Elem {
     Bf16,
     F32,
 }

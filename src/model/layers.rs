@@ -90,4 +90,20 @@ impl Mlp {
         self.down_proj
             .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
     }
+
+    /// The weights `[gate_proj, up_proj, down_proj]` (`[inter, hidden]`, `[inter, hidden]`,
+    /// `[hidden, inter]`), for kernels that compute the MLP directly.
+    pub fn weights(&self) -> [&Tensor; 3] {
+        [
+            &self.gate_proj.weight,
+            &self.up_proj.weight,
+            &self.down_proj.weight,
+        ]
+    }
+
+    pub fn has_bias(&self) -> bool {
+        self.gate_proj.bias.is_some()
+            || self.up_proj.bias.is_some()
+            || self.down_proj.bias.is_some()
+    }
 }

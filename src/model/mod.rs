@@ -153,7 +153,10 @@ fn load_torch_cuda() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         extern "C" {
-            fn dlopen(file: *const std::ffi::c_char, mode: std::ffi::c_int) -> *mut std::ffi::c_void;
+            fn dlopen(
+                file: *const std::ffi::c_char,
+                mode: std::ffi::c_int,
+            ) -> *mut std::ffi::c_void;
         }
         const RTLD_NOW: std::ffi::c_int = 2;
         const RTLD_GLOBAL: std::ffi::c_int = 0x100;
@@ -319,6 +322,29 @@ impl Model {
         probe: &mut dyn Probe,
         all_logits: bool,
     ) -> Tensor {
+        let h = self.hidden(ids, cache, probe);
+        let s = h.size()[1];
+        self.head(&if all_logits { h } else { h.narrow(1, s - 1, 1) })
+    }
+
+    /// As [`Model::forward`], but the logits only of the positions `pos [B,T]` (indices into the
+    /// sequence of `ids`): `[B,T,V]`. Training reads the completion tokens' positions only, so
+    /// the head (and its gradient) skips the prompt's.
+    pub fn forward_at(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        probe: &mut dyn Probe,
+        pos: &Tensor,
+    ) -> Tensor {
+        let h = self.hidden(ids, cache, probe);
+        let (b, t) = pos.size2().expect("positions are [batch, T]");
+        let hidden = h.size()[2];
+        self.head(&h.gather(1, &pos.unsqueeze(-1).expand([b, t, hidden], false), false))
+    }
+
+    /// The last hidden states `[B,S,hidden]` (before the final norm) of `ids [B,S]`.
+    fn hidden(&self, ids: &Tensor, cache: &mut KvCache, probe: &mut dyn Probe) -> Tensor {
         let (_, s) = ids.size2().expect("ids are [batch, seq]");
         let start = cache.len();
         let mask = causal_mask(start, s, self.device);
@@ -343,9 +369,14 @@ impl Model {
             h = h + f;
         }
         cache.advance(s);
-        let h = if all_logits { h } else { h.narrow(1, s - 1, 1) };
+        h
+    }
+
+    /// Final norm and LM head.
+    fn head(&self, h: &Tensor) -> Tensor {
         // The head is ~15% of the bytes a decode step reads: let the GEMV kernel take it too.
-        let x = self.norm.forward(&h);
-        gemv::try_linear(&x, &self.lm_head, None).unwrap_or_else(|| x.linear::<Tensor>(&self.lm_head, None))
+        let x = self.norm.forward(h);
+        gemv::try_linear(&x, &self.lm_head, None)
+            .unwrap_or_else(|| x.linear::<Tensor>(&self.lm_head, None))
     }
 }

@@ -11,6 +11,7 @@
 use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{ModelConfig, MoeConfig, Routing};
+use super::gemv::{self, Scalar};
 use super::layers::{Linear, Mlp};
 use super::loader::Loader;
 use super::probe::Probe;
@@ -33,10 +34,33 @@ struct TokenChoice {
 
 /// Indices of the `k` largest values, largest first; ties go to the lower index.
 fn top_indices(values: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(k);
-    idx
+    // k passes of "largest not yet taken" (k is small: experts per token, groups kept): the
+    // same order as a stable sort by descending value, without sorting everything.
+    let k = k.min(values.len());
+    let mut taken = vec![false; if values.len() > 128 { values.len() } else { 0 }];
+    let mut mask = 0u128; // the taken set when there are at most 128 values
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let mut best: Option<usize> = None;
+        for (i, v) in values.iter().enumerate() {
+            let used = if taken.is_empty() {
+                mask >> i & 1 == 1
+            } else {
+                taken[i]
+            };
+            if !used && best.is_none_or(|b| v.total_cmp(&values[b]).is_gt()) {
+                best = Some(i);
+            }
+        }
+        let b = best.expect("k <= len");
+        if taken.is_empty() {
+            mask |= 1 << b;
+        } else {
+            taken[b] = true;
+        }
+        out.push(b);
+    }
+    out
 }
 
 impl Moe {
@@ -176,14 +200,20 @@ impl Moe {
         let t = xt.size()[0];
         let k = self.cfg.top_k;
         let e = self.experts.len();
-        let logits = xt
-            .to_kind(Kind::Float)
-            .linear::<Tensor>(&self.gate.weight.to_kind(Kind::Float), None);
-        let logits_cpu: Vec<f32> =
-            Vec::try_from(logits.detach().to_device(Device::Cpu).reshape([-1]))
-                .expect("f32 router logits");
+        // Router logits in f32 (no conversions when the run is f32 already; a few tokens go
+        // through the GEMV kernel).
+        let logits = if xt.kind() == Kind::Float && self.gate.weight.kind() == Kind::Float {
+            super::gemv::try_linear(&xt, &self.gate.weight, None)
+                .unwrap_or_else(|| xt.linear::<Tensor>(&self.gate.weight, None))
+        } else {
+            xt.to_kind(Kind::Float)
+                .linear::<Tensor>(&self.gate.weight.to_kind(Kind::Float), None)
+        };
+        let logits_cpu = host_f32(&logits);
+        // The bias is read where it lives (no copy kept on the side: balance updates change it
+        // in place between steps, and a cached copy would have to be invalidated).
         let bias: Vec<f32> = match &self.e_score_correction_bias {
-            Some(b) => Vec::try_from(b.detach().to_device(Device::Cpu)).expect("f32 bias"),
+            Some(b) => host_f32(b),
             None => vec![0.0; e],
         };
         let choices: Vec<TokenChoice> = logits_cpu
@@ -200,6 +230,16 @@ impl Moe {
             .collect();
         if probe.wants_routing() {
             probe.routing(layer, t as usize, k, &flat_experts, &flat_weights);
+        }
+        if !logits.requires_grad() {
+            let direct = match xt.kind() {
+                Kind::Float => self.experts_direct::<f32>(&xt, &choices),
+                Kind::BFloat16 => self.experts_direct::<half::bf16>(&xt, &choices),
+                _ => None,
+            };
+            if let Some(y) = direct {
+                return y.view(size.as_slice());
+            }
         }
 
         // Expert outputs are accumulated in f32, as transformers does.
@@ -221,26 +261,39 @@ impl Moe {
                     .to_device(x.device());
                 self.weights_with_grad(&logits, &idx).reshape([-1])
             } else {
-                Tensor::from_slice(&flat_weights).to_device(x.device())
+                Tensor::new()
             };
-            let mut slots_of: Vec<Vec<i64>> = vec![Vec::new(); e];
-            for (slot, &ex) in flat_experts.iter().enumerate() {
-                slots_of[ex as usize].push(slot as i64);
+            // Slots grouped by expert (stable, so each expert keeps its tokens in order): one
+            // gather of the rows, a contiguous slice of them per expert, one weighting and one
+            // scatter-add — the per-row sums run in expert order, as one index_add per expert
+            // would, with a fraction of the ops (and of the autograd nodes in training).
+            let mut order: Vec<usize> = (0..flat_experts.len()).collect();
+            order.sort_by_key(|&slot| flat_experts[slot]);
+            let mut counts = vec![0i64; e];
+            for &ex in &flat_experts {
+                counts[ex as usize] += 1;
             }
-            let mut out = Tensor::zeros([t, hidden], (Kind::Float, x.device()));
-            for (ex, slots) in slots_of.iter().enumerate() {
-                if slots.is_empty() {
-                    continue;
+            let rows: Vec<i64> = order.iter().map(|&slot| (slot / k) as i64).collect();
+            let rows = Tensor::from_slice(&rows).to_device(x.device());
+            let slot_weights = if weights.defined() {
+                let slots: Vec<i64> = order.iter().map(|&slot| slot as i64).collect();
+                weights.index_select(0, &Tensor::from_slice(&slots).to_device(x.device()))
+            } else {
+                let w: Vec<f32> = order.iter().map(|&slot| flat_weights[slot]).collect();
+                Tensor::from_slice(&w).to_device(x.device())
+            };
+            let xs = xt.index_select(0, &rows);
+            let mut outs: Vec<Tensor> = Vec::new();
+            let mut off = 0;
+            for (ex, &n) in counts.iter().enumerate() {
+                if n > 0 {
+                    outs.push(self.experts[ex].forward(&xs.narrow(0, off, n)));
+                    off += n;
                 }
-                let rows: Vec<i64> = slots.iter().map(|s| s / k as i64).collect();
-                let rows = Tensor::from_slice(&rows).to_device(x.device());
-                let slots = Tensor::from_slice(slots).to_device(x.device());
-                let ye = self.experts[ex]
-                    .forward(&xt.index_select(0, &rows))
-                    .to_kind(Kind::Float)
-                    * weights.index_select(0, &slots).unsqueeze(1);
-                out = out.index_add(0, &rows, &ye);
             }
+            let ys = Tensor::cat(&outs, 0).to_kind(Kind::Float) * slot_weights.unsqueeze(1);
+            let out =
+                Tensor::zeros([t, hidden], (Kind::Float, x.device())).index_add(0, &rows, &ys);
             out.to_kind(x.kind())
         };
         if let Some(shared) = &self.shared_experts {
@@ -248,4 +301,132 @@ impl Moe {
         }
         y.view(size.as_slice())
     }
+
+    /// The routed experts (and the shared ones) of a few tokens, computed directly by the GEMV
+    /// kernels on the CPU when autograd need not see them: for each chosen expert its three
+    /// products over just the tokens that chose it, with the same roundings as the libtorch path
+    /// below (each product rounded to the run dtype, silu and the gate·up product rounded, the
+    /// weighted sum accumulated in f32 in expert order, then rounded and the shared experts
+    /// added). A handful of calls instead of a dozen tensor ops per expert. `None` where it does
+    /// not apply (GPU tensors, many tokens, gradients needed, kernels off).
+    fn experts_direct<T: Scalar>(&self, xt: &Tensor, choices: &[TokenChoice]) -> Option<Tensor> {
+        let (t, hidden) = xt.size2().ok()?;
+        let (t, hidden) = (t as usize, hidden as usize);
+        if !gemv::available() || t == 0 || t > gemv::max_rows::<T>() || xt.device() != Device::Cpu {
+            return None;
+        }
+        let mut rows_of: Vec<Vec<(usize, f32)>> = vec![Vec::new(); self.experts.len()];
+        for (row, c) in choices.iter().enumerate() {
+            for (&ex, &w) in c.experts.iter().zip(&c.weights) {
+                rows_of[ex].push((row, w));
+            }
+        }
+        let used: Vec<usize> = (0..rows_of.len())
+            .filter(|&e| !rows_of[e].is_empty())
+            .collect();
+        let mlps = used
+            .iter()
+            .map(|&e| &self.experts[e])
+            .chain(self.shared_experts.as_ref());
+        let mut weights: Vec<&Tensor> = vec![xt];
+        for m in mlps {
+            if m.has_bias() {
+                return None;
+            }
+            weights.extend(m.weights());
+        }
+        if gemv::records_graph(&weights) {
+            return None;
+        }
+        let xt_c;
+        let xt = if xt.is_contiguous() {
+            xt
+        } else {
+            xt_c = xt.contiguous();
+            &xt_c
+        };
+        // SAFETY (every cpu_slice below): the model's weights and this call's input are not
+        // written while a forward pass runs (a model is used by one thread at a time, and the
+        // optimiser and balance updates run between passes).
+        let x: &[T] = unsafe { gemv::cpu_slice(xt) }?;
+        let mut acc = vec![0f32; t * hidden];
+        let mut xs: Vec<T> = Vec::new();
+        let mut ys: Vec<T> = Vec::new();
+        for &e in &used {
+            let rows = &rows_of[e];
+            xs.clear();
+            for &(row, _) in rows {
+                xs.extend_from_slice(&x[row * hidden..(row + 1) * hidden]);
+            }
+            ys.resize(rows.len() * hidden, T::default());
+            mlp_rows::<T>(&self.experts[e], &xs, &mut ys, rows.len(), hidden)?;
+            for (j, &(row, w)) in rows.iter().enumerate() {
+                let a = &mut acc[row * hidden..(row + 1) * hidden];
+                for (a, y) in a.iter_mut().zip(&ys[j * hidden..(j + 1) * hidden]) {
+                    *a += y.to_f32() * w;
+                }
+            }
+        }
+        let out = Tensor::empty([t as i64, hidden as i64], (T::KIND, Device::Cpu));
+        // SAFETY: `out` is a fresh contiguous CPU tensor of t·hidden elements of `T`, written
+        // only through this slice, which ends before `out` is returned.
+        let o: &mut [T] =
+            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, t * hidden) };
+        match &self.shared_experts {
+            Some(shared) => {
+                ys.resize(t * hidden, T::default());
+                mlp_rows::<T>(shared, x, &mut ys, t, hidden)?;
+                for ((o, a), s) in o.iter_mut().zip(&acc).zip(&ys) {
+                    *o = T::from_f32(T::from_f32(*a).to_f32() + s.to_f32());
+                }
+            }
+            None => o
+                .iter_mut()
+                .zip(&acc)
+                .for_each(|(o, a)| *o = T::from_f32(*a)),
+        }
+        Some(out)
+    }
+}
+
+/// `down(silu(gate(x)) · up(x))` for `m` rows of `x` into `y` through the GEMV kernels, each
+/// intermediate rounded to `T` as libtorch's ops round it.
+fn mlp_rows<T: Scalar>(mlp: &Mlp, x: &[T], y: &mut [T], m: usize, hidden: usize) -> Option<()> {
+    let [wg, wu, wd] = mlp.weights();
+    let inter = wg.size()[0] as usize;
+    // SAFETY: as in `experts_direct`.
+    let (wg, wu, wd): (&[T], &[T], &[T]) = unsafe {
+        (
+            gemv::cpu_slice(wg)?,
+            gemv::cpu_slice(wu)?,
+            gemv::cpu_slice(wd)?,
+        )
+    };
+    let mut g = vec![T::default(); m * inter];
+    let mut u = vec![T::default(); m * inter];
+    gemv::product(x, wg, &mut g, m, inter, hidden);
+    gemv::product(x, wu, &mut u, m, inter, hidden);
+    for (g, u) in g.iter_mut().zip(&u) {
+        let a = g.to_f32();
+        let silu = T::from_f32(a / (1.0 + (-a).exp()));
+        *g = T::from_f32(silu.to_f32() * u.to_f32());
+    }
+    gemv::product(&g, wd, y, m, hidden, inter);
+    Some(())
+}
+
+/// A float tensor's values as f32 on the host: read in place when it already is a contiguous f32
+/// CPU tensor (no tensor ops), else converted and copied.
+fn host_f32(t: &Tensor) -> Vec<f32> {
+    // SAFETY: read at once and copied; nothing writes router logits or biases meanwhile.
+    if let Some(v) = unsafe { gemv::cpu_slice::<f32>(t) } {
+        return v.to_vec();
+    }
+    Vec::try_from(
+        t.detach()
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .reshape([-1]),
+    )
+    .expect("f32 values")
 }

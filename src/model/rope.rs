@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use tch::{Device, Kind, Tensor};
 
 use super::config::{yarn_get_mscale, RopeConfig, RopeScaling};
+use super::gemv::{self, Scalar};
 
 /// Inverse frequencies (length `dim / 2`) and the factor cos/sin are multiplied by.
 pub fn inv_freq(rope: &RopeConfig, dim: usize) -> (Vec<f64>, f64) {
@@ -161,6 +162,14 @@ impl Rotary {
     /// Interleaved inputs are first permuted to halves layout, as transformers does; queries and
     /// keys get the same permutation, so attention scores are unchanged.
     pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let direct = match x.kind() {
+            Kind::Float => self.apply_direct::<f32>(x, cos, sin),
+            Kind::BFloat16 => self.apply_direct::<half::bf16>(x, cos, sin),
+            _ => None,
+        };
+        if let Some(y) = direct {
+            return y;
+        }
         let x = if self.interleaved {
             let size = x.size();
             let d = *size.last().expect("rotary input has a last dim");
@@ -178,6 +187,83 @@ impl Rotary {
         let x2 = x.narrow(-1, d / 2, d / 2);
         let rotated = Tensor::cat(&[-x2, x1], -1);
         &x * cos + rotated * sin
+    }
+}
+
+impl Rotary {
+    /// [`Rotary::apply`] as one loop on the CPU when autograd need not see it: the same
+    /// products and sums, rounded as libtorch rounds them (`x·cos`, `rotated·sin`, their sum), on
+    /// a strided `x` (a slice of the query projection) without copying it first. Replaces about
+    /// ten small tensor ops per call. `None` where it does not apply.
+    fn apply_direct<T: Scalar>(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Tensor> {
+        if x.device() != Device::Cpu || gemv::records_graph(&[x, cos, sin]) {
+            return None;
+        }
+        let size = x.size();
+        let stride = x.stride();
+        let nd = size.len();
+        if nd < 2 || stride[nd - 1] != 1 {
+            return None;
+        }
+        let (seq, d) = (size[nd - 2] as usize, size[nd - 1] as usize);
+        if d % 2 != 0 || cos.size() != [seq as i64, d as i64] || sin.size() != cos.size() {
+            return None;
+        }
+        // Meant for decode-sized inputs, where the ops' overhead is the cost; a long prefill is
+        // better served by libtorch's vectorised kernels.
+        if x.numel() > 1 << 16 {
+            return None;
+        }
+        // SAFETY: the tables are never written once built; they are contiguous [seq, d].
+        let (c, s): (&[T], &[T]) = unsafe { (gemv::cpu_slice(cos)?, gemv::cpu_slice(sin)?) };
+        if x.kind() != T::KIND {
+            return None;
+        }
+        let out = Tensor::empty(size.as_slice(), (T::KIND, Device::Cpu));
+        let rows: usize = size[..nd - 1].iter().product::<i64>() as usize;
+        // SAFETY: `out` is fresh, contiguous, rows·d elements of `T`, written only here.
+        let o: &mut [T] =
+            unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut T, rows * d) };
+        let base = x.data_ptr() as *const T;
+        let half = d / 2;
+        let mut xp = vec![0f32; d];
+        let mut idx = vec![0i64; nd - 1];
+        for r in 0..rows {
+            // Element offset of row r of x (its leading indices, last index fastest).
+            let off: i64 = idx.iter().zip(&stride).map(|(i, st)| i * st).sum();
+            let pos = idx[nd - 2] as usize;
+            // SAFETY: x is a CPU tensor of `T` (checked) with these sizes and strides, so every
+            // element of the row lies in its storage; nothing writes it during the forward pass.
+            let row = unsafe { std::slice::from_raw_parts(base.offset(off as isize), d) };
+            if self.interleaved {
+                for j in 0..half {
+                    xp[j] = row[2 * j].to_f32();
+                    xp[half + j] = row[2 * j + 1].to_f32();
+                }
+            } else {
+                xp.iter_mut().zip(row).for_each(|(a, b)| *a = b.to_f32());
+            }
+            let (cr, sr) = (&c[pos * d..(pos + 1) * d], &s[pos * d..(pos + 1) * d]);
+            let orow = &mut o[r * d..(r + 1) * d];
+            for i in 0..d {
+                let rot = if i < half {
+                    -xp[i + half]
+                } else {
+                    xp[i - half]
+                };
+                let a = T::from_f32(xp[i] * cr[i].to_f32()).to_f32();
+                let b = T::from_f32(rot * sr[i].to_f32()).to_f32();
+                orow[i] = T::from_f32(a + b);
+            }
+            for k in (0..nd - 1).rev() {
+                idx[k] += 1;
+                if idx[k] < size[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        Some(out)
     }
 }
 

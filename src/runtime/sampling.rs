@@ -59,15 +59,19 @@ pub struct TokenStats {
 /// `k` best alternatives.
 pub fn token_stats(logits: &[f32], chosen: u32, k: usize) -> TokenStats {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&l| ((l as f64) - max).exp()).sum();
-    let log_z = max + sum.ln();
-    let mut entropy = 0.0f64;
+    // One pass of exponentials gives both the normaliser and the entropy:
+    // H = -Σ p·(l - log Z) = log Z - Σ e·l / Σ e, with e = exp(l - max).
+    let (mut sum, mut el) = (0.0f64, 0.0f64);
     for &l in logits {
-        let lp = l as f64 - log_z;
-        if lp > -700.0 {
-            entropy -= lp.exp() * lp;
+        let d = l as f64 - max;
+        let e = d.exp();
+        sum += e;
+        if e > 0.0 {
+            el += e * d;
         }
     }
+    let log_z = max + sum.ln();
+    let entropy = sum.ln() - el / sum;
     let top = top_k_indices(logits, k)
         .into_iter()
         .map(|i| (i as u32, (logits[i] as f64 - log_z) as f32))
@@ -85,14 +89,27 @@ pub fn top_k_indices(values: &[f32], k: usize) -> Vec<usize> {
     if k == 0 {
         return Vec::new();
     }
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    let cmp = |a: &usize, b: &usize| values[*b].total_cmp(&values[*a]).then(a.cmp(b));
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, cmp);
-        idx.truncate(k);
+    // One integer key per value: descending `total_cmp` order in the high half, the index in
+    // the low half, so the keys are distinct and an unstable sort gives the one ordering
+    // (largest first, ties by lower index) — a sampling step sorts the whole vocabulary.
+    let mut keys: Vec<u64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let b = v.to_bits() as i32;
+            // f32::total_cmp's key: flip the magnitude bits of negatives.
+            let ord = (b ^ ((((b >> 31) as u32) >> 1) as i32)) as u32 ^ 0x8000_0000;
+            ((!ord as u64) << 32) | i as u64
+        })
+        .collect();
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
     }
-    idx.sort_by(cmp);
-    idx
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|key| (key & 0xffff_ffff) as usize)
+        .collect()
 }
 
 /// The seed of row `row` of a batch drawn with `seed`; row 0 uses `seed` itself, so a batch of
@@ -207,6 +224,27 @@ mod tests {
         assert!((s.entropy as f64 - h).abs() < 1e-6);
         assert_eq!(s.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![2, 1]);
         assert!((s.top[0].1 - 0.625f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_k_indices_orders_like_a_stable_sort() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut v: Vec<f32> = (0..1000)
+            .map(|_| (rng.random::<f32>() * 20.0 - 10.0).round() / 4.0)
+            .collect();
+        v.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -0.0,
+            0.0,
+            f32::MAX,
+            -f32::MAX,
+        ]);
+        let mut want: Vec<usize> = (0..v.len()).collect();
+        want.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+        for k in [1, 5, 64, v.len()] {
+            assert_eq!(top_k_indices(&v, k), want[..k].to_vec(), "k = {k}");
+        }
     }
 
     #[test]

@@ -257,11 +257,9 @@ fn completion_logprobs(
     temperature: f64,
 ) -> (Tensor, Tensor) {
     let mut cache = model.new_cache();
-    let logits = model.forward(&mb.ids, &mut cache, probe, true);
-    let v = logits.size()[2];
-    let (b, t) = mb.pos.size2().expect("[b,T]");
-    let idx = mb.pos.unsqueeze(-1).expand([b, t, v], false);
-    let rows = logits.gather(1, &idx, false).to_kind(Kind::Float) / temperature;
+    // The head runs on the completion positions only.
+    let logits = model.forward_at(&mb.ids, &mut cache, probe, &mb.pos);
+    let rows = logits.to_kind(Kind::Float) / temperature;
     let lsm = rows.log_softmax(-1, Kind::Float);
     let logp = lsm
         .gather(2, &mb.target.unsqueeze(-1), false)
@@ -726,6 +724,9 @@ impl<'a> Trainer<'a> {
                     continue;
                 }
                 let mut dst = main[&name].grad();
+                if add_and_clear_f32(&dst, &g) {
+                    continue;
+                }
                 if dst.defined() {
                     let _ = dst.g_add_(&g);
                 } else {
@@ -938,6 +939,31 @@ impl<'a> Trainer<'a> {
             .map(|&id| self.codec.token_text(id))
             .unwrap_or_default()
     }
+}
+
+/// `dst += src; src = 0` as one loop when both are distinct contiguous f32 CPU tensors of the
+/// same size (a replica's gradient into the policy's); false, and nothing done, otherwise.
+fn add_and_clear_f32(dst: &Tensor, src: &Tensor) -> bool {
+    let ok = |t: &Tensor| {
+        t.defined() && t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous()
+    };
+    if !ok(dst) || !ok(src) || dst.numel() != src.numel() || dst.data_ptr() == src.data_ptr() {
+        return false;
+    }
+    let n = dst.numel();
+    // SAFETY: two distinct contiguous f32 CPU tensors of n elements (gradients of different
+    // models), touched by no other thread while the update gathers them.
+    let (d, s) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(dst.data_ptr() as *mut f32, n),
+            std::slice::from_raw_parts_mut(src.data_ptr() as *mut f32, n),
+        )
+    };
+    for (d, s) in d.iter_mut().zip(s.iter_mut()) {
+        *d += *s;
+        *s = 0.0;
+    }
+    true
 }
 
 fn round4(x: f64) -> f64 {
