@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::train::progress::StepProgress;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
@@ -1214,27 +1214,8 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
             log.path().display()
         );
     }
-    let pb = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new(total);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .expect("valid template"),
-        );
-        pb.set_position(state.step);
-        pb
-    };
-    let say = |line: String| {
-        if opts.quiet {
-        } else if pb.is_hidden() {
-            println!("{line}");
-        } else {
-            pb.println(line);
-        }
-    };
+    let pb = StepProgress::new(total, state.step, opts.quiet);
+    let say = |line: String| pb.say(line);
 
     let eval_every = r
         .eval

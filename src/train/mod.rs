@@ -34,6 +34,7 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod problems;
+pub mod progress;
 pub mod recipe;
 pub mod rewards;
 pub mod rollout;

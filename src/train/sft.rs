@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::train::progress::StepProgress;
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 
@@ -356,27 +356,8 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         );
     }
 
-    let pb = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new(total);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .expect("valid template"),
-        );
-        pb.set_position(state.step);
-        pb
-    };
-    let say = |line: String| {
-        if opts.quiet {
-        } else if pb.is_hidden() {
-            println!("{line}");
-        } else {
-            pb.println(line);
-        }
-    };
+    let pb = StepProgress::new(total, state.step, opts.quiet);
+    let say = |line: String| pb.say(line);
 
     let mut st = state.clone();
     let mut last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
