@@ -1,0 +1,580 @@
+//! The GRPO loop's tests: gradients, resume, LoRA, workers, every architecture fixture.
+
+use super::*;
+use crate::model::checkpoint::Checkpoint;
+use crate::train::recipe::{parse, Recipe, TEST_GRPO_RECIPE};
+
+/// The test recipe writing to `out`, with `edits` (from, to) applied to its text.
+fn recipe(out: &Path, edits: &[(&str, &str)]) -> GrpoRecipe {
+    let mut text = TEST_GRPO_RECIPE.replace(
+        "output_dir = \"runs/g\"",
+        &format!("output_dir = {:?}", out.display().to_string()),
+    );
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    match parse("test.toml", &text).unwrap() {
+        Recipe::Grpo(r) => *r,
+        Recipe::Sft(_) => panic!("a GRPO recipe"),
+    }
+}
+
+fn quiet() -> RunOptions {
+    RunOptions {
+        quiet: true,
+        skip_eval: true,
+        ..Default::default()
+    }
+}
+
+fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
+    let ck = Checkpoint::open(dir).unwrap();
+    let mut names: Vec<String> = ck.names().cloned().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let t = ck.read_raw(&n).unwrap().to_kind(Kind::Float);
+            (n, t)
+        })
+        .collect()
+}
+
+/// Rows of one real rollout of the builtin model with the given advantages.
+fn rows_with(trainer: &Trainer, advantages: &[f64]) -> Vec<Row> {
+    let src = Source::from_recipe(&trainer.r.data, 1).unwrap();
+    let p = &src.draw(0, 0, 1)[0];
+    let g = rollout(
+        &trainer.model,
+        &trainer.codec,
+        p,
+        &trainer.r.generation,
+        &trainer.eos,
+        5,
+    )
+    .unwrap();
+    g.samples
+        .iter()
+        .zip(advantages)
+        .map(|(s, &a)| {
+            let mut ids: Vec<i64> = g.prompt_ids.iter().map(|&x| x as i64).collect();
+            ids.extend(s.ids.iter().map(|&x| x as i64));
+            Row {
+                ids,
+                prompt_len: g.prompt_ids.len(),
+                completion_len: s.ids.len(),
+                advantage: a,
+                in_loss: true,
+            }
+        })
+        .collect()
+}
+
+fn grad_norm_after_one_pass(trainer: &mut Trainer, rows: &[Row]) -> f64 {
+    let norm = trainer.normaliser(rows);
+    let mut mbs = trainer.prepare(rows);
+    let t = trainer.r.generation.temperature as f64;
+    if let Some(r) = &trainer.reference {
+        reference_pass(r, &mut mbs, t);
+    }
+    trainer.opt.zero_grad();
+    let cfg = trainer.loss_config();
+    let mut counter = LoadCounter::new(8);
+    accumulate(&trainer.model, &mut mbs, &norm, &cfg, t, 0, &mut counter);
+    trainer.opt.grad_norm()
+}
+
+#[test]
+fn zero_advantage_groups_give_zero_gradient_without_kl() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(dir.path(), &[("beta = 0.04", "beta = 0.0")]);
+    let init = resolve_model_dir("builtin");
+    let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+    for aggregation in ["dapo", "grpo", "dr_grpo"] {
+        let mut r2 = r.clone();
+        r2.grpo.loss = serde_json::from_value(json!(aggregation)).unwrap();
+        t.r = Box::leak(Box::new(r2));
+        let rows = rows_with(&t, &[0.0; 4]);
+        assert_eq!(
+            grad_norm_after_one_pass(&mut t, &rows),
+            0.0,
+            "{aggregation}"
+        );
+        // Every gradient is exactly zero, not merely small overall.
+        for p in &t.opt.params {
+            let g = p.tensor.grad();
+            assert!(
+                !g.defined() || g.abs().max().double_value(&[]) == 0.0,
+                "{}",
+                p.name
+            );
+        }
+        // The same rows with advantages give a gradient (the check can fail).
+        let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.5]);
+        assert!(
+            grad_norm_after_one_pass(&mut t, &rows) > 0.0,
+            "{aggregation}"
+        );
+    }
+    // With β > 0 the KL term pulls even where advantages are zero, once the policy has moved
+    // away from the reference; at the reference itself its gradient is zero too.
+    let r = recipe(dir.path(), &[]);
+    let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+    let rows = rows_with(&t, &[0.0; 4]);
+    assert!(grad_norm_after_one_pass(&mut t, &rows) < 1e-9);
+}
+
+#[test]
+fn one_step_changes_every_trainable_weight_and_no_frozen_one() {
+    let root = tempfile::tempdir().unwrap();
+    let init = weights(&resolve_model_dir("builtin"));
+    for train_router in [false, true] {
+        let out = root.path().join(format!("r{train_router}"));
+        let router = format!("train_router = {train_router}\n[data]");
+        let r = recipe(
+            &out,
+            &[
+                ("steps = 3", "steps = 1"),
+                ("[data]", &router),
+                ("iterations = 2", "iterations = 1"),
+                // Hot sampling on 3-digit sums: some completions right, some wrong.
+                ("levels = [1, 2]", "levels = [3]"),
+                ("max_new_tokens = 48", "max_new_tokens = 96"),
+                ("temperature = 1.0", "temperature = 1.6"),
+            ],
+        );
+        assert!(
+            r.balance.is_none(),
+            "no bias nudges: the bias must not move"
+        );
+        let s = run(&r, &quiet()).unwrap();
+        assert_eq!(s.steps_done, 1);
+        let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+        assert_eq!(m[0]["frac_reward_zero_std"], 0.0, "{}", m[0]);
+        let after = weights(&out.join("checkpoints").join(step_dir_name(1)));
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            init.keys().collect::<Vec<_>>()
+        );
+        let mut moved = 0;
+        for (name, before) in &init {
+            let frozen = name.ends_with("e_score_correction_bias")
+                || (!train_router && name.ends_with(".mlp.gate.weight"));
+            let changed = !before.equal(&after[name]);
+            assert_eq!(changed, !frozen, "{name} (train_router = {train_router})");
+            moved += usize::from(changed);
+        }
+        assert!(moved > 50, "{moved}");
+    }
+}
+
+const LORA: &str = "[lora]\nrank = 4\nalpha = 8.0\ntarget_modules = [\"q_b_proj\", \"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"]\n[train]";
+
+#[test]
+fn resume_after_a_kill_continues_exactly() {
+    resume_case(false);
+}
+
+#[test]
+fn resume_with_lora_continues_exactly() {
+    resume_case(true);
+}
+
+fn resume_case(lora: bool) {
+    let root = tempfile::tempdir().unwrap();
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    // β > 0 (reference model), μ = 2 (ratios move, clipping can act), balancing on.
+    let mut edits = vec![("[train]", "[balance]\nbias_update_rate = 0.01\n[train]")];
+    if lora {
+        edits.push(("[train]", LORA));
+    }
+    let (ra, rb) = (recipe(&a, &edits), recipe(&b, &edits));
+    let straight = run(&ra, &quiet()).unwrap();
+    assert_eq!(straight.steps_done, 3);
+    let stopped = run(
+        &rb,
+        &RunOptions {
+            stop_after: Some(1),
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert_eq!(stopped.steps_done, 1);
+    // Killed during step 2 after its metrics line was written: the resume drops that line.
+    let partial = std::fs::read_to_string(a.join("metrics.jsonl")).unwrap();
+    let line2 = partial.lines().find(|l| l.contains("\"step\":2,")).unwrap();
+    let mut m = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.join("metrics.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut m, format!("{line2}\n").as_bytes()).unwrap();
+    let resumed = run(
+        &rb,
+        &RunOptions {
+            require_checkpoint: true,
+            ..quiet()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.resumed_from, Some(1));
+    assert_eq!(resumed.steps_done, 3);
+    let ca = a.join("checkpoints").join(step_dir_name(3));
+    let cb = b.join("checkpoints").join(step_dir_name(3));
+    let (wa, wb) = (weights(&ca), weights(&cb));
+    for (name, t) in &wa {
+        assert!(t.equal(&wb[name]), "{name} differs after resume");
+    }
+    assert!(
+        std::fs::read(ca.join("optimizer.safetensors")).unwrap()
+            == std::fs::read(cb.join("optimizer.safetensors")).unwrap(),
+        "optimizer state differs after resume"
+    );
+    let steps = |dir: &Path| -> Vec<Value> {
+        crate::train::metrics::read(&dir.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.get("loss").is_some())
+            .map(|mut v| {
+                for k in [
+                    "step_time",
+                    "rollout_time",
+                    "update_time",
+                    "tokens_per_s",
+                    "elapsed_s",
+                ] {
+                    v.as_object_mut().unwrap().remove(k);
+                }
+                v
+            })
+            .collect()
+    };
+    let (la, lb) = (steps(&a), steps(&b));
+    assert_eq!(la.len(), 3);
+    assert_eq!(la, lb, "the metrics agree step for step");
+    // μ = 2 and β > 0: the second iteration's ratios differ from 1 and the KL is logged.
+    assert!(la.iter().all(|v| v["kl"].as_f64().unwrap() >= 0.0));
+    // The rollouts log too.
+    let ra_log = std::fs::read_to_string(a.join("rollouts.jsonl")).unwrap();
+    let rb_log = std::fs::read_to_string(b.join("rollouts.jsonl")).unwrap();
+    assert_eq!(ra_log, rb_log);
+    if lora {
+        assert!(
+            std::fs::read(ca.join("adapter_model.safetensors")).unwrap()
+                == std::fs::read(cb.join("adapter_model.safetensors")).unwrap()
+        );
+        return;
+    }
+    // A different recipe in the same folder is refused, naming the key.
+    let mut other = ra.clone();
+    other.grpo.beta = 0.1;
+    let e = run(&other, &quiet()).unwrap_err().to_string();
+    assert!(e.contains("key grpo.beta differs"), "{e}");
+    // --resume on a fresh folder is refused.
+    let c = recipe(&root.path().join("c"), &[]);
+    let e = run(
+        &c,
+        &RunOptions {
+            require_checkpoint: true,
+            ..quiet()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("--resume: "), "{e}");
+}
+
+#[test]
+fn zero_std_groups_are_skipped_or_replaced() {
+    let root = tempfile::tempdir().unwrap();
+    // Format alone on level 1: the model's completions are all well-formed, so every group's
+    // rewards are equal.
+    let only_format = [
+        ("[rewards.accuracy]\nweight = 1.0\n", ""),
+        ("[rewards.overlong]\nweight = 1.0\nbuffer = 8\n", ""),
+        ("levels = [1, 2]", "levels = [1]"),
+        ("steps = 3", "steps = 1"),
+        ("max_new_tokens = 48", "max_new_tokens = 64"),
+    ];
+    let init = weights(&resolve_model_dir("builtin"));
+    for (mode, drawn) in [("skip", 2), ("resample", 2 + 2 * 2)] {
+        let out = root.path().join(mode);
+        let zs = format!("zero_std = \"{mode}\"\nmax_resample_rounds = 2\n[train]");
+        let mut edits = only_format.to_vec();
+        edits.push(("[train]", &zs));
+        edits.push(("temperature = 1.0", "temperature = 0.5"));
+        let r = recipe(&out, &edits);
+        run(&r, &quiet()).unwrap();
+        let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+        let s = m.iter().find(|v| v.get("loss").is_some()).unwrap();
+        assert_eq!(s["frac_reward_zero_std"], 1.0, "{s}");
+        assert_eq!(s["groups_trained"], 0);
+        assert_eq!(s["groups_drawn"], drawn, "{mode}");
+        assert_eq!(s["loss"], 0.0);
+        let after = weights(&out.join("checkpoints").join(step_dir_name(1)));
+        for (name, t) in &init {
+            assert!(t.equal(&after[name]), "{name} moved without a signal");
+        }
+    }
+}
+
+#[test]
+fn micro_batches_align_completion_tokens() {
+    // Two rows with prompts of different lengths: position p predicts token p + 1.
+    let rows = vec![
+        Row {
+            ids: vec![10, 11, 12, 20, 21],
+            prompt_len: 3,
+            completion_len: 2,
+            advantage: 1.0,
+            in_loss: true,
+        },
+        Row {
+            ids: vec![10, 11, 30, 31, 32, 33],
+            prompt_len: 2,
+            completion_len: 4,
+            advantage: -1.0,
+            in_loss: true,
+        },
+    ];
+    let mbs = make_micro_batches(&rows, 4, 1, Device::Cpu);
+    assert_eq!(mbs.len(), 1);
+    let mb = &mbs[0];
+    let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
+    // Sorted longest first: row 1 then row 0.
+    assert_eq!(
+        v(&mb.ids),
+        vec![10, 11, 30, 31, 32, 33, 10, 11, 12, 20, 21, 1]
+    );
+    assert_eq!(v(&mb.pos), vec![1, 2, 3, 4, 2, 3, 4, 4]);
+    assert_eq!(v(&mb.target), vec![30, 31, 32, 33, 20, 21, 1, 1]);
+    let m: Vec<f32> = Vec::try_from(mb.mask.view([-1])).unwrap();
+    assert_eq!(m, vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+    assert_eq!(mb.real.iter().filter(|&&x| x).count(), 11);
+}
+
+#[test]
+fn grpo_runs_on_every_architecture_fixture() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("p.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n{\"prompt\": \"2+5?\", \"answer\": 7}\n",
+    )
+    .unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    for name in [
+        "qwen2",
+        "llama",
+        "qwen3",
+        "deepseek_v3_plain",
+        "deepseek_v2_lite",
+    ] {
+        let dir = fixtures.join(name);
+        let out = root.path().join(name);
+        let init = format!("init = {:?}", dir.display().to_string());
+        let path = format!("path = {:?}", data.display().to_string());
+        let r = recipe(
+            &out,
+            &[
+                ("init = \"builtin\"", &init),
+                ("task = \"arithmetic\"\nlevels = [1, 2]", &path),
+                ("max_new_tokens = 48", "max_new_tokens = 12"),
+                ("prompts_per_step = 2", "prompts_per_step = 1"),
+                ("steps = 3", "steps = 2"),
+            ],
+        );
+        // The whole loop: rollouts, reference, μ = 2 updates, checkpoints, logs.
+        let s = run(&r, &quiet()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(s.steps_done, 2, "{name}");
+        let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+        let steps: Vec<&Value> = m.iter().filter(|v| v.get("loss").is_some()).collect();
+        assert_eq!(steps.len(), 2, "{name}");
+        for v in &steps {
+            for k in ["loss", "kl", "entropy", "reward", "grad_norm"] {
+                assert!(
+                    v[k].as_f64().is_some_and(f64::is_finite),
+                    "{name}: {k} in {v}"
+                );
+            }
+        }
+        let ck = out.join("checkpoints").join(step_dir_name(2));
+        let loaded = Model::load(&ck, DType::F32, Device::Cpu).unwrap();
+        assert!(loaded.unused_weights.is_empty(), "{name}");
+        let mut names: Vec<String> = loaded.vars.variables().into_keys().collect();
+        names.sort();
+        assert_eq!(
+            weights(&ck).into_keys().collect::<Vec<_>>(),
+            names,
+            "{name}: the checkpoint holds the model's weights"
+        );
+
+        // A random model's completions all run out of tokens: equal rewards, no signal. With
+        // advantages given, one update moves every trainable weight.
+        let mut one = r.clone();
+        one.grpo.iterations = 1;
+        let mut t = Trainer::new(&one, &dir, &dir, root.path().join("x"), 0).unwrap();
+        let before: Vec<(String, Tensor)> = t
+            .opt
+            .params
+            .iter()
+            .map(|p| (p.name.clone(), p.tensor.detach().copy()))
+            .collect();
+        let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.5]);
+        let up = t.update(&rows, 1e-3);
+        assert!(up.applied && up.grad_norm > 0.0, "{name}");
+        for ((n, b), p) in before.iter().zip(&t.opt.params) {
+            // A routed expert that no token of these four rows chose gets no gradient.
+            let g = p.tensor.grad();
+            let unrouted = n.contains(".mlp.experts.")
+                && (!g.defined() || g.abs().max().double_value(&[]) == 0.0);
+            assert_eq!(!b.equal(&p.tensor.detach()), !unrouted, "{name}: {n}");
+        }
+    }
+}
+
+#[test]
+fn an_update_raises_the_likelihood_of_better_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(
+        dir.path(),
+        &[
+            ("beta = 0.04", "beta = 0.0"),
+            ("iterations = 2", "iterations = 1"),
+            ("temperature = 1.0", "temperature = 3.0"),
+            ("lr = 1e-4", "lr = 1e-3"),
+            ("levels = [1, 2]", "levels = [3]"),
+            ("max_new_tokens = 48", "max_new_tokens = 96"),
+        ],
+    );
+    let init = resolve_model_dir("builtin");
+    let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+    let mut rows = rows_with(&t, &[0.0; 4]);
+    // The first completion is "better", one that differs from it "worse", the rest neutral.
+    let k = (1..4)
+        .find(|&k| rows[k].ids != rows[0].ids)
+        .expect("hot sampling gives different completions");
+    rows[0].advantage = 1.0;
+    rows[k].advantage = -1.0;
+    let seq_logp = |t: &Trainer| -> Vec<f64> {
+        let _g = tch::no_grad_guard();
+        rows.iter()
+            .map(|row| {
+                let mb = make_micro_batches(std::slice::from_ref(row), 1, t.pad, Device::Cpu);
+                let (lp, _) = completion_logprobs(&t.model, &mb[0], &mut NoProbe, 3.0);
+                (lp * &mb[0].mask).sum(Kind::Double).double_value(&[])
+            })
+            .collect()
+    };
+    let before = seq_logp(&t);
+    let up = t.update(&rows, 1e-5);
+    assert!(up.applied);
+    let after = seq_logp(&t);
+    assert!(
+        after[0] > before[0],
+        "the better one: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[k] < before[k],
+        "the worse one: {before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn lora_trains_only_adapted_weights_and_merges_back() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("l");
+    let r = recipe(
+        &out,
+        &[
+            ("steps = 3", "steps = 2"),
+            ("iterations = 2", "iterations = 1"),
+            ("levels = [1, 2]", "levels = [3]"),
+            ("max_new_tokens = 48", "max_new_tokens = 96"),
+            ("temperature = 1.0", "temperature = 1.6"),
+            ("lr = 1e-4", "lr = 1e-3"),
+            ("[train]", LORA),
+        ],
+    );
+    run(&r, &quiet()).unwrap();
+    let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+    assert!(m
+        .iter()
+        .any(|v| v["frac_reward_zero_std"].as_f64() < Some(1.0)));
+    let ck = out.join("checkpoints").join(step_dir_name(2));
+    let base_dir = resolve_model_dir("builtin");
+    let (base, after) = (weights(&base_dir), weights(&ck));
+    let targets = r.lora.as_ref().unwrap().target_modules.clone();
+    let mut adapted = 0;
+    for (name, t) in &base {
+        let hit = crate::train::lora::targeted(name, &targets);
+        assert_eq!(!t.equal(&after[name]), hit, "{name}");
+        adapted += usize::from(hit);
+    }
+    // 4 layers × (q_b_proj, o_proj) + the dense MLP (3) + per MoE layer 8 experts × 3 and the
+    // shared expert's 3.
+    assert_eq!(adapted, 4 * 2 + 3 + 3 * (8 * 3 + 3));
+    // PEFT files, and `merge` on the base gives the checkpoint's weights.
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(ck.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["peft_type"], "LORA");
+    let model = Model::load(&base_dir, DType::F32, Device::Cpu).unwrap();
+    let n = crate::train::lora::merge(&model, &ck).unwrap();
+    assert_eq!(n, adapted);
+    let vars = model.vars.variables();
+    for (name, t) in &after {
+        assert!(
+            t.allclose(&vars[name], 1e-5, 1e-6, false),
+            "{name}: merged base differs from the trained weights"
+        );
+    }
+}
+
+#[test]
+fn workers_share_the_work_not_the_results() {
+    let root = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for workers in [1, 3] {
+        let out = root.path().join(format!("w{workers}"));
+        let w = format!("temperature = 1.0\nworkers = {workers}");
+        let r = recipe(
+            &out,
+            &[
+                ("steps = 3", "steps = 1"),
+                ("prompts_per_step = 2", "prompts_per_step = 4"),
+                ("temperature = 1.0", &w),
+                // Four micro-batches of four (micro_batch_size = 4): workers 0 and 1 take
+                // two each, worker 2 none.
+                ("levels = [1, 2]", "levels = [3]"),
+                ("max_new_tokens = 48", "max_new_tokens = 96"),
+                ("temperature = 1.0", "temperature = 1.6"),
+            ],
+        );
+        run(&r, &quiet()).unwrap();
+        let text = std::fs::read_to_string(out.join("rollouts.jsonl")).unwrap();
+        let m = crate::train::metrics::read(&out.join("metrics.jsonl")).unwrap();
+        let ck = weights(&out.join("checkpoints").join(step_dir_name(1)));
+        runs.push((text, m, ck));
+    }
+    // The same rollouts (each group has its own seed, whichever thread draws it).
+    assert_eq!(runs[0].0, runs[1].0);
+    let step = |m: &Vec<Value>| m.iter().find(|v| v.get("loss").is_some()).unwrap().clone();
+    let (a, b) = (&step(&runs[0].1), &step(&runs[1].1));
+    assert_eq!(a["groups_trained"], b["groups_trained"]);
+    assert!(a["groups_trained"].as_u64().unwrap() > 0, "{a}");
+    let close = |k: &str| (a[k].as_f64().unwrap() - b[k].as_f64().unwrap()).abs() < 1e-6;
+    assert!(
+        close("loss") && close("entropy") && close("grad_norm"),
+        "{a}\n{b}"
+    );
+    // The gradient is summed per worker, then across workers: equal up to float rounding.
+    let mut moved = 0;
+    let w0 = weights(&resolve_model_dir("builtin"));
+    for (name, t) in &runs[0].2 {
+        assert!(t.allclose(&runs[1].2[name], 1e-5, 1e-7, false), "{name}");
+        moved += usize::from(!t.equal(&w0[name]));
+    }
+    assert!(moved > 50);
+}
