@@ -66,7 +66,10 @@ fn latency_model(scratch: &std::path::Path) -> (String, &'static str, String) {
     let repo = env!("CARGO_MANIFEST_DIR");
     let builtin = format!("{repo}/{}", thinkbench::cli::demo::DEFAULT_MODEL);
     let big = directories::BaseDirs::new()
-        .map(|d| d.cache_dir().join("thinkbench/bench-models/qwen2_1p5b_shape"))
+        .map(|d| {
+            d.cache_dir()
+                .join("thinkbench/bench-models/qwen2_1p5b_shape")
+        })
         .filter(|d| d.join("config.json").exists());
     let Some(big) = big else {
         return (builtin, "f32", "the built-in model".into());
@@ -81,7 +84,11 @@ fn latency_model(scratch: &std::path::Path) -> (String, &'static str, String) {
     for f in ["tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(format!("{builtin}/{f}"), dir.join(f)).unwrap();
     }
-    (dir.display().to_string(), "bf16", "the 1.5B-shaped bench model, bf16".into())
+    (
+        dir.display().to_string(),
+        "bf16",
+        "the 1.5B-shaped bench model, bf16".into(),
+    )
 }
 
 fn latency_bench() {

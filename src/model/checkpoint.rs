@@ -153,7 +153,8 @@ impl Checkpoint {
         // in `read_header` tied the byte range to shape × dtype size), owned here and not shared
         // with any other thread while the slice lives.
         let bytes = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, len) };
-        f.read_exact(bytes).map_err(|e| ModelError::io(&info.file, e))?;
+        f.read_exact(bytes)
+            .map_err(|e| ModelError::io(&info.file, e))?;
         Ok(t)
     }
 

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
 use crate::train::progress::StepProgress;
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 

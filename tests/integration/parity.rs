@@ -120,7 +120,10 @@ fn greedy_tokens_logprobs_and_routing_match_transformers() {
 }
 
 fn log_softmax_rows(logits: &Tensor) -> Vec<Vec<f32>> {
-    let l = logits.squeeze_dim(0).log_softmax(-1, Kind::Float).to_device(Device::Cpu);
+    let l = logits
+        .squeeze_dim(0)
+        .log_softmax(-1, Kind::Float)
+        .to_device(Device::Cpu);
     (0..l.size()[0])
         .map(|i| Vec::<f32>::try_from(l.get(i)).unwrap())
         .collect()
@@ -140,7 +143,9 @@ fn prompt_logprobs_match_transformers_at_every_position() {
             let _g = tch::no_grad_guard();
             let mut cache = model.new_cache();
             let logits = model.forward(
-                &Tensor::from_slice(&ids).view([1, -1]).to_device(model.device),
+                &Tensor::from_slice(&ids)
+                    .view([1, -1])
+                    .to_device(model.device),
                 &mut cache,
                 &mut NoProbe,
                 true,
@@ -177,24 +182,34 @@ fn kv_cache_decoding_equals_full_recomputation() {
         let mut seq: Vec<i64> = case.prompt_ids.iter().map(|&i| i as i64).collect();
         seq.extend(case.generated.iter().map(|t| t.id as i64));
         let _g = tch::no_grad_guard();
-        let full = log_softmax_rows(&model.forward(
-            &Tensor::from_slice(&seq).view([1, -1]).to_device(model.device),
-            &mut model.new_cache(),
-            &mut NoProbe,
-            true,
-        ));
+        let full = log_softmax_rows(
+            &model.forward(
+                &Tensor::from_slice(&seq)
+                    .view([1, -1])
+                    .to_device(model.device),
+                &mut model.new_cache(),
+                &mut NoProbe,
+                true,
+            ),
+        );
         // prefill half, then one token at a time
         let split = case.prompt_ids.len() / 2;
         let mut cache = model.new_cache();
-        let mut stepwise = log_softmax_rows(&model.forward(
-            &Tensor::from_slice(&seq[..split]).view([1, -1]).to_device(model.device),
-            &mut cache,
-            &mut NoProbe,
-            true,
-        ));
+        let mut stepwise = log_softmax_rows(
+            &model.forward(
+                &Tensor::from_slice(&seq[..split])
+                    .view([1, -1])
+                    .to_device(model.device),
+                &mut cache,
+                &mut NoProbe,
+                true,
+            ),
+        );
         for &id in &seq[split..] {
             let l = model.forward(
-                &Tensor::from_slice(&[id]).view([1, 1]).to_device(model.device),
+                &Tensor::from_slice(&[id])
+                    .view([1, 1])
+                    .to_device(model.device),
                 &mut cache,
                 &mut NoProbe,
                 true,

@@ -516,8 +516,7 @@ fn lora_trains_only_adapted_weights_and_merges_back() {
     assert_eq!(adapted, 4 * 2 + 3 + 3 * (8 * 3 + 3));
     // PEFT files, and `merge` on the base gives the checkpoint's weights.
     let cfg: Value =
-        serde_json::from_slice(&std::fs::read(ck.join("adapter_config.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(ck.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(cfg["r"], 4);
     assert_eq!(cfg["peft_type"], "LORA");
     let model = Model::load(&base_dir, DType::F32, Device::Cpu).unwrap();
