@@ -4,7 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEventKind, KeyModifiers};
 
-use super::{Action, App, Focus, Popup, View};
+use super::{Action, App, Focus, Input, Popup, View};
 
 /// A key press.
 pub type Key = crossterm::event::KeyEvent;
@@ -161,11 +161,26 @@ fn input_key(app: &mut App, key: Key, ctrl: bool, alt: bool) -> Option<Action> {
         KeyCode::Enter if alt || key.modifiers.contains(KeyModifiers::SHIFT) => i.insert('\n'),
         KeyCode::Enter => return Some(Action::Send),
         KeyCode::Char('j') if ctrl => i.insert('\n'),
+        KeyCode::Char('k') if ctrl => i.kill_to_end(),
+        KeyCode::Char('w') if ctrl => i.delete_word(),
+        KeyCode::Up => {
+            i.up();
+        }
+        KeyCode::Down => {
+            i.down();
+        }
+        _ => edit_line(i, key, ctrl),
+    }
+    None
+}
+
+/// The line-editing keys every text field shares (the message box, the Train tab's A/B prompt):
+/// typing, deleting, moving, Ctrl-A/E/U.
+pub fn edit_line(i: &mut Input, key: Key, ctrl: bool) {
+    match key.code {
         KeyCode::Char('a') if ctrl => i.home(),
         KeyCode::Char('e') if ctrl => i.end(),
         KeyCode::Char('u') if ctrl => i.kill_to_start(),
-        KeyCode::Char('k') if ctrl => i.kill_to_end(),
-        KeyCode::Char('w') if ctrl => i.delete_word(),
         KeyCode::Char(c) if !ctrl => i.insert(c),
         KeyCode::Backspace => i.backspace(),
         KeyCode::Delete => i.delete(),
@@ -173,15 +188,8 @@ fn input_key(app: &mut App, key: Key, ctrl: bool, alt: bool) -> Option<Action> {
         KeyCode::Right => i.right(),
         KeyCode::Home => i.home(),
         KeyCode::End => i.end(),
-        KeyCode::Up => {
-            i.up();
-        }
-        KeyCode::Down => {
-            i.down();
-        }
         _ => {}
     }
-    None
 }
 
 fn transcript_key(key: Key, ctrl: bool) -> Option<Action> {

@@ -54,8 +54,8 @@ use tch::{Device, Kind, Tensor};
 use super::advantage::{advantages, std_bessel};
 use super::balance::{layer_loads, nudge_biases, LoadCounter};
 use super::checkpoint::{
-    latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors, safetensors_bytes,
-    step_dir_name, sweep_temporaries, write_synced, AtomicDir,
+    latest_checkpoint, prune_checkpoints, read_safetensors, safetensors_bytes, step_dir_name,
+    sweep_temporaries, write_synced, AtomicDir,
 };
 use super::eval::{evaluate, EvalOptions};
 use super::lora::Lora;
@@ -66,6 +66,7 @@ use super::problems::{Problem, Source};
 use super::recipe::{GrpoRecipe, ZeroStd};
 use super::rewards::{reflection_words, RewardInput, Rewards, Scored};
 use super::rollout::{eos_ids, rollout, Group};
+use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{claim_output_dir, ensure_writable, metadata, ModelFiles};
 use super::task::{content_hash, Split};
 use crate::model::{parse_device, DType, Model, NoProbe, Probe};
@@ -488,16 +489,7 @@ impl<'a> Trainer<'a> {
         let target = self.ckpt_dir.join(step_dir_name(state.step));
         let w = AtomicDir::begin(&target)?;
         self.files.write_into(&w)?;
-        let weights = model_tensors(&self.model.vars, Kind::Float);
-        w.write(
-            "model.safetensors",
-            &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
-        )?;
-        w.write(
-            "optimizer.safetensors",
-            &safetensors_bytes(&self.opt.state_tensors(), &BTreeMap::new())
-                .map_err(|e| anyhow!(e))?,
-        )?;
+        write_weights_and_optimizer(&w, &self.model.vars, &self.opt)?;
         if let Some(l) = &self.lora {
             w.write(
                 "adapter_model.safetensors",

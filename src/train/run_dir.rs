@@ -8,11 +8,31 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::checkpoint::{write_synced, AtomicDir};
+use super::checkpoint::{model_tensors, safetensors_bytes, write_synced, AtomicDir};
+use super::optim::AdamW;
 
 /// The safetensors metadata transformers writes.
 pub fn metadata() -> BTreeMap<String, String> {
     BTreeMap::from([("format".to_string(), "pt".to_string())])
+}
+
+/// Writes what every checkpoint of a full-weight or LoRA run holds besides its model files: the
+/// weights in f32 (`model.safetensors`, transformers' layout) and the AdamW state.
+pub fn write_weights_and_optimizer(
+    w: &AtomicDir,
+    vars: &tch::nn::VarStore,
+    opt: &AdamW,
+) -> Result<()> {
+    let weights = model_tensors(vars, tch::Kind::Float);
+    w.write(
+        "model.safetensors",
+        &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
+    )?;
+    w.write(
+        "optimizer.safetensors",
+        &safetensors_bytes(&opt.state_tensors(), &BTreeMap::new()).map_err(|e| anyhow!(e))?,
+    )?;
+    Ok(())
 }
 
 /// The first key at which two JSON values differ (for "this folder holds another recipe").

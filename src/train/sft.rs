@@ -40,6 +40,7 @@ use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::recipe::SftRecipe;
 pub use super::run_dir::ensure_writable;
+use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{claim_output_dir, metadata, ModelFiles};
 use super::task::{self, Split, Task};
 use super::tokenizer;
@@ -151,16 +152,7 @@ impl Trainer<'_> {
         let target = self.ckpt_dir.join(step_dir_name(state.step));
         let w = AtomicDir::begin(&target)?;
         self.files.write_into(&w)?;
-        let weights = model_tensors(&self.model.vars, Kind::Float);
-        w.write(
-            "model.safetensors",
-            &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
-        )?;
-        w.write(
-            "optimizer.safetensors",
-            &safetensors_bytes(&self.opt.state_tensors(), &BTreeMap::new())
-                .map_err(|e| anyhow!(e))?,
-        )?;
+        write_weights_and_optimizer(&w, &self.model.vars, &self.opt)?;
         w.write_json("trainer_state.json", &serde_json::to_value(state)?)?;
         w.commit()?;
         prune_checkpoints(&self.ckpt_dir, self.r.train.keep_checkpoints);

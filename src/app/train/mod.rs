@@ -331,17 +331,7 @@ pub fn key_action(app: &mut App, key: Key) -> Option<Action> {
                 return a(TrainAction::RunCompare);
             }
             KeyCode::Esc => t.compare.editing = false,
-            KeyCode::Char('u') if ctrl => i.kill_to_start(),
-            KeyCode::Char('a') if ctrl => i.home(),
-            KeyCode::Char('e') if ctrl => i.end(),
-            KeyCode::Char(c) if !ctrl => i.insert(c),
-            KeyCode::Backspace => i.backspace(),
-            KeyCode::Delete => i.delete(),
-            KeyCode::Left => i.left(),
-            KeyCode::Right => i.right(),
-            KeyCode::Home => i.home(),
-            KeyCode::End => i.end(),
-            _ => {}
+            _ => super::keymap::edit_line(i, key, ctrl),
         }
         return None;
     }
