@@ -20,6 +20,8 @@ run_pair qwen2_1p5b_shape bf16 bfloat16
 "$py" scripts/bench_reference.py table "$results"
 cp "$results" target/bench-results.jsonl
 echo "raw results: target/bench-results.jsonl" >&2
+# How close prefill is to what libtorch's GEMM and the cores themselves allow.
+"$py" scripts/bench_prefill_ceiling.py --threads "$threads" | tee target/bench-prefill-ceiling.txt
 # GRPO: seconds per training step beside TRL's GRPOTrainer (scripts/bench_grpo.sh).
 scripts/bench_grpo.sh | tee target/bench-grpo.txt
 # The workbench: rendering a 10 000-token session with the inspectors open (target ≤ 5 ms per
