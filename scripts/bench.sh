@@ -24,6 +24,8 @@ echo "raw results: target/bench-results.jsonl" >&2
 "$py" scripts/bench_prefill_ceiling.py --threads "$threads" | tee target/bench-prefill-ceiling.txt
 # GRPO: seconds per training step beside TRL's GRPOTrainer (scripts/bench_grpo.sh).
 scripts/bench_grpo.sh | tee target/bench-grpo.txt
+# GRPO's peak memory with a 152k vocabulary and 512-token completions (the head in slices).
+scripts/bench_grpo_memory.sh | tee target/bench-grpo-memory.txt
 # The workbench: rendering a 10 000-token session with the inspectors open (target ≤ 5 ms per
 # frame) and keypress-to-screen latency while a reply streams.
 echo "bench: workbench rendering and keypress latency" >&2

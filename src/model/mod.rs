@@ -337,10 +337,29 @@ impl Model {
         probe: &mut dyn Probe,
         pos: &Tensor,
     ) -> Tensor {
+        self.logits(&self.hidden_at(ids, cache, probe, pos))
+    }
+
+    /// The last hidden states (before the final norm) at the positions `pos [B,T]`:
+    /// `[B,T,hidden]`. With [`Model::logits`], for callers that take the head a slice of
+    /// positions at a time (a 152k-entry vocabulary makes the logits the largest tensor of a
+    /// training step).
+    pub fn hidden_at(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        probe: &mut dyn Probe,
+        pos: &Tensor,
+    ) -> Tensor {
         let h = self.hidden(ids, cache, probe);
         let (b, t) = pos.size2().expect("positions are [batch, T]");
         let hidden = h.size()[2];
-        self.head(&h.gather(1, &pos.unsqueeze(-1).expand([b, t, hidden], false), false))
+        h.gather(1, &pos.unsqueeze(-1).expand([b, t, hidden], false), false)
+    }
+
+    /// The final norm and the head on hidden states `[..., hidden]`: logits `[..., V]`.
+    pub fn logits(&self, h: &Tensor) -> Tensor {
+        self.head(h)
     }
 
     /// The last hidden states `[B,S,hidden]` (before the final norm) of `ids [B,S]`.

@@ -59,7 +59,7 @@ use super::checkpoint::{
 };
 use super::eval::{evaluate, EvalOptions};
 use super::lora::Lora;
-use super::loss::{aggregate, clipped_tokens, token_loss, LossConfig, Normaliser};
+use super::loss::{clipped_tokens, token_loss, token_weights, LossConfig, Normaliser};
 use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::problems::{Problem, Source};
@@ -249,23 +249,49 @@ fn make_micro_batches(rows: &[Row], size: usize, pad: u32, device: Device) -> Ve
         .collect()
 }
 
-/// Per-token log-probabilities of the completion tokens under `model` (logits divided by
-/// `temperature`), `[b,T]`, and the log-softmax rows `[b,T,V]` they were read from.
-fn completion_logprobs(
+/// The head runs on at most this many logits at a time (positions × vocabulary, 128 MB in f32).
+/// The logits are a step's largest tensor: with a 152k-entry vocabulary one micro-batch of 8 ×
+/// 1024 completion tokens holds 5 GB of them, and the log-softmax, its gradient and the entropy
+/// as much again each; in slices only one slice's worth is alive at once.
+const HEAD_CHUNK_ELEMENTS: i64 = 1 << 25;
+
+/// The completion positions `0..t` as slices `(start, len)` of at most `budget` logits each.
+fn head_chunks(b: i64, t: i64, vocab: i64, budget: i64) -> Vec<(i64, i64)> {
+    let per = (budget / (b * vocab).max(1)).max(1);
+    (0..t)
+        .step_by(per as usize)
+        .map(|s| (s, per.min(t - s)))
+        .collect()
+}
+
+/// Per-token log-probabilities of completion tokens `start..start+len` under `model` (logits
+/// divided by `temperature`), `[b,len]`, and the log-softmax rows `[b,len,V]` they were read
+/// from. `h` is the micro-batch's hidden states at its completion positions ([`Model::hidden_at`]).
+fn slice_logprobs(
     model: &Model,
+    h: &Tensor,
     mb: &MicroBatch,
-    probe: &mut dyn Probe,
+    (start, len): (i64, i64),
     temperature: f64,
 ) -> (Tensor, Tensor) {
-    let mut cache = model.new_cache();
-    // The head runs on the completion positions only.
-    let logits = model.forward_at(&mb.ids, &mut cache, probe, &mb.pos);
+    let logits = model.logits(&h.narrow(1, start, len));
     let rows = logits.to_kind(Kind::Float) / temperature;
     let lsm = rows.log_softmax(-1, Kind::Float);
-    let logp = lsm
-        .gather(2, &mb.target.unsqueeze(-1), false)
-        .squeeze_dim(-1);
+    let target = mb.target.narrow(1, start, len);
+    let logp = lsm.gather(2, &target.unsqueeze(-1), false).squeeze_dim(-1);
     (logp, lsm)
+}
+
+/// Per-token log-probabilities of all the completion tokens, `[b,T]` (no gradient).
+fn completion_logprobs(model: &Model, mb: &MicroBatch, temperature: f64, budget: i64) -> Tensor {
+    let _g = tch::no_grad_guard();
+    let h = model.hidden_at(&mb.ids, &mut model.new_cache(), &mut NoProbe, &mb.pos);
+    let (b, t) = mb.target.size2().expect("targets are [b,T]");
+    let parts: Vec<Tensor> = head_chunks(b, t, model.vocab_size() as i64, budget)
+        .into_iter()
+        .map(|c| slice_logprobs(model, &h, mb, c, temperature).0)
+        .collect();
+    Tensor::cat(&parts, 1)
 }
 
 /// What one update (μ optimiser steps on one batch of rollouts) measured.
@@ -297,48 +323,81 @@ struct PassStats {
 }
 
 /// The reference policy's log-probs of each micro-batch's completion tokens.
-fn reference_pass(reference: &Model, mbs: &mut [MicroBatch], temperature: f64) {
-    let _g = tch::no_grad_guard();
+fn reference_pass(reference: &Model, mbs: &mut [MicroBatch], temperature: f64, budget: i64) {
     for mb in mbs {
-        mb.reference = Some(completion_logprobs(reference, mb, &mut NoProbe, temperature).0);
+        mb.reference = Some(completion_logprobs(reference, mb, temperature, budget));
     }
+}
+
+/// What a pass over the micro-batches optimises, and how.
+#[derive(Debug, Clone, Copy)]
+struct Objective {
+    norm: Normaliser,
+    loss: LossConfig,
+    /// The sampling temperature the logits are divided by.
+    temperature: f64,
+    /// Most logits the head computes at once ([`HEAD_CHUNK_ELEMENTS`]).
+    head_budget: i64,
 }
 
 /// One pass over micro-batches on `model`: forward with gradients, loss, backward (gradients add
 /// up in the parameters' `.grad`). Iteration 0 records the rollout policy's log-probs, the
-/// entropy, the KL and the expert load.
+/// entropy, the KL and the expert load. The head and the loss run a slice of positions at a
+/// time: each slice's loss is backpropagated at once into a detached copy of the hidden states,
+/// and the layers' backward then runs once from the summed gradient.
 fn accumulate(
     model: &Model,
     mbs: &mut [MicroBatch],
-    norm: &Normaliser,
-    cfg: &LossConfig,
-    temperature: f64,
+    obj: &Objective,
     it: usize,
     counter: &mut LoadCounter,
 ) -> PassStats {
+    let (cfg, temperature, budget) = (&obj.loss, obj.temperature, obj.head_budget);
     let mut p = PassStats::default();
     for mb in mbs.iter_mut() {
         counter.real = mb.real.clone();
         let probe: &mut dyn Probe = if it == 0 { counter } else { &mut NoProbe };
-        let (logp, lsm) = completion_logprobs(model, mb, probe, temperature);
-        if it == 0 {
+        let hidden = model.hidden_at(&mb.ids, &mut model.new_cache(), probe, &mb.pos);
+        let detached = hidden.detach().set_requires_grad(true);
+        let weights = token_weights(&mb.mask, &obj.norm);
+        let (b, t) = mb.target.size2().expect("targets are [b,T]");
+        let mut olds = Vec::new();
+        for (start, len) in head_chunks(b, t, model.vocab_size() as i64, budget) {
+            let (logp, lsm) = slice_logprobs(model, &detached, mb, (start, len), temperature);
+            let mask = mb.mask.narrow(1, start, len);
+            let old = match &mb.old {
+                Some(o) if it > 0 => o.narrow(1, start, len),
+                _ => {
+                    let _g = tch::no_grad_guard();
+                    let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
+                    p.entropy_sum += (ent * &mask).sum(Kind::Double).double_value(&[]);
+                    olds.push(logp.detach());
+                    logp.detach()
+                }
+            };
+            let reference = mb.reference.as_ref().map(|r| r.narrow(1, start, len));
+            let tl = token_loss(&logp, &old, reference.as_ref(), &mb.adv, cfg);
+            let share = (&tl.loss * weights.narrow(1, start, len)).sum(Kind::Float);
+            share.backward();
+            p.loss += share.double_value(&[]);
             let _g = tch::no_grad_guard();
-            mb.old = Some(logp.detach());
-            let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
-            p.entropy_sum += (ent * &mb.mask).sum(Kind::Double).double_value(&[]);
+            if let Some(kl) = &tl.kl {
+                p.kl_sum += (kl * &mask).sum(Kind::Double).double_value(&[]);
+            }
+            let (lo, hi) = clipped_tokens(&tl.ratio, &mb.adv, &mask, cfg);
+            p.clip_low += lo;
+            p.clip_high += hi;
         }
-        let old = mb.old.as_ref().expect("set in iteration 0");
-        let tl = token_loss(&logp, old, mb.reference.as_ref(), &mb.adv, cfg);
-        let share = aggregate(&tl.loss, &mb.mask, norm);
-        share.backward();
-        p.loss += share.double_value(&[]);
-        let _g = tch::no_grad_guard();
-        if let Some(kl) = &tl.kl {
-            p.kl_sum += (kl * &mb.mask).sum(Kind::Double).double_value(&[]);
+        if !olds.is_empty() {
+            mb.old = Some(Tensor::cat(&olds, 1));
         }
-        let (lo, hi) = clipped_tokens(&tl.ratio, &mb.adv, &mb.mask, cfg);
-        p.clip_low += lo;
-        p.clip_high += hi;
+        let grad = detached.grad();
+        if grad.defined() && hidden.requires_grad() {
+            // d(Σ hidden·g)/d(hidden) = g: the layers' backward from the slices' summed gradient.
+            (&hidden * grad.to_kind(hidden.kind()))
+                .sum(Kind::Float)
+                .backward();
+        }
     }
     p
 }
@@ -738,6 +797,12 @@ impl<'a> Trainer<'a> {
         let norm = self.normaliser(rows);
         let cfg = self.loss_config();
         let temperature = self.r.generation.temperature as f64;
+        let objective = Objective {
+            norm,
+            loss: cfg,
+            temperature,
+            head_budget: HEAD_CHUNK_ELEMENTS,
+        };
         let mut mbs = self.prepare(rows);
         if self.reference.is_some() {
             self.on_workers(&mut mbs, &|_, reference, chunk| {
@@ -745,12 +810,13 @@ impl<'a> Trainer<'a> {
                     reference.expect("a reference per worker"),
                     chunk,
                     temperature,
+                    HEAD_CHUNK_ELEMENTS,
                 )
             });
         } else if let (Some(lora), true) = (&self.lora, cfg.beta != 0.0) {
             // The base with the adapters off (on the policy itself: no second copy).
             lora.shift(-1.0);
-            reference_pass(&self.model, &mut mbs, temperature);
+            reference_pass(&self.model, &mut mbs, temperature, HEAD_CHUNK_ELEMENTS);
             lora.shift(1.0);
         }
         let experts = self
@@ -771,7 +837,7 @@ impl<'a> Trainer<'a> {
             self.opt.zero_grad();
             let passes = self.on_workers(&mut mbs, &|model, _, chunk| {
                 let mut c = LoadCounter::new(experts);
-                let p = accumulate(model, chunk, &norm, &cfg, temperature, it, &mut c);
+                let p = accumulate(model, chunk, &objective, it, &mut c);
                 (p, c.counts)
             });
             let mut p = PassStats::default();

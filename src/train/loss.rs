@@ -90,17 +90,21 @@ pub fn token_loss(
 /// This micro-batch's share of the batch loss: `per_token` and `mask` are `[b,T]` (mask as
 /// float 0/1).
 pub fn aggregate(per_token: &Tensor, mask: &Tensor, n: &Normaliser) -> Tensor {
-    let masked = per_token * mask;
+    (per_token * token_weights(mask, n)).sum(Kind::Float)
+}
+
+/// Each token's weight in the batch loss, `[b,T]`: every aggregation is a weighted sum of the
+/// per-token losses, so the loss can be taken a slice of positions at a time. `grpo` averages
+/// each sequence over its own tokens, then over the sequences; `dapo` averages over all the
+/// batch's tokens; `dr_grpo` divides by the constant sequences × max_new_tokens.
+pub fn token_weights(mask: &Tensor, n: &Normaliser) -> Tensor {
     match n.aggregation {
         LossAggregation::Grpo => {
-            let per_seq = masked.sum_dim_intlist(1, false, Kind::Float)
-                / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
-            per_seq.sum(Kind::Float) / n.sequences.max(1) as f64
+            let lengths = mask.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+            mask / lengths / n.sequences.max(1) as f64
         }
-        LossAggregation::Dapo => masked.sum(Kind::Float) / n.tokens.max(1) as f64,
-        LossAggregation::DrGrpo => {
-            masked.sum(Kind::Float) / (n.sequences.max(1) * n.max_len.max(1)) as f64
-        }
+        LossAggregation::Dapo => mask / n.tokens.max(1) as f64,
+        LossAggregation::DrGrpo => mask / (n.sequences.max(1) * n.max_len.max(1)) as f64,
     }
 }
 

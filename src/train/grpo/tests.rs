@@ -76,13 +76,88 @@ fn grad_norm_after_one_pass(trainer: &mut Trainer, rows: &[Row]) -> f64 {
     let mut mbs = trainer.prepare(rows);
     let t = trainer.r.generation.temperature as f64;
     if let Some(r) = &trainer.reference {
-        reference_pass(r, &mut mbs, t);
+        reference_pass(r, &mut mbs, t, HEAD_CHUNK_ELEMENTS);
     }
     trainer.opt.zero_grad();
-    let cfg = trainer.loss_config();
     let mut counter = LoadCounter::new(8);
-    accumulate(&trainer.model, &mut mbs, &norm, &cfg, t, 0, &mut counter);
+    let objective = Objective {
+        norm,
+        loss: trainer.loss_config(),
+        temperature: t,
+        head_budget: HEAD_CHUNK_ELEMENTS,
+    };
+    accumulate(&trainer.model, &mut mbs, &objective, 0, &mut counter);
     trainer.opt.grad_norm()
+}
+
+/// Moves every weight of `model` by a little seeded noise (no gradient recorded).
+fn nudge(model: &Model, seed: i64) {
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(seed);
+    for (_, t) in model.vars.variables() {
+        if t.is_floating_point() {
+            let noise = t.randn_like() * 0.02;
+            let _ = t.shallow_clone().g_add_(&noise);
+        }
+    }
+}
+
+/// Every trainable weight's gradient, by name.
+fn gradients(t: &Trainer) -> BTreeMap<String, Tensor> {
+    t.opt
+        .params
+        .iter()
+        .map(|p| {
+            let g = p.tensor.grad();
+            let g = if g.defined() {
+                g.to_kind(Kind::Float).copy()
+            } else {
+                p.tensor.zeros_like().to_kind(Kind::Float)
+            };
+            (p.name.clone(), g)
+        })
+        .collect()
+}
+
+/// The whole batch at once, as plainly as it can be written: all completion logits, log-softmax,
+/// the per-token loss, its aggregate, one backward. Returns (loss, KL sum, entropy sum).
+fn plain_pass(
+    t: &Trainer,
+    mbs: &mut [MicroBatch],
+    norm: &Normaliser,
+    it: usize,
+) -> (f64, f64, f64) {
+    let cfg = t.loss_config();
+    let temperature = t.r.generation.temperature as f64;
+    let (mut loss, mut kl_sum, mut entropy) = (0.0, 0.0, 0.0);
+    for mb in mbs {
+        let logits = t
+            .model
+            .forward_at(&mb.ids, &mut t.model.new_cache(), &mut NoProbe, &mb.pos);
+        let lsm = (logits.to_kind(Kind::Float) / temperature).log_softmax(-1, Kind::Float);
+        let logp = lsm
+            .gather(2, &mb.target.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        if it == 0 {
+            mb.old = Some(logp.detach());
+            let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
+            entropy += (ent * &mb.mask).sum(Kind::Double).double_value(&[]);
+        }
+        let tl = token_loss(
+            &logp,
+            mb.old.as_ref().unwrap(),
+            mb.reference.as_ref(),
+            &mb.adv,
+            &cfg,
+        );
+        let share = crate::train::loss::aggregate(&tl.loss, &mb.mask, norm);
+        share.backward();
+        loss += share.double_value(&[]);
+        kl_sum += (tl.kl.unwrap() * &mb.mask)
+            .sum(Kind::Double)
+            .double_value(&[]);
+    }
+    (loss, kl_sum, entropy)
 }
 
 #[test]
@@ -461,7 +536,7 @@ fn an_update_raises_the_likelihood_of_better_completions() {
         rows.iter()
             .map(|row| {
                 let mb = make_micro_batches(std::slice::from_ref(row), 1, t.pad, Device::Cpu);
-                let (lp, _) = completion_logprobs(&t.model, &mb[0], &mut NoProbe, 3.0);
+                let lp = completion_logprobs(&t.model, &mb[0], 3.0, HEAD_CHUNK_ELEMENTS);
                 (lp * &mb[0].mask).sum(Kind::Double).double_value(&[])
             })
             .collect()
@@ -576,4 +651,95 @@ fn workers_share_the_work_not_the_results() {
         moved += usize::from(!t.equal(&w0[name]));
     }
     assert!(moved > 50);
+}
+
+/// The head and the loss taken three positions at a time give the loss, KL, entropy, the
+/// recorded old log-probs and every gradient of the whole batch taken at once (the plain
+/// computation above), for each aggregation, at iteration 0 and at a later iteration whose
+/// policy has moved (ratios away from 1); the sliced reference pass gives the plain one's
+/// log-probs.
+#[test]
+fn the_head_in_slices_matches_the_whole_batch_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = resolve_model_dir("builtin");
+    for aggregation in ["dapo", "grpo", "dr_grpo"] {
+        let mut r = recipe(dir.path(), &[]);
+        r.grpo.loss = serde_json::from_value(json!(aggregation)).unwrap();
+        let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+        // A policy away from its reference, so the KL term and its gradient are not zero.
+        nudge(&t.model, 11);
+        let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.25]);
+        let norm = t.normaliser(&rows);
+        let cfg = t.loss_config();
+        let temperature = t.r.generation.temperature as f64;
+        let reference = t.reference.as_ref().expect("β > 0 keeps a reference");
+        let (mut plain, mut sliced) = (t.prepare(&rows), t.prepare(&rows));
+        let (b, _) = sliced[0].target.size2().unwrap();
+        let slice3 = b * t.model.vocab_size() as i64 * 3;
+        reference_pass(reference, &mut plain, temperature, HEAD_CHUNK_ELEMENTS);
+        reference_pass(reference, &mut sliced, temperature, slice3);
+        for (p, s) in plain.iter().zip(&sliced) {
+            let whole = tch::no_grad(|| {
+                reference
+                    .forward_at(&p.ids, &mut reference.new_cache(), &mut NoProbe, &p.pos)
+                    .to_kind(Kind::Float)
+                    .g_div_scalar(temperature)
+                    .log_softmax(-1, Kind::Float)
+                    .gather(2, &p.target.unsqueeze(-1), false)
+                    .squeeze_dim(-1)
+            });
+            let d = (s.reference.as_ref().unwrap() - &whole)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 1e-5, "{aggregation}: reference log-probs differ by {d}");
+        }
+        for it in 0..2 {
+            if it == 1 {
+                nudge(&t.model, 12);
+            }
+            t.opt.zero_grad();
+            let (loss, kl, entropy) = plain_pass(&t, &mut plain, &norm, it);
+            let want = gradients(&t);
+            t.opt.zero_grad();
+            let mut counter = LoadCounter::new(8);
+            let objective = Objective {
+                norm,
+                loss: cfg,
+                temperature,
+                head_budget: slice3,
+            };
+            let got = accumulate(&t.model, &mut sliced, &objective, it, &mut counter);
+            let close = |a: f64, b: f64, what: &str| {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{aggregation}, iteration {it}: {what} {a} vs {b}"
+                )
+            };
+            close(got.loss, loss, "loss");
+            close(got.kl_sum, kl, "KL sum");
+            assert!(kl > 0.0, "the KL term is exercised");
+            if it == 0 {
+                close(got.entropy_sum, entropy, "entropy sum");
+                for (p, s) in plain.iter().zip(&sliced) {
+                    let d = (p.old.as_ref().unwrap() - s.old.as_ref().unwrap())
+                        .abs()
+                        .max();
+                    assert!(d.double_value(&[]) < 1e-6, "{aggregation}: old log-probs");
+                }
+            }
+            let got_grads = gradients(&t);
+            let mut largest = 0f64;
+            for (name, w) in &want {
+                let scale = w.abs().max().double_value(&[]);
+                largest = largest.max(scale);
+                let d = (&got_grads[name] - w).abs().max().double_value(&[]);
+                assert!(
+                    d <= 1e-5 * (1.0 + scale),
+                    "{aggregation}, iteration {it}: {name} differs by {d} (largest {scale})"
+                );
+            }
+            assert!(largest > 0.0, "the gradients are not all zero");
+        }
+    }
 }
