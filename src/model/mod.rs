@@ -327,43 +327,16 @@ impl Model {
         self.head(&if all_logits { h } else { h.narrow(1, s - 1, 1) })
     }
 
-    /// As [`Model::forward`], but the logits only of the positions `pos [B,T]` (indices into the
-    /// sequence of `ids`): `[B,T,V]`. Training reads the completion tokens' positions only, so
-    /// the head (and its gradient) skips the prompt's.
-    pub fn forward_at(
-        &self,
-        ids: &Tensor,
-        cache: &mut KvCache,
-        probe: &mut dyn Probe,
-        pos: &Tensor,
-    ) -> Tensor {
-        self.logits(&self.hidden_at(ids, cache, probe, pos))
-    }
-
-    /// The last hidden states (before the final norm) at the positions `pos [B,T]`:
-    /// `[B,T,hidden]`. With [`Model::logits`], for callers that take the head a slice of
-    /// positions at a time (a 152k-entry vocabulary makes the logits the largest tensor of a
-    /// training step).
-    pub fn hidden_at(
-        &self,
-        ids: &Tensor,
-        cache: &mut KvCache,
-        probe: &mut dyn Probe,
-        pos: &Tensor,
-    ) -> Tensor {
-        let h = self.hidden(ids, cache, probe);
-        let (b, t) = pos.size2().expect("positions are [batch, T]");
-        let hidden = h.size()[2];
-        h.gather(1, &pos.unsqueeze(-1).expand([b, t, hidden], false), false)
-    }
-
     /// The final norm and the head on hidden states `[..., hidden]`: logits `[..., V]`.
     pub fn logits(&self, h: &Tensor) -> Tensor {
         self.head(h)
     }
 
-    /// The last hidden states `[B,S,hidden]` (before the final norm) of `ids [B,S]`.
-    fn hidden(&self, ids: &Tensor, cache: &mut KvCache, probe: &mut dyn Probe) -> Tensor {
+    /// The last hidden states `[B,S,hidden]` (before the final norm) of `ids [B,S]`, continuing
+    /// whatever `cache` holds. With [`Model::logits`], for callers that choose which positions
+    /// reach the head and how many at a time (a 152k-entry vocabulary makes the logits the
+    /// largest tensor of a training step).
+    pub fn hidden(&self, ids: &Tensor, cache: &mut KvCache, probe: &mut dyn Probe) -> Tensor {
         let (_, s) = ids.size2().expect("ids are [batch, seq]");
         let start = cache.len();
         let mask = causal_mask(start, s, self.device);

@@ -21,6 +21,8 @@ pub struct LoadCounter {
     /// One flag per flattened token row (batch then sequence) of the next forward pass; empty:
     /// count every row.
     pub real: Vec<bool>,
+    /// How many tokens each counted row stands for (1; b where one prompt runs for b rows).
+    pub repeat: u64,
     /// layer -> tokens per expert
     pub counts: BTreeMap<usize, Vec<u64>>,
 }
@@ -30,6 +32,7 @@ impl LoadCounter {
         Self {
             n_experts,
             real: Vec::new(),
+            repeat: 1,
             counts: BTreeMap::new(),
         }
     }
@@ -65,7 +68,7 @@ impl Probe for LoadCounter {
                 continue;
             }
             for &e in &experts[t * k..(t + 1) * k] {
-                row[e as usize] += 1;
+                row[e as usize] += self.repeat;
             }
         }
     }

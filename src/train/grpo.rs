@@ -69,7 +69,7 @@ use super::rollout::{eos_ids, rollout, Group};
 use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{claim_output_dir, ensure_writable, metadata, ModelFiles};
 use super::task::{content_hash, Split};
-use crate::model::{parse_device, DType, Model, NoProbe, Probe};
+use crate::model::{parse_device, DType, Model, NoProbe};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
 use crate::text::TextCodec;
 use crate::trace::FinishReason;
@@ -177,19 +177,19 @@ struct Row {
     in_loss: bool,
 }
 
-/// A right-padded micro-batch and what the update keeps for it across iterations.
+/// Completions of one prompt, right-padded, and what the update keeps for them across
+/// iterations. The prompt is stored once: it runs once per pass and its cache is repeated for
+/// the rows (see [`completion_hidden`]).
 struct MicroBatch {
-    /// `[b,S]` prompt + completion, right-padded.
-    ids: Tensor,
-    /// `[b,T]` the position whose logits predict completion token t.
-    pos: Tensor,
-    /// `[b,T]` completion token t (padding past the end).
+    /// `[1,P]` the prompt every row continues.
+    prompt: Tensor,
+    /// `[b,T]` completion token t (padding past the end); also the input that follows the prompt.
     target: Tensor,
     /// `[b,T]` 1 for completion tokens (end-of-sentence included) that count in the loss.
     mask: Tensor,
     /// `[b]`
     adv: Tensor,
-    /// One flag per `[b·S]` position: a real token (for expert-load counts).
+    /// One flag per `[b·T]` completion position: a real token (for expert-load counts).
     real: Vec<bool>,
     /// The rollout policy's log-probs (iteration 0's, detached).
     old: Option<Tensor>,
@@ -197,56 +197,86 @@ struct MicroBatch {
     reference: Option<Tensor>,
 }
 
+/// The rows as micro-batches of at most `size` completions of the same prompt (a group, or part
+/// of one), longest first within each prompt so padding stays small.
 fn make_micro_batches(rows: &[Row], size: usize, pad: u32, device: Device) -> Vec<MicroBatch> {
-    let mut order: Vec<&Row> = rows.iter().collect();
-    order.sort_by_key(|r| std::cmp::Reverse(r.ids.len()));
-    order
-        .chunks(size.max(1))
-        .map(|chunk| {
+    let mut by_prompt: Vec<(&[i64], Vec<&Row>)> = Vec::new();
+    for r in rows {
+        let prompt = &r.ids[..r.prompt_len];
+        match by_prompt.iter_mut().find(|(p, _)| *p == prompt) {
+            Some((_, members)) => members.push(r),
+            None => by_prompt.push((prompt, vec![r])),
+        }
+    }
+    let mut out = Vec::new();
+    for (prompt, mut members) in by_prompt {
+        members.sort_by_key(|r| std::cmp::Reverse(r.completion_len));
+        for chunk in members.chunks(size.max(1)) {
             let b = chunk.len();
-            let s = chunk.iter().map(|r| r.ids.len()).max().unwrap_or(1);
             let t = chunk
                 .iter()
                 .map(|r| r.completion_len)
                 .max()
                 .unwrap_or(1)
                 .max(1);
-            let mut ids = vec![pad as i64; b * s];
-            let mut real = vec![false; b * s];
-            let mut pos = vec![0i64; b * t];
+            let mut real = vec![false; b * t];
             let mut target = vec![pad as i64; b * t];
             let mut mask = vec![0f32; b * t];
             let mut adv = vec![0f32; b];
             for (i, r) in chunk.iter().enumerate() {
-                ids[i * s..i * s + r.ids.len()].copy_from_slice(&r.ids);
-                real[i * s..i * s + r.ids.len()]
+                let n = r.completion_len;
+                target[i * t..i * t + n].copy_from_slice(&r.ids[r.prompt_len..]);
+                real[i * t..i * t + n].iter_mut().for_each(|x| *x = true);
+                mask[i * t..i * t + n]
                     .iter_mut()
-                    .for_each(|x| *x = true);
-                for j in 0..t {
-                    let p = (r.prompt_len + j).min(r.ids.len()) - 1;
-                    pos[i * t + j] = p as i64;
-                    if j < r.completion_len {
-                        target[i * t + j] = r.ids[r.prompt_len + j];
-                        mask[i * t + j] = f32::from(u8::from(r.in_loss));
-                    }
-                }
+                    .for_each(|x| *x = f32::from(u8::from(r.in_loss)));
                 adv[i] = r.advantage as f32;
             }
             let bt = [b as i64, t as i64];
-            MicroBatch {
-                ids: Tensor::from_slice(&ids)
-                    .view([b as i64, s as i64])
+            out.push(MicroBatch {
+                prompt: Tensor::from_slice(prompt)
+                    .view([1, prompt.len() as i64])
                     .to_device(device),
-                pos: Tensor::from_slice(&pos).view(bt).to_device(device),
                 target: Tensor::from_slice(&target).view(bt).to_device(device),
                 mask: Tensor::from_slice(&mask).view(bt).to_device(device),
                 adv: Tensor::from_slice(&adv).to_device(device),
                 real,
                 old: None,
                 reference: None,
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    out
+}
+
+/// The last hidden states (before the final norm) that predict each completion token,
+/// `[b,T,hidden]`: the prompt's last position for token 0, completion token t − 1's for token t.
+/// The prompt runs once (batch 1) and its cache is repeated for the b rows, so the shared
+/// positions are computed, and backpropagated, once instead of b times. With `counter`, expert
+/// loads are counted as if every row had run its own prompt.
+fn completion_hidden(model: &Model, mb: &MicroBatch, counter: Option<&mut LoadCounter>) -> Tensor {
+    let (b, t) = mb.target.size2().expect("targets are [b,T]");
+    let p = mb.prompt.size()[1];
+    let mut cache = model.new_cache();
+    let (prompt, completion) = match counter {
+        Some(c) => {
+            c.real.clear();
+            c.repeat = b as u64;
+            let prompt = model.hidden(&mb.prompt, &mut cache, c);
+            cache.repeat_batch(b);
+            c.real = mb.real.clone();
+            c.repeat = 1;
+            (prompt, model.hidden(&mb.target, &mut cache, c))
+        }
+        None => {
+            let prompt = model.hidden(&mb.prompt, &mut cache, &mut NoProbe);
+            cache.repeat_batch(b);
+            (prompt, model.hidden(&mb.target, &mut cache, &mut NoProbe))
+        }
+    };
+    let width = prompt.size()[2];
+    let last = prompt.narrow(1, p - 1, 1).expand([b, 1, width], false);
+    Tensor::cat(&[last, completion.narrow(1, 0, t - 1)], 1)
 }
 
 /// The head runs on at most this many logits at a time (positions × vocabulary, 128 MB in f32).
@@ -266,7 +296,7 @@ fn head_chunks(b: i64, t: i64, vocab: i64, budget: i64) -> Vec<(i64, i64)> {
 
 /// Per-token log-probabilities of completion tokens `start..start+len` under `model` (logits
 /// divided by `temperature`), `[b,len]`, and the log-softmax rows `[b,len,V]` they were read
-/// from. `h` is the micro-batch's hidden states at its completion positions ([`Model::hidden_at`]).
+/// from. `h` is the micro-batch's [`completion_hidden`].
 fn slice_logprobs(
     model: &Model,
     h: &Tensor,
@@ -285,7 +315,7 @@ fn slice_logprobs(
 /// Per-token log-probabilities of all the completion tokens, `[b,T]` (no gradient).
 fn completion_logprobs(model: &Model, mb: &MicroBatch, temperature: f64, budget: i64) -> Tensor {
     let _g = tch::no_grad_guard();
-    let h = model.hidden_at(&mb.ids, &mut model.new_cache(), &mut NoProbe, &mb.pos);
+    let h = completion_hidden(model, mb, None);
     let (b, t) = mb.target.size2().expect("targets are [b,T]");
     let parts: Vec<Tensor> = head_chunks(b, t, model.vocab_size() as i64, budget)
         .into_iter()
@@ -355,9 +385,7 @@ fn accumulate(
     let (cfg, temperature, budget) = (&obj.loss, obj.temperature, obj.head_budget);
     let mut p = PassStats::default();
     for mb in mbs.iter_mut() {
-        counter.real = mb.real.clone();
-        let probe: &mut dyn Probe = if it == 0 { counter } else { &mut NoProbe };
-        let hidden = model.hidden_at(&mb.ids, &mut model.new_cache(), probe, &mb.pos);
+        let hidden = completion_hidden(model, mb, (it == 0).then_some(&mut *counter));
         let detached = hidden.detach().set_requires_grad(true);
         let weights = token_weights(&mb.mask, &obj.norm);
         let (b, t) = mb.target.size2().expect("targets are [b,T]");

@@ -119,6 +119,20 @@ fn gradients(t: &Trainer) -> BTreeMap<String, Tensor> {
         .collect()
 }
 
+/// The logits that predict each completion token of `mb`, `[b,T,V]`, from the plain forward pass
+/// over whole sequences (prompt then completion, every row its own prompt), no cache.
+fn whole_sequence_logits(model: &Model, mb: &MicroBatch) -> Tensor {
+    let (b, t) = mb.target.size2().unwrap();
+    let p = mb.prompt.size()[1];
+    let ids = Tensor::cat(
+        &[mb.prompt.expand([b, p], false), mb.target.shallow_clone()],
+        1,
+    );
+    model
+        .forward(&ids, &mut model.new_cache(), &mut NoProbe, true)
+        .narrow(1, p - 1, t)
+}
+
 /// The whole batch at once, as plainly as it can be written: all completion logits, log-softmax,
 /// the per-token loss, its aggregate, one backward. Returns (loss, KL sum, entropy sum).
 fn plain_pass(
@@ -131,9 +145,7 @@ fn plain_pass(
     let temperature = t.r.generation.temperature as f64;
     let (mut loss, mut kl_sum, mut entropy) = (0.0, 0.0, 0.0);
     for mb in mbs {
-        let logits = t
-            .model
-            .forward_at(&mb.ids, &mut t.model.new_cache(), &mut NoProbe, &mb.pos);
+        let logits = whole_sequence_logits(&t.model, mb);
         let lsm = (logits.to_kind(Kind::Float) / temperature).log_softmax(-1, Kind::Float);
         let logp = lsm
             .gather(2, &mb.target.unsqueeze(-1), false)
@@ -394,38 +406,88 @@ fn zero_std_groups_are_skipped_or_replaced() {
 }
 
 #[test]
-fn micro_batches_align_completion_tokens() {
-    // Two rows with prompts of different lengths: position p predicts token p + 1.
+fn micro_batches_group_completions_by_prompt() {
+    // Two completions of prompt [10, 11, 12], one of [10, 11], a micro-batch size of 2.
+    let row = |ids: Vec<i64>, prompt_len: usize, advantage: f64, in_loss: bool| Row {
+        completion_len: ids.len() - prompt_len,
+        ids,
+        prompt_len,
+        advantage,
+        in_loss,
+    };
     let rows = vec![
-        Row {
-            ids: vec![10, 11, 12, 20, 21],
-            prompt_len: 3,
-            completion_len: 2,
-            advantage: 1.0,
-            in_loss: true,
-        },
-        Row {
-            ids: vec![10, 11, 30, 31, 32, 33],
-            prompt_len: 2,
-            completion_len: 4,
-            advantage: -1.0,
-            in_loss: true,
-        },
+        row(vec![10, 11, 12, 20, 21], 3, 1.0, true),
+        row(vec![10, 11, 30, 31, 32, 33], 2, -1.0, true),
+        row(vec![10, 11, 12, 40, 41, 42], 3, 0.5, false),
     ];
-    let mbs = make_micro_batches(&rows, 4, 1, Device::Cpu);
-    assert_eq!(mbs.len(), 1);
-    let mb = &mbs[0];
+    let mbs = make_micro_batches(&rows, 2, 1, Device::Cpu);
     let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
-    // Sorted longest first: row 1 then row 0.
+    let f = |t: &Tensor| Vec::<f32>::try_from(t.view([-1])).unwrap();
+    // One micro-batch per prompt, in the order the prompts first appear.
+    assert_eq!(mbs.len(), 2);
+    let (a, b) = (&mbs[0], &mbs[1]);
+    assert_eq!(v(&a.prompt), vec![10, 11, 12]);
+    // Longest completion first; padding (id 1) past the shorter one's end.
+    assert_eq!(v(&a.target), vec![40, 41, 42, 20, 21, 1]);
+    assert_eq!(f(&a.mask), vec![0.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+    assert_eq!(f(&a.adv), vec![0.5, 1.0]);
+    assert_eq!(a.real, vec![true, true, true, true, true, false]);
+    assert_eq!(v(&b.prompt), vec![10, 11]);
+    assert_eq!(v(&b.target), vec![30, 31, 32, 33]);
+    assert_eq!(f(&b.mask), vec![1.0; 4]);
+    // A group larger than the micro-batch size splits, each part with the prompt.
+    let three: Vec<Row> = (0..3)
+        .map(|i| row(vec![7, 8, 50 + i, 60 + i], 2, 0.0, true))
+        .collect();
+    let parts = make_micro_batches(&three, 2, 1, Device::Cpu);
     assert_eq!(
-        v(&mb.ids),
-        vec![10, 11, 30, 31, 32, 33, 10, 11, 12, 20, 21, 1]
+        parts.iter().map(|m| m.target.size()[0]).collect::<Vec<_>>(),
+        vec![2, 1]
     );
-    assert_eq!(v(&mb.pos), vec![1, 2, 3, 4, 2, 3, 4, 4]);
-    assert_eq!(v(&mb.target), vec![30, 31, 32, 33, 20, 21, 1, 1]);
-    let m: Vec<f32> = Vec::try_from(mb.mask.view([-1])).unwrap();
-    assert_eq!(m, vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
-    assert_eq!(mb.real.iter().filter(|&&x| x).count(), 11);
+    assert!(parts.iter().all(|m| v(&m.prompt) == vec![7, 8]));
+}
+
+/// The prompt once with its cache repeated gives the logits, and expert loads, of every row
+/// running its own whole sequence: on MLA + MoE (whose routing would show a misplaced position)
+/// and on standard attention.
+#[test]
+fn a_shared_prompt_runs_once_with_the_same_result() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    for name in ["deepseek_v3_qlora", "qwen2"] {
+        let model = Model::load(&fixtures.join(name), DType::F32, Device::Cpu).unwrap();
+        let prompt: Vec<i64> = vec![3, 17, 42, 5, 9];
+        let completions: [&[i64]; 3] = [&[11, 12, 13, 14], &[21, 22], &[31, 32, 33]];
+        let rows: Vec<Row> = completions
+            .iter()
+            .map(|c| Row {
+                ids: prompt.iter().chain(c.iter()).copied().collect(),
+                prompt_len: prompt.len(),
+                completion_len: c.len(),
+                advantage: 0.0,
+                in_loss: true,
+            })
+            .collect();
+        let mbs = make_micro_batches(&rows, 8, 0, Device::Cpu);
+        assert_eq!(mbs.len(), 1);
+        let experts = model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts);
+        let mut shared = LoadCounter::new(experts);
+        let got =
+            tch::no_grad(|| model.logits(&completion_hidden(&model, &mbs[0], Some(&mut shared))));
+        let want = tch::no_grad(|| whole_sequence_logits(&model, &mbs[0]));
+        // Only real completion positions: padding differs (it follows other tokens).
+        let real = mbs[0].mask.unsqueeze(-1);
+        let d = ((&got - &want) * &real).abs().max().double_value(&[]);
+        assert!(d < 1e-4, "{name}: logits differ by {d}");
+        // Loads: every row's own prompt and completion, one row at a time.
+        let mut separate = LoadCounter::new(experts);
+        for r in &rows {
+            let ids = Tensor::from_slice(&r.ids).view([1, -1]);
+            let _ =
+                tch::no_grad(|| model.forward(&ids, &mut model.new_cache(), &mut separate, false));
+        }
+        assert_eq!(shared.counts, separate.counts, "{name}");
+        assert_eq!(shared.counts.is_empty(), experts == 0, "{name}");
+    }
 }
 
 #[test]
@@ -653,11 +715,12 @@ fn workers_share_the_work_not_the_results() {
     assert!(moved > 50);
 }
 
-/// The head and the loss taken three positions at a time give the loss, KL, entropy, the
-/// recorded old log-probs and every gradient of the whole batch taken at once (the plain
-/// computation above), for each aggregation, at iteration 0 and at a later iteration whose
-/// policy has moved (ratios away from 1); the sliced reference pass gives the plain one's
-/// log-probs.
+/// The update as it runs (each prompt once, its cache repeated; the head and the loss three
+/// positions at a time) gives the loss, KL, entropy, the recorded old log-probs and every
+/// gradient of the plain computation above (whole sequences, every row its own prompt, all
+/// logits at once), for each aggregation, at iteration 0 and at a later iteration whose policy
+/// has moved (ratios away from 1); the reference pass gives the plain one's log-probs. Within
+/// f32 rounding: the two differ in batch shapes and summation order.
 #[test]
 fn the_head_in_slices_matches_the_whole_batch_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -680,19 +743,18 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
         reference_pass(reference, &mut sliced, temperature, slice3);
         for (p, s) in plain.iter().zip(&sliced) {
             let whole = tch::no_grad(|| {
-                reference
-                    .forward_at(&p.ids, &mut reference.new_cache(), &mut NoProbe, &p.pos)
+                whole_sequence_logits(reference, p)
                     .to_kind(Kind::Float)
                     .g_div_scalar(temperature)
                     .log_softmax(-1, Kind::Float)
                     .gather(2, &p.target.unsqueeze(-1), false)
                     .squeeze_dim(-1)
             });
-            let d = (s.reference.as_ref().unwrap() - &whole)
+            let d = ((s.reference.as_ref().unwrap() - &whole) * &p.mask)
                 .abs()
                 .max()
                 .double_value(&[]);
-            assert!(d < 1e-5, "{aggregation}: reference log-probs differ by {d}");
+            assert!(d < 1e-4, "{aggregation}: reference log-probs differ by {d}");
         }
         for it in 0..2 {
             if it == 1 {
@@ -722,10 +784,11 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
             if it == 0 {
                 close(got.entropy_sum, entropy, "entropy sum");
                 for (p, s) in plain.iter().zip(&sliced) {
-                    let d = (p.old.as_ref().unwrap() - s.old.as_ref().unwrap())
+                    let d = ((p.old.as_ref().unwrap() - s.old.as_ref().unwrap()) * &p.mask)
                         .abs()
-                        .max();
-                    assert!(d.double_value(&[]) < 1e-6, "{aggregation}: old log-probs");
+                        .max()
+                        .double_value(&[]);
+                    assert!(d < 1e-4, "{aggregation}: old log-probs differ by {d}");
                 }
             }
             let got_grads = gradients(&t);
@@ -735,7 +798,7 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
                 largest = largest.max(scale);
                 let d = (&got_grads[name] - w).abs().max().double_value(&[]);
                 assert!(
-                    d <= 1e-5 * (1.0 + scale),
+                    d <= 1e-4 * (1.0 + scale),
                     "{aggregation}, iteration {it}: {name} differs by {d} (largest {scale})"
                 );
             }
