@@ -1,7 +1,10 @@
 //! The GRPO loop's tests: gradients, resume, LoRA, workers, every architecture fixture.
 
+use super::pass::{completion_hidden, completion_logprobs};
 use super::*;
 use crate::model::checkpoint::Checkpoint;
+use crate::model::NoProbe;
+use crate::train::loss::token_loss;
 use crate::train::recipe::{parse, Recipe, TEST_GRPO_RECIPE};
 
 /// The test recipe writing to `out`, with `edits` (from, to) applied to its text.
