@@ -7,12 +7,7 @@
 #   BIN=target/release scripts/device-check-grpo-1p5b.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN="${BIN:-target/release}"
-OUT="${OUT:-/tmp/thinkbench-device-check}"
-mkdir -p "$OUT"
-py="${PYTHON:-python3}"
-torchlib="$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-export LD_LIBRARY_PATH="$torchlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/device-env.sh
 work=/tmp/grpo-1p5b
 mkdir -p "$work"
 "$py" scripts/bench_reference.py build --out "$work/models" 2>&1 | tail -n 1

@@ -11,12 +11,7 @@
 #   SKIP_BENCH=1 ...                              # checks 1-3 only
 set -uo pipefail
 cd "$(dirname "$0")/.."
-BIN="${BIN:-target/release}"
-OUT="${OUT:-/tmp/thinkbench-device-check}"
-mkdir -p "$OUT"
-py="${PYTHON:-python3}"
-torchlib="$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-export LD_LIBRARY_PATH="$torchlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/device-env.sh
 nvidia-smi -L
 "$py" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
 # The test binary finds its fixtures through the source path it was built in (CARGO_MANIFEST_DIR).

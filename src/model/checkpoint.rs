@@ -134,6 +134,17 @@ impl Checkpoint {
         self.tensors.values().map(|t| t.end - t.start).sum()
     }
 
+    /// Every tensor of the checkpoint in `dir`, by name, as f32 (lossless from bf16/f16): how
+    /// tests compare checkpoints.
+    #[cfg(test)]
+    pub fn read_all_f32(dir: &Path) -> BTreeMap<String, Tensor> {
+        let ck = Self::open(dir).unwrap();
+        ck.tensors
+            .keys()
+            .map(|n| (n.clone(), ck.read_raw(n).unwrap().to_kind(Kind::Float)))
+            .collect()
+    }
+
     /// Reads one tensor exactly as stored (no conversion), on the CPU.
     pub fn read_raw(&self, name: &str) -> Result<Tensor, ModelError> {
         let info = self.info(name).ok_or_else(|| ModelError::MissingWeight {

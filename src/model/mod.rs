@@ -324,12 +324,7 @@ impl Model {
     ) -> Tensor {
         let h = self.hidden(ids, cache, probe);
         let s = h.size()[1];
-        self.head(&if all_logits { h } else { h.narrow(1, s - 1, 1) })
-    }
-
-    /// The final norm and the head on hidden states `[..., hidden]`: logits `[..., V]`.
-    pub fn logits(&self, h: &Tensor) -> Tensor {
-        self.head(h)
+        self.logits(&if all_logits { h } else { h.narrow(1, s - 1, 1) })
     }
 
     /// The last hidden states `[B,S,hidden]` (before the final norm) of `ids [B,S]`, continuing
@@ -364,8 +359,8 @@ impl Model {
         h
     }
 
-    /// Final norm and LM head.
-    fn head(&self, h: &Tensor) -> Tensor {
+    /// The final norm and the LM head on hidden states `[..., hidden]`: logits `[..., V]`.
+    pub fn logits(&self, h: &Tensor) -> Tensor {
         // The head is ~15% of the bytes a decode step reads: let the GEMV kernel take it too.
         let x = self.norm.forward(h);
         gemv::try_linear(&x, &self.lm_head, None)

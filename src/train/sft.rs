@@ -614,16 +614,7 @@ mod tests {
     }
 
     fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-        let ck = Checkpoint::open(dir).unwrap();
-        let mut names: Vec<String> = ck.names().cloned().collect();
-        names.sort();
-        names
-            .into_iter()
-            .map(|n| {
-                let t = ck.read_raw(&n).unwrap();
-                (n, t)
-            })
-            .collect()
+        Checkpoint::read_all_f32(dir)
     }
 
     #[test]

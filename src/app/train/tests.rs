@@ -30,6 +30,24 @@ fn train_cmds(cmds: &[Command]) -> Vec<TrainCommand> {
         .collect()
 }
 
+/// The fields of the one `OpenInChat` command in `cmds`: tokenizer, title, prompt, completion.
+fn open_in_chat(cmds: &[Command]) -> (PathBuf, String, String, String) {
+    match &train_cmds(cmds)[..] {
+        [TrainCommand::OpenInChat {
+            tokenizer,
+            title,
+            prompt,
+            completion,
+        }] => (
+            tokenizer.clone(),
+            title.clone(),
+            prompt.clone(),
+            completion.clone(),
+        ),
+        _ => panic!("{cmds:?}"),
+    }
+}
+
 #[test]
 fn chat_is_the_default_and_f6_switches() {
     let mut app = sample::chat();
@@ -343,18 +361,10 @@ fn a_rollout_opens_in_the_chat() {
     let mut app = sample::train_run(TrainPane::Rollouts);
     app.update(Action::Train(TrainAction::Completion(2)));
     let cmds = app.update(key(KeyCode::Enter));
-    let [TrainCommand::OpenInChat {
-        tokenizer,
-        title,
-        prompt,
-        completion,
-    }] = &train_cmds(&cmds)[..]
-    else {
-        panic!("{cmds:?}")
-    };
+    let (tokenizer, title, prompt, completion) = open_in_chat(&cmds);
     assert!(tokenizer.ends_with("models/thinkbench-tiny"));
     assert_eq!(title, "rollout · step 6 · prompt 1 · #3");
-    assert_eq!(prompt, &app.shown_group().unwrap().prompt);
+    assert_eq!(prompt, app.shown_group().unwrap().prompt);
     assert!(completion.contains("</think>"));
 }
 
@@ -381,21 +391,13 @@ fn open_from_the_command_line_attaches_or_launches() {
 /// The fixture's shown rollout opened as the runner would (tokenised with the run's tokenizer).
 fn opened_rollout(app: &mut App) -> Vec<Command> {
     let cmds = app.update(key(KeyCode::Enter));
-    let [TrainCommand::OpenInChat {
-        tokenizer,
-        title,
-        prompt,
-        completion,
-    }] = &train_cmds(&cmds)[..]
-    else {
-        panic!("{cmds:?}")
-    };
+    let (tokenizer, title, prompt, completion) = open_in_chat(&cmds);
     let session = crate::train_view::to_chat::rollout_session(
-        tokenizer,
+        &tokenizer,
         app.model.clone(),
-        title,
-        prompt,
-        completion,
+        &title,
+        &prompt,
+        &completion,
         1_796_000_000,
     )
     .unwrap();

@@ -4,7 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{Model, NoProbe};
+use crate::model::{Model, NoProbe, Probe};
 use crate::train::balance::LoadCounter;
 use crate::train::loss::{clipped_tokens, token_loss, token_weights, LossConfig, Normaliser};
 
@@ -108,25 +108,32 @@ pub(super) fn completion_hidden(
     let (b, t) = mb.target.size2().expect("targets are [b,T]");
     let p = mb.prompt.size()[1];
     let mut cache = model.new_cache();
-    let (prompt, completion) = match counter {
-        Some(c) => {
-            c.real.clear();
-            c.repeat = b as u64;
-            let prompt = model.hidden(&mb.prompt, &mut cache, c);
-            cache.repeat_batch(b);
-            c.real = mb.real.clone();
-            c.repeat = 1;
-            (prompt, model.hidden(&mb.target, &mut cache, c))
-        }
-        None => {
-            let prompt = model.hidden(&mb.prompt, &mut cache, &mut NoProbe);
-            cache.repeat_batch(b);
-            (prompt, model.hidden(&mb.target, &mut cache, &mut NoProbe))
-        }
-    };
+    let (mut counter, mut none) = (counter, NoProbe);
+    if let Some(c) = counter.as_deref_mut() {
+        c.real.clear();
+        c.repeat = b as u64;
+    }
+    let prompt = model.hidden(&mb.prompt, &mut cache, probe(&mut counter, &mut none));
+    cache.repeat_batch(b);
+    if let Some(c) = counter.as_deref_mut() {
+        c.real = mb.real.clone();
+        c.repeat = 1;
+    }
+    let completion = model.hidden(&mb.target, &mut cache, probe(&mut counter, &mut none));
     let width = prompt.size()[2];
     let last = prompt.narrow(1, p - 1, 1).expand([b, 1, width], false);
     Tensor::cat(&[last, completion.narrow(1, 0, t - 1)], 1)
+}
+
+/// The counter as the model's probe, or `none`.
+fn probe<'a>(
+    counter: &'a mut Option<&mut LoadCounter>,
+    none: &'a mut NoProbe,
+) -> &'a mut dyn Probe {
+    match counter {
+        Some(c) => *c,
+        None => none,
+    }
 }
 
 /// The head runs on at most this many logits at a time (positions × vocabulary, 128 MB in f32).
@@ -241,8 +248,9 @@ pub(super) fn accumulate(
                     let _g = tch::no_grad_guard();
                     let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Float);
                     p.entropy_sum += (ent * &mask).sum(Kind::Double).double_value(&[]);
-                    olds.push(logp.detach());
-                    logp.detach()
+                    let old = logp.detach();
+                    olds.push(old.shallow_clone());
+                    old
                 }
             };
             let reference = mb.reference.as_ref().map(|r| r.narrow(1, start, len));

@@ -32,16 +32,7 @@ fn quiet() -> RunOptions {
 }
 
 fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
-    let ck = Checkpoint::open(dir).unwrap();
-    let mut names: Vec<String> = ck.names().cloned().collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let t = ck.read_raw(&n).unwrap().to_kind(Kind::Float);
-            (n, t)
-        })
-        .collect()
+    Checkpoint::read_all_f32(dir)
 }
 
 /// Rows of one real rollout of the builtin model with the given advantages.
