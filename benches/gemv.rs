@@ -1,12 +1,14 @@
 //! Decode-shaped matrix-vector products: libtorch's `linear` against `model::gemv` (CPU).
 //!
-//! `cargo bench --bench gemv [-- [--quick] [1] [2] [3] [4]]` prints these tables (all by default):
+//! `cargo bench --bench gemv [-- [--quick] [1] [2] [3] [4] [5]]` prints these tables (all by default):
 //! 1. GB/s at M = 1 for the R1-Distill-Qwen-1.5B shapes, each product alone;
 //! 2. the same right after a libtorch op that runs OpenMP-parallel, to show whether the two thread
 //!    pools fight over the cores;
 //! 3. time per call as M (rows of x) grows, to see where libtorch's matrix-matrix path wins;
 //! 4. one decode-shaped step (28 layers of the 1.5B model plus lm_head, with the small libtorch ops
-//!    in between) with the products by libtorch and by our kernels.
+//!    in between) with the products by libtorch and by our kernels;
+//! 5. the tiny benchmark model's f32 products at M = 8 (a GRPO group's decode step), weights in
+//!    cache, where the cost of summing each accumulator's lanes shows.
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -41,7 +43,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let mut sections: Vec<u32> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if sections.is_empty() {
-        sections = vec![1, 2, 3, 4];
+        sections = vec![1, 2, 3, 4, 5];
     }
     let min_time = Duration::from_millis(if quick { 400 } else { 1200 });
     if !gemv::cpu_supported() {
@@ -60,6 +62,7 @@ fn main() {
             2 => after_parallel_op(min_time),
             3 => rows_of_x(min_time),
             4 => decode_step(Duration::from_secs(if quick { 6 } else { 20 })),
+            5 => small_f32(min_time),
             _ => eprintln!("no section {s}"),
         }
     }
@@ -206,6 +209,41 @@ fn rows_of_x(min_time: Duration) {
             }
         }
         println!();
+    }
+}
+
+/// The GRPO benchmark's rollouts: the tiny deepseek_v3's products in f32, 8 rows (a group),
+/// weights warm in cache as they are between decode steps.
+fn small_f32(min_time: Duration) {
+    println!("\n## 5. Tiny-model f32 products, M = 8, weights in cache: µs per call and GFLOP/s");
+    println!("| N×K | libtorch µs | ours µs | ours GFLOP/s |");
+    println!("|---|---|---|---|");
+    let m = 8i64;
+    for (n, k) in [
+        (64i64, 128i64),
+        (192, 64),
+        (48, 128),
+        (256, 32),
+        (128, 128),
+        (256, 128),
+        (128, 256),
+        (1024, 128),
+        (16, 128),
+    ] {
+        let w = Tensor::randn([n, k], (Kind::Float, CPU));
+        let x = Tensor::randn([m, k], (Kind::Float, CPU));
+        let r = race(
+            min_time,
+            &mut [&mut |_| drop(black_box(torch(&x, &w))), &mut |_| {
+                drop(black_box(ours(&x, &w)))
+            }],
+        );
+        let gf = 2.0 * (m * n * k) as f64 / r[1] / 1e9;
+        println!(
+            "| {n}×{k} | {:.2} | {:.2} | {gf:.1} |",
+            r[0] * 1e6,
+            r[1] * 1e6
+        );
     }
 }
 

@@ -12,7 +12,9 @@
 //! - `train`   recipes, tasks, the built-in model's tokenizer, SFT, evaluation, checkpoints
 //! - `train_view` a run's files as plain rows for the Train tab: tailing, rollouts, launching
 //! - `cli`     the commands
+//! - `alloc`   the process's memory allocator (mimalloc, for libtorch as well)
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod model;

@@ -135,6 +135,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         ignore_eos: args.ignore_eos,
         stop_strings: args.stop.clone(),
         top_logprobs: args.top_logprobs,
+        token_stats: true,
         trace_routing: args.json,
         n: 1,
         think_budget: args.think_budget,

@@ -114,21 +114,24 @@ impl Mla {
                 q_b_proj,
             } => q_b_proj.forward(&q_a_layernorm.forward(&q_a_proj.forward(x))),
         };
+        // Splits rather than pairs of `narrow`s: in training a narrow's backward allocates and
+        // zeroes a gradient the size of the whole input; a split's is one concatenation.
         let q = q
             .view([b, s, self.heads, self.nope + self.rope])
-            .transpose(1, 2); // [B,H,S,Dn+Dr]
-        let q_nope = q.narrow(-1, 0, self.nope);
-        let q_pe = q.narrow(-1, self.nope, self.rope);
+            .transpose(1, 2) // [B,H,S,Dn+Dr]
+            .split_with_sizes([self.nope, self.rope], -1);
+        let (q_nope, q_pe) = (&q[0], &q[1]);
 
-        let compressed = self.kv_a_proj_with_mqa.forward(x); // [B,S,C+Dr]: latent first, rope key last
-        let ckv = self
-            .kv_a_layernorm
-            .forward(&compressed.narrow(-1, 0, self.rank));
-        let k_pe = compressed.narrow(-1, self.rank, self.rope);
+        let compressed = self
+            .kv_a_proj_with_mqa
+            .forward(x) // [B,S,C+Dr]: latent first, rope key last
+            .split_with_sizes([self.rank, self.rope], -1);
+        let ckv = self.kv_a_layernorm.forward(&compressed[0]);
+        let k_pe = &compressed[1];
 
         let (cos, sin) = rot.cos_sin(start, s, x.kind());
-        let q_pe = rot.apply(&q_pe, &cos, &sin);
-        let k_pe = rot.apply(&k_pe, &cos, &sin); // [B,S,Dr], one key for all heads
+        let q_pe = rot.apply(q_pe, &cos, &sin);
+        let k_pe = rot.apply(k_pe, &cos, &sin); // [B,S,Dr], one key for all heads
 
         let LayerCache::Latent {
             ckv: ckv_cache,
@@ -141,9 +144,9 @@ impl Mla {
         let pe_all = pe_cache.append(&k_pe); // [B,T,Dr]
 
         let out = if s == 1 {
-            self.absorbed(&q_nope, &q_pe, &ckv_all, &pe_all)
+            self.absorbed(q_nope, &q_pe, &ckv_all, &pe_all)
         } else {
-            self.expanded(&q_nope, &q_pe, &ckv_all, &pe_all, start, mask)
+            self.expanded(q_nope, &q_pe, &ckv_all, &pe_all, start, mask)
         }; // [B,H,S,Dv]
         self.o_proj
             .forward(&out.transpose(1, 2).reshape([b, s, self.heads * self.v_dim]))
@@ -163,9 +166,9 @@ impl Mla {
             .kv_b_proj
             .forward(ckv)
             .view([b, t, self.heads, self.nope + self.v_dim])
-            .transpose(1, 2);
-        let k_nope = kv.narrow(-1, 0, self.nope);
-        let v = kv.narrow(-1, self.nope, self.v_dim);
+            .transpose(1, 2)
+            .split_with_sizes([self.nope, self.v_dim], -1);
+        let (k_nope, v) = (&kv[0], &kv[1]);
         // Scores as two products (the shared rope key is multiplied once per batch row, not
         // expanded to every head and concatenated), masked, softmax, then V. bf16/f16 compute in
         // f32, as libtorch's SDPA does on the CPU.
@@ -178,7 +181,7 @@ impl Mla {
                 x.to_kind(Kind::Float)
             }
         };
-        let (q_nope, q_pe, k_nope, pe, v) = (f(q_nope), f(q_pe), f(&k_nope), f(pe), f(&v));
+        let (q_nope, q_pe, k_nope, pe, v) = (f(q_nope), f(q_pe), f(k_nope), f(pe), f(v));
         let scores = q_nope.matmul(&k_nope.transpose(-1, -2))
             + q_pe
                 .reshape([b, h * s, self.rope])

@@ -282,15 +282,17 @@ impl Moe {
                 let w: Vec<f32> = order.iter().map(|&slot| flat_weights[slot]).collect();
                 Tensor::from_slice(&w).to_device(x.device())
             };
-            let xs = xt.index_select(0, &rows);
-            let mut outs: Vec<Tensor> = Vec::new();
-            let mut off = 0;
-            for (ex, &n) in counts.iter().enumerate() {
-                if n > 0 {
-                    outs.push(self.experts[ex].forward(&xs.narrow(0, off, n)));
-                    off += n;
-                }
-            }
+            // One split rather than a `narrow` per expert: in training each narrow's backward
+            // would allocate and zero a gradient the size of all the gathered rows, and add them
+            // up one by one; the split's backward is a single concatenation.
+            let used: Vec<usize> = (0..e).filter(|&ex| counts[ex] > 0).collect();
+            let sizes: Vec<i64> = used.iter().map(|&ex| counts[ex]).collect();
+            let parts = xt.index_select(0, &rows).split_with_sizes(&sizes, 0);
+            let outs: Vec<Tensor> = used
+                .iter()
+                .zip(&parts)
+                .map(|(&ex, xe)| self.experts[ex].forward(xe))
+                .collect();
             let ys = Tensor::cat(&outs, 0).to_kind(Kind::Float) * slot_weights.unsqueeze(1);
             let out =
                 Tensor::zeros([t, hidden], (Kind::Float, x.device())).index_add(0, &rows, &ys);

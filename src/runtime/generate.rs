@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::cache::KvCache;
 use crate::model::{Model, Probe};
-use crate::runtime::sampling::{token_stats, Sampler, SamplingParams};
+use crate::runtime::sampling::{token_stats, Sampler, SamplingParams, TokenStats};
 use crate::text::{Phase, PhaseTracker, StreamDecoder, TextCodec};
 use crate::trace::{FinishReason, GenStats, LayerRouting, PromptToken, TokenRecord};
 
@@ -25,6 +25,10 @@ pub struct GenerateRequest {
     pub stop_strings: Vec<String>,
     /// How many alternatives to record per token.
     pub top_logprobs: usize,
+    /// Record each token's logprob and entropy (and the `top_logprobs` alternatives). Off for
+    /// GRPO rollouts, which keep only the ids and the text: it spares a pass of exponentials over
+    /// the vocabulary per row and token. Off, those fields are NaN and the alternatives empty.
+    pub token_stats: bool,
     /// Record router choices for every prompt and generated token.
     pub trace_routing: bool,
     /// Completions drawn from the same prompt (GRPO's group); the prompt is prefilled once.
@@ -44,6 +48,7 @@ impl GenerateRequest {
             ignore_eos: false,
             stop_strings: Vec::new(),
             top_logprobs: 5,
+            token_stats: true,
             trace_routing: true,
             n: 1,
             think_budget: None,
@@ -298,7 +303,15 @@ pub fn generate_cached(
                 _ => None,
             };
             let id = forced.unwrap_or_else(|| row.sampler.sample(logits, allowed, &row.history));
-            let stats = token_stats(logits, id, req.top_logprobs);
+            let stats = if req.token_stats {
+                token_stats(logits, id, req.top_logprobs)
+            } else {
+                TokenStats {
+                    logprob: f32::NAN,
+                    entropy: f32::NAN,
+                    top: Vec::new(),
+                }
+            };
             let phase = row.phase.push(id);
             if phase == Phase::Think {
                 row.thought += 1;

@@ -951,32 +951,9 @@ fn load_state(dir: &Path) -> Result<TrainerState> {
     serde_json::from_str(&text).with_context(|| format!("{}: bad trainer state", p.display()))
 }
 
-/// Keeps freed memory in the allocator between steps. Every step allocates and frees the same
-/// few hundred activation and gradient buffers (hundreds of KB to MB each) on each worker thread;
-/// with glibc's defaults the tops of the heaps are trimmed back to the system after a step and
-/// faulted in (zeroed pages) again in the next, about 5% of the update on the tiny benchmark.
-/// Memory use is unchanged at its peak; only the return of it between steps is skipped.
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        }
-        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
-        const M_TOP_PAD: std::ffi::c_int = -2;
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        // SAFETY: mallopt only changes allocator tuning; called before the workers start.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 32 << 20);
-            mallopt(M_TRIM_THRESHOLD, 1 << 30);
-            mallopt(M_TOP_PAD, 64 << 20);
-        }
-    }
-}
-
 /// Runs (or resumes) a GRPO recipe.
 pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
-    keep_freed_memory();
+    crate::alloc::keep_freed_memory();
     if let Some(t) = r.train.threads {
         tch::set_num_threads(t);
     }

@@ -74,6 +74,7 @@ pub fn rollout(
         },
         eos_ids: eos.to_vec(),
         top_logprobs: 0,
+        token_stats: false,
         trace_routing: false,
         n: gen.group_size,
         ..GenerateRequest::new(ids.clone())

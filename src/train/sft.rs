@@ -225,6 +225,7 @@ fn round4(x: f64) -> f64 {
 
 /// Runs (or resumes) an SFT recipe.
 pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
+    crate::alloc::keep_freed_memory();
     if let Some(t) = r.train.threads {
         tch::set_num_threads(t);
     }

@@ -161,8 +161,21 @@ pub(super) fn slice_logprobs(
     (start, len): (i64, i64),
     temperature: f64,
 ) -> (Tensor, Tensor) {
-    let logits = model.logits(&h.narrow(1, start, len));
-    let rows = logits.to_kind(Kind::Float) / temperature;
+    // The whole width when it fits in one slice: a narrow's backward would allocate and zero a
+    // gradient of `h`'s size only to copy into all of it.
+    let whole = start == 0 && len == h.size()[1];
+    let logits = model.logits(&if whole {
+        h.shallow_clone()
+    } else {
+        h.narrow(1, start, len)
+    });
+    let rows = logits.to_kind(Kind::Float);
+    // Dividing by 1 would still be a pass over the logits, forward and backward.
+    let rows = if temperature == 1.0 {
+        rows
+    } else {
+        rows / temperature
+    };
     let lsm = rows.log_softmax(-1, Kind::Float);
     let target = mb.target.narrow(1, start, len);
     let logp = lsm.gather(2, &target.unsqueeze(-1), false).squeeze_dim(-1);
