@@ -47,15 +47,19 @@ impl RmsNorm {
     /// `x·rstd` rounded to the input's kind, then the weight's product rounded again. `None`
     /// where it does not apply.
     fn forward_direct<T: Scalar>(&self, x: &Tensor) -> Option<Tensor> {
-        // Decode-sized inputs only (a batch of 8 rows of 1536 is 12k elements): there the ops'
-        // overhead is the cost. From a few tens of thousands of elements on (a 512-token prefill
-        // of the tiny MoE model), libtorch's threaded kernels measured faster.
+        // Decode-sized inputs (a batch of 8 rows of 1536 is 12k elements), where the ops'
+        // overhead is the cost, or any size on one thread (GRPO's workers: their reference pass
+        // normalises 500-token batches). From a few tens of thousands of elements on (a
+        // 512-token prefill of the tiny MoE model), libtorch's threaded kernels measured faster.
         if x.device() != Device::Cpu
-            || x.numel() > 1 << 14
+            || (x.numel() > 1 << 14 && tch::get_num_threads() > 1)
             || gemv::records_graph(&[x, &self.weight])
         {
             return None;
         }
+        // A slice of a wider row (MLA's latent, split from the rope key) is copied first: one
+        // small copy instead of the seven-op fallback.
+        let x = &x.contiguous();
         // SAFETY: read-only views of contiguous CPU tensors of `T` (checked by `cpu_slice`);
         // nothing writes them during the forward pass.
         let (xs, w) = unsafe {
@@ -191,7 +195,11 @@ mod tests {
                 weight: (Tensor::rand([dim], (Kind::Float, Device::Cpu)) + 0.5).to_kind(kind),
                 eps: 1e-6,
             };
-            let x = (Tensor::randn([3, 5, dim], (Kind::Float, Device::Cpu)) * 3.0).to_kind(kind);
+            // A slice of wider rows, as MLA normalises its latent: not contiguous.
+            let wide =
+                (Tensor::randn([3, 5, dim + 16], (Kind::Float, Device::Cpu)) * 3.0).to_kind(kind);
+            let x = wide.narrow(-1, 0, dim);
+            assert!(!x.is_contiguous());
             let direct = tch::no_grad(|| norm.forward(&x));
             let reference = {
                 let x = x.set_requires_grad(true);

@@ -583,16 +583,10 @@ impl<'a> Trainer<'a> {
             head_budget: HEAD_CHUNK_ELEMENTS,
         };
         let mut mbs = self.prepare(rows);
-        if self.reference.is_some() {
-            self.on_workers(&mut mbs, &|_, reference, chunk| {
-                reference_pass(
-                    reference.expect("a reference per worker"),
-                    chunk,
-                    temperature,
-                    HEAD_CHUNK_ELEMENTS,
-                )
-            });
-        } else if let (Some(lora), true) = (&self.lora, cfg.beta != 0.0) {
+        // A reference model (one per worker) scores each worker's micro-batches inside its first
+        // pass, with no wait for the other workers in between.
+        let own_reference = self.reference.is_some();
+        if let (false, Some(lora), true) = (own_reference, &self.lora, cfg.beta != 0.0) {
             // The base with the adapters off (on the policy itself: no second copy).
             lora.shift(-1.0);
             reference_pass(&self.model, &mut mbs, temperature, HEAD_CHUNK_ELEMENTS);
@@ -614,7 +608,11 @@ impl<'a> Trainer<'a> {
         let mut first = PassStats::default();
         for it in 0..iterations {
             self.opt.zero_grad();
-            let passes = self.on_workers(&mut mbs, &|model, _, chunk| {
+            let passes = self.on_workers(&mut mbs, &|model, reference, chunk| {
+                if it == 0 && own_reference {
+                    let reference = reference.expect("a reference per worker");
+                    reference_pass(reference, chunk, temperature, HEAD_CHUNK_ELEMENTS);
+                }
                 let mut c = LoadCounter::new(experts);
                 let p = accumulate(model, chunk, &objective, it, &mut c);
                 (p, c.counts)
