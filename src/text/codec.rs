@@ -573,10 +573,16 @@ pub(crate) mod tests {
         .to_string()
     }
 
-    /// A model directory under the system temp dir with the given files.
+    /// A model directory under the system temp dir with the given files. Each call gets its own
+    /// folder: tests run in parallel, and two of them rewriting one folder raced (one test's
+    /// `remove_dir_all` under another's `TextCodec::load`).
     pub(crate) fn model_dir(name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("thinkbench-text-{}-{name}", std::process::id()));
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "thinkbench-text-{}-{name}-{call}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (file, text) in files {

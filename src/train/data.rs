@@ -155,7 +155,13 @@ pub fn loss_sum(logits: &Tensor, targets: &Tensor) -> Tensor {
     logits
         .to_kind(Kind::Float)
         .view([-1, v])
-        .cross_entropy_loss::<Tensor>(&targets.view([-1]), None, tch::Reduction::Sum, IGNORE, 0.0)
+        .cross_entropy_loss::<Tensor>(
+            &targets.reshape([-1]),
+            None,
+            tch::Reduction::Sum,
+            IGNORE,
+            0.0,
+        )
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ use super::checkpoint::{
     sweep_temporaries, write_synced, AtomicDir,
 };
 use super::eval::{evaluate, EvalOptions};
+use super::head::HEAD_CHUNK_ELEMENTS;
 use super::lora::Lora;
 use super::loss::{LossConfig, Normaliser};
 use super::metrics::MetricsLog;
@@ -75,10 +76,7 @@ use crate::model::{parse_device, DType, Model};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
 use crate::text::TextCodec;
 use crate::trace::FinishReason;
-use pass::{
-    accumulate, make_micro_batches, reference_pass, MicroBatch, Objective, PassStats, Row,
-    HEAD_CHUNK_ELEMENTS,
-};
+use pass::{accumulate, make_micro_batches, reference_pass, MicroBatch, Objective, PassStats, Row};
 
 /// The built-in model's folder, relative to the repository.
 pub const BUILTIN_MODEL: &str = "models/thinkbench-tiny";

@@ -13,6 +13,7 @@
 //! - `sft`        the supervised loop
 //! - `rewards`    rule-based rewards (accuracy, format, DAPO's overlong penalty)
 //! - `advantage`  group-relative advantages (TRL's exact formula)
+//! - `head`       the LM head and loss a slice of positions at a time (the logits' memory)
 //! - `loss`       the clipped surrogate, k3 KL and the grpo / dapo / dr_grpo aggregations
 //! - `problems`   GRPO's prompts: a task's levels or a JSONL file, drawn by step
 //! - `rollout`    G completions per prompt through the one decode loop
@@ -28,6 +29,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod grpo;
+mod head;
 pub mod init;
 pub mod lora;
 pub mod loss;

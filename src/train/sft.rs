@@ -31,8 +31,9 @@ use super::checkpoint::{
     generation_config, latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors,
     safetensors_bytes, step_dir_name, sweep_temporaries, AtomicDir,
 };
-use super::data::{encode, loss_sum, make_batch, micro_batches, Encoded, Sampler};
+use super::data::{encode, loss_sum, make_batch, micro_batches, Batch, Encoded, Sampler};
 use super::eval::{evaluate, render, EvalOptions};
+use super::head::{backward_into_layers, head_chunks, positions, HEAD_CHUNK_ELEMENTS};
 use super::init::{
     config_json, deepseek_v3_weights, padded_vocab, parameter_counts, random_weights,
 };
@@ -180,13 +181,13 @@ impl Trainer<'_> {
         for mb in micro_batches(examples, self.r.train.micro_batch_size) {
             let batch = make_batch(&mb, self.pad, self.model.device);
             counter.real = batch.real.clone();
-            let mut cache = self.model.new_cache();
-            let logits = self
-                .model
-                .forward(&batch.ids, &mut cache, &mut counter, true);
-            let loss = loss_sum(&logits, &batch.targets) / total_targets as f64;
-            loss.backward();
-            loss_total += loss.double_value(&[]);
+            loss_total += backprop_micro_batch(
+                &self.model,
+                &batch,
+                &mut counter,
+                total_targets,
+                HEAD_CHUNK_ELEMENTS,
+            );
             tokens += batch.tokens;
         }
         let norm = self.opt.clip_grad_norm(self.r.optimizer.grad_clip);
@@ -208,6 +209,30 @@ impl Trainer<'_> {
             applied,
         }
     }
+}
+
+/// One micro-batch's share of the step's loss (cross-entropy summed over its target tokens,
+/// divided by the step's `total_targets`), backpropagated into the parameters' gradients; returns
+/// that share. The head and the loss run at most `budget` logits at a time (see `train::head`).
+fn backprop_micro_batch(
+    model: &Model,
+    batch: &Batch,
+    counter: &mut LoadCounter,
+    total_targets: usize,
+    budget: i64,
+) -> f64 {
+    let hidden = model.hidden(&batch.ids, &mut model.new_cache(), counter);
+    let detached = hidden.detach().set_requires_grad(true);
+    let (b, t) = batch.targets.size2().expect("targets are [b,S]");
+    let mut loss = 0.0;
+    for chunk in head_chunks(b, t, model.vocab_size() as i64, budget) {
+        let logits = model.logits(&positions(&detached, chunk));
+        let part = loss_sum(&logits, &positions(&batch.targets, chunk)) / total_targets as f64;
+        part.backward();
+        loss += part.double_value(&[]);
+    }
+    backward_into_layers(&hidden, &detached);
+    loss
 }
 
 struct StepOutcome {
@@ -589,6 +614,7 @@ fn human(x: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::checkpoint::Checkpoint;
+    use crate::model::NoProbe;
     use crate::train::balance::{bias_deltas, bias_name};
     use crate::train::recipe::{parse, Recipe, TEST_RECIPE};
     use tch::Tensor;
@@ -616,6 +642,87 @@ mod tests {
 
     fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
         Checkpoint::read_all_f32(dir)
+    }
+
+    /// The step as it runs (the head and the loss a few positions at a time, the layers'
+    /// backward once from the summed gradient) against the plain computation: every position's
+    /// logits at once, one backward. Same loss and same gradient for every weight.
+    #[test]
+    fn the_head_in_slices_gives_the_whole_batch_loss_and_gradients() {
+        let model = Model::load(
+            Path::new(crate::train::grpo::BUILTIN_MODEL),
+            DType::F32,
+            Device::Cpu,
+        )
+        .unwrap();
+        let vocab = model.vocab_size();
+        let seqs: Vec<Encoded> = (0..3u32)
+            .map(|r| Encoded {
+                ids: (0..9 + r).map(|i| 2 + (i * 37 + r * 11) % 300).collect(),
+                prompt_len: 3,
+            })
+            .collect();
+        let batch = make_batch(&seqs.iter().collect::<Vec<_>>(), 0, Device::Cpu);
+        let total: usize = seqs.iter().map(|e| e.ids.len() - e.prompt_len).sum();
+        let experts = model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts);
+        let vars = model.vars.variables();
+        let names: Vec<&String> = vars.keys().collect();
+        // (loss, every weight's gradient) of one computation, from zeroed gradients.
+        let run = |f: &dyn Fn() -> f64| -> (f64, Vec<Tensor>) {
+            for t in vars.values() {
+                let mut g = t.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let loss = f();
+            let grads = names
+                .iter()
+                .map(|n| {
+                    let g = vars[*n].grad();
+                    if g.defined() {
+                        g.copy()
+                    } else {
+                        Tensor::new()
+                    }
+                })
+                .collect();
+            (loss, grads)
+        };
+        let (plain_loss, plain_grads) = run(&|| {
+            let mut cache = model.new_cache();
+            let logits = model.forward(&batch.ids, &mut cache, &mut NoProbe, true);
+            let loss = loss_sum(&logits, &batch.targets) / total as f64;
+            loss.backward();
+            loss.double_value(&[])
+        });
+        // One slice, then two positions per slice (the last one shorter).
+        for budget in [HEAD_CHUNK_ELEMENTS, (2 * 3 * vocab) as i64] {
+            let (loss, grads) = run(&|| {
+                let mut counter = LoadCounter::new(experts);
+                counter.real = batch.real.clone();
+                backprop_micro_batch(&model, &batch, &mut counter, total, budget)
+            });
+            assert!(
+                (loss - plain_loss).abs() <= 1e-5 * plain_loss.abs(),
+                "budget {budget}: loss {loss} against {plain_loss}"
+            );
+            for ((name, g), want) in names.iter().zip(&grads).zip(&plain_grads) {
+                if !want.defined() {
+                    assert!(
+                        !g.defined(),
+                        "{name}: a gradient where the plain run has none"
+                    );
+                    continue;
+                }
+                let err = (g - want).abs().max().double_value(&[]);
+                let scale = want.abs().max().double_value(&[]);
+                assert!(
+                    err <= 1e-4 * scale + 1e-9,
+                    "budget {budget}: {name}: gradient off by {err} (largest {scale})"
+                );
+            }
+        }
     }
 
     #[test]

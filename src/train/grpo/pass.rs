@@ -6,6 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::model::{Model, NoProbe, Probe};
 use crate::train::balance::LoadCounter;
+use crate::train::head::{backward_into_layers, head_chunks, positions};
 use crate::train::loss::{clipped_tokens, token_loss, token_weights, LossConfig, Normaliser};
 
 /// One sequence of the update: prompt then completion.
@@ -136,21 +137,6 @@ fn probe<'a>(
     }
 }
 
-/// The head runs on at most this many logits at a time (positions × vocabulary, 128 MB in f32).
-/// The logits are a step's largest tensor: with a 152k-entry vocabulary one micro-batch of 8 ×
-/// 1024 completion tokens holds 5 GB of them, and the log-softmax, its gradient and the entropy
-/// as much again each; in slices only one slice's worth is alive at once.
-pub(super) const HEAD_CHUNK_ELEMENTS: i64 = 1 << 25;
-
-/// The completion positions `0..t` as slices `(start, len)` of at most `budget` logits each.
-pub(super) fn head_chunks(b: i64, t: i64, vocab: i64, budget: i64) -> Vec<(i64, i64)> {
-    let per = (budget / (b * vocab).max(1)).max(1);
-    (0..t)
-        .step_by(per as usize)
-        .map(|s| (s, per.min(t - s)))
-        .collect()
-}
-
 /// Per-token log-probabilities of completion tokens `start..start+len` under `model` (logits
 /// divided by `temperature`), `[b,len]`, and the log-softmax rows `[b,len,V]` they were read
 /// from. `h` is the micro-batch's [`completion_hidden`].
@@ -161,14 +147,7 @@ pub(super) fn slice_logprobs(
     (start, len): (i64, i64),
     temperature: f64,
 ) -> (Tensor, Tensor) {
-    // The whole width when it fits in one slice: a narrow's backward would allocate and zero a
-    // gradient of `h`'s size only to copy into all of it.
-    let whole = start == 0 && len == h.size()[1];
-    let logits = model.logits(&if whole {
-        h.shallow_clone()
-    } else {
-        h.narrow(1, start, len)
-    });
+    let logits = model.logits(&positions(h, (start, len)));
     let rows = logits.to_kind(Kind::Float);
     // Dividing by 1 would still be a pass over the logits, forward and backward.
     let rows = if temperature == 1.0 {
@@ -228,7 +207,7 @@ pub(super) struct Objective {
     pub(super) loss: LossConfig,
     /// The sampling temperature the logits are divided by.
     pub(super) temperature: f64,
-    /// Most logits the head computes at once ([`HEAD_CHUNK_ELEMENTS`]).
+    /// Most logits the head computes at once ([`crate::train::head::HEAD_CHUNK_ELEMENTS`]).
     pub(super) head_budget: i64,
 }
 
@@ -282,13 +261,7 @@ pub(super) fn accumulate(
         if !olds.is_empty() {
             mb.old = Some(Tensor::cat(&olds, 1));
         }
-        let grad = detached.grad();
-        if grad.defined() && hidden.requires_grad() {
-            // d(Σ hidden·g)/d(hidden) = g: the layers' backward from the slices' summed gradient.
-            (&hidden * grad.to_kind(hidden.kind()))
-                .sum(Kind::Float)
-                .backward();
-        }
+        backward_into_layers(&hidden, &detached);
     }
     p
 }
