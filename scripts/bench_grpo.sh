@@ -17,6 +17,7 @@
 # installs it from the Python package index when missing, and runs thinkbench alone if it cannot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/grpo-bench-recipe.sh
 threads="${BENCH_THREADS:-2}"
 steps="${BENCH_GRPO_STEPS:-12}"
 rounds="${BENCH_GRPO_ROUNDS:-3}"
@@ -41,43 +42,7 @@ with open(sys.argv[1], "w") as f:
         a, b = 1000 + 37 * i, 2000 + 91 * i
         f.write(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n")
 PY
-cat > "$work/bench.toml" <<TOML
-kind = "grpo"
-name = "bench-grpo"
-seed = 1
-output_dir = "$work/run"
-[model]
-init = "$model"
-[data]
-path = "$work/prompts.jsonl"
-[rewards.overlong]
-weight = 1.0
-buffer = 32
-[generation]
-group_size = 8
-prompts_per_step = 2
-max_new_tokens = 64
-temperature = 1.0
-top_p = 1.0
-workers = $threads
-[optimizer]
-lr = 1e-6
-betas = [0.9, 0.999]
-eps = 1e-8
-weight_decay = 0.0
-warmup_steps = 0
-min_lr_ratio = 1.0
-grad_clip = 1.0
-[grpo]
-beta = 0.04
-loss = "dapo"
-iterations = 1
-[train]
-steps = $steps
-micro_batch_size = 8
-threads = 1
-checkpoint_every = 100000
-TOML
+grpo_bench_recipe bench-grpo "$work" "$model" 64 "$threads" "$steps" 1 > "$work/bench.toml"
 results="target/bench-grpo.jsonl"
 : > "$results"
 if ! "$py" -c 'import trl, sys; sys.exit(0 if trl.__version__.startswith("1.16") else 1)' 2>/dev/null; then

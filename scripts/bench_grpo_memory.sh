@@ -3,12 +3,13 @@
 # vocabulary (random weights, f32, built here once), 16 completions of up to 512 tokens per step,
 # micro-batches of 8, one worker. The logits of one micro-batch at once would be 8 × 512 × 151 936
 # f32 = 2.5 GB, and the log-softmax, the entropy and their gradients as much again each; the
-# trainer takes the head a slice of positions at a time (src/train/grpo.rs, HEAD_CHUNK_ELEMENTS).
+# trainer takes the head a slice of positions at a time (src/train/head.rs).
 # Prints the peak resident memory of `thinkbench train` for 2 steps.
 #
 #   scripts/bench_grpo_memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/grpo-bench-recipe.sh
 py="$(scripts/setup-pyref.sh)"
 models="${XDG_CACHE_HOME:-$HOME/.cache}/thinkbench/bench-models"
 model="$models/qwen2_big_vocab"
@@ -34,42 +35,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(16):
         f.write(json.dumps({"prompt": f"What is {100 + i} + {200 + 3 * i}?", "answer": str(300 + 4 * i)}) + "\n")
 PY
-cat > "$work/memory.toml" <<TOML
-kind = "grpo"
-name = "bench-grpo-memory"
-seed = 1
-output_dir = "$work/run"
-[model]
-init = "$model"
-[data]
-path = "$work/prompts.jsonl"
-[rewards.overlong]
-weight = 1.0
-buffer = 32
-[generation]
-group_size = 8
-prompts_per_step = 2
-max_new_tokens = 512
-temperature = 1.0
-workers = 1
-[optimizer]
-lr = 1e-6
-betas = [0.9, 0.999]
-eps = 1e-8
-weight_decay = 0.0
-warmup_steps = 0
-min_lr_ratio = 1.0
-grad_clip = 1.0
-[grpo]
-beta = 0.04
-loss = "dapo"
-iterations = 1
-[train]
-steps = 2
-micro_batch_size = 8
-threads = 2
-checkpoint_every = 100000
-TOML
+grpo_bench_recipe bench-grpo-memory "$work" "$model" 512 1 2 2 > "$work/memory.toml"
 echo "bench-grpo-memory: 2 GRPO steps, vocabulary 151 936, completions up to 512 tokens" >&2
 "$py" - "$work" <<'PY'
 import json, resource, subprocess, sys
