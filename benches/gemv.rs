@@ -47,12 +47,13 @@ fn main() {
     }
     let min_time = Duration::from_millis(if quick { 400 } else { 1200 });
     if !gemv::cpu_supported() {
-        println!("this CPU lacks AVX512-BF16: model::gemv is inactive, nothing to compare");
+        println!("this CPU has neither AVX2+FMA+F16C nor AVX-512: model::gemv is inactive, nothing to compare");
         return;
     }
     let _g = tch::no_grad_guard();
     println!(
-        "threads: libtorch {}; default pool for our kernels: {}",
+        "kernels: {} (THINKBENCH_ISA=avx2 selects the AVX2 ones on an AVX-512 machine); threads: libtorch {}; default pool for our kernels: {}",
+        gemv::isa().name(),
         tch::get_num_threads(),
         gemv::threading_name()
     );
@@ -88,8 +89,8 @@ fn own(x: &Tensor, w: &Tensor) -> Tensor {
 
 fn alone(min_time: Duration) {
     println!("\n## 1. M = 1, alone: GB/s of weight streamed");
-    println!("| N×K | what | bf16 libtorch | bf16 ours | bf16 ours, own pool | bf16 ours, 1 thread | f32 libtorch | f32 ours |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| N×K | what | bf16 libtorch | bf16 ours | bf16 ours, own pool | bf16 ours, 1 thread | f16 libtorch | f16 ours | f32 libtorch | f32 ours |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let threads = tch::get_num_threads();
     for &(n, k, what) in &SHAPES {
         let b = Weights::new(n, k, Kind::BFloat16);
@@ -108,9 +109,13 @@ fn alone(min_time: Duration) {
             ],
         );
         drop(b);
-        let f32s = if n * k <= 8960 * 1536 {
-            let f = Weights::new(n, k, Kind::Float);
-            let xf = Tensor::randn([1, k], (Kind::Float, CPU));
+        // f16 and f32, libtorch against ours (the lm_head's copies would not fit in memory).
+        let other = |kind: Kind| {
+            if n * k > 8960 * 1536 {
+                return "– | –".to_string();
+            }
+            let f = Weights::new(n, k, kind);
+            let xf = Tensor::randn([1, k], (kind, CPU));
             let r = race(
                 min_time,
                 &mut [&mut |i| f.call(i, |w| torch(&xf, w)), &mut |i| {
@@ -118,12 +123,12 @@ fn alone(min_time: Duration) {
                 }],
             );
             format!("{:.1} | {:.1}", f.gbps(r[0]), f.gbps(r[1]))
-        } else {
-            "– | –".into()
         };
+        let f16s = other(Kind::Half);
+        let f32s = other(Kind::Float);
         let g = |s: f64| (n * k * 2) as f64 / s / 1e9;
         println!(
-            "| {n}×{k} | {what} | {:.1} | {:.1} | {:.1} | {:.1} | {f32s} |",
+            "| {n}×{k} | {what} | {:.1} | {:.1} | {:.1} | {:.1} | {f16s} | {f32s} |",
             g(r[0]),
             g(r[1]),
             g(r[2]),

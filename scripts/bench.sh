@@ -9,6 +9,8 @@ py="$(scripts/setup-pyref.sh)"
 mkdir -p "$models"
 "$py" scripts/bench_reference.py build --out "$models"
 results="$(mktemp)"
+# Every figure depends on the CPU: name it, and whether it has AVX-512 (BF16) or only AVX2.
+echo "bench: CPU $(lscpu | sed -n 's/^Model name: *//p'); $(grep -qm1 avx512_bf16 /proc/cpuinfo && echo 'AVX-512 BF16' || (grep -qm1 avx2 /proc/cpuinfo && echo 'AVX2, no AVX-512 BF16' || echo 'no AVX2'))" | tee target/bench-cpu.txt
 run_pair() { # name dtype(thinkbench) dtype(torch)
   local dir="$models/$1"
   echo "bench: $1 ($2, $threads threads)" >&2

@@ -145,6 +145,15 @@ def table(path):
             print(f"| {name} | | **ratio thinkbench / transformers** | "
                   f"{tb['prefill_tokens_per_s'] / hf['prefill_tokens_per_s']:.2f}x | "
                   f"{tb['decode_tokens_per_s'] / hf['decode_tokens_per_s']:.2f}x | | | |")
+    for name, rs in by_model.items():
+        tb = next((r for r in rs if r["engine"] == "thinkbench"), None)
+        if tb and tb.get("decode_bound_tokens_per_s"):
+            bound = tb["decode_bound_tokens_per_s"]
+            print(f"\n{name}: decode bound {bound:.1f} tok/s (read {tb['read_gb_per_s']:.1f} GB/s, "
+                  f"{tb['bytes_read_per_token'] / 1e9:.3f} GB per token); thinkbench decodes at "
+                  f"{100 * tb['decode_tokens_per_s_trace_off'] / bound:.0f}% of it with tracing off, "
+                  f"{100 * tb['decode_tokens_per_s'] / bound:.0f}% with it on "
+                  f"(kernels: {tb.get('cpu_kernels', '?')})")
 
 
 def main():

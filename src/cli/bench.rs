@@ -85,6 +85,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .stats
             .decode_tokens_per_s)
     })?;
+    // Read before the bandwidth measurement below allocates its 1 GiB.
+    let peak_rss = peak_rss_bytes();
+    // The decode ceiling: a step reads every weight it uses once, so it cannot beat the
+    // machine's read bandwidth divided by those bytes (measured after the runs, on the same
+    // threads, so the figures sit side by side).
+    let read_bw = if device == tch::Device::Cpu {
+        read_bandwidth()
+    } else {
+        f64::NAN
+    };
+    let per_token = bytes_read_per_token(&model);
     let value = json!({
         "engine": "thinkbench",
         "model": args.model.display().to_string(),
@@ -99,7 +110,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "decode_tokens": args.decode_tokens,
         "decode_tokens_per_s": decode_on,
         "decode_tokens_per_s_trace_off": decode_off,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss,
+        "cpu_kernels": crate::model::gemv::isa().name(),
+        "read_gb_per_s": read_bw / 1e9,
+        "bytes_read_per_token": per_token,
+        "decode_bound_tokens_per_s": read_bw / per_token as f64,
     });
     println!("{value}");
     Ok(())
@@ -110,4 +125,45 @@ fn model_data_bytes(dir: &std::path::Path) -> Option<u64> {
     crate::model::checkpoint::Checkpoint::open(dir)
         .ok()
         .map(|c| c.data_bytes())
+}
+
+/// Bytes of weights one decode step reads: everything but the embedding table (a step looks up one
+/// row of it; a tied head reads it whole, and then it counts), with each MoE layer's routed
+/// experts counted at the share a token uses (top-k of them).
+fn bytes_read_per_token(model: &Model) -> u64 {
+    let tied = model.config.raw.tie_word_embeddings;
+    let expert_share = model
+        .config
+        .moe
+        .as_ref()
+        .map_or(1.0, |m| m.top_k as f64 / m.n_routed_experts.max(1) as f64);
+    let mut total = 0f64;
+    for (name, t) in model.vars.variables() {
+        let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as f64;
+        if name == "model.embed_tokens.weight" && !tied {
+            continue;
+        }
+        total += if name.contains(".mlp.experts.") {
+            bytes * expert_share
+        } else {
+            bytes
+        };
+    }
+    total as u64
+}
+
+/// The CPU's read bandwidth in bytes/s on libtorch's threads: the best of five sums over a 1 GiB
+/// f32 tensor (far beyond any cache).
+fn read_bandwidth() -> f64 {
+    let _g = tch::no_grad_guard();
+    let n = (1i64 << 30) / 4;
+    let t = tch::Tensor::ones([n], (tch::Kind::Float, tch::Device::Cpu));
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let s = t.sum(tch::Kind::Float);
+        std::hint::black_box(s.double_value(&[]));
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best
 }

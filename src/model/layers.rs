@@ -129,10 +129,42 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        if let Some(y) = super::gemv::try_linear(x, &self.weight, self.bias.as_ref()) {
-            return y;
-        }
-        x.linear(&self.weight, self.bias.as_ref())
+        linear(x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// `x.linear(weight, bias)` by the fastest path this machine has: the GEMV kernels for a few rows
+/// (decode); for more rows, libtorch's GEMM, in f32 over widened operands where libtorch's own
+/// 16-bit GEMM is slow on this CPU (see [`widens_for_gemm`]).
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+    if let Some(y) = gemv::try_linear(x, weight, bias) {
+        return y;
+    }
+    if widens_for_gemm(weight) && !gemv::records_graph(&[x, weight]) && x.kind() == weight.kind() {
+        let b = bias.map(|b| b.to_kind(Kind::Float));
+        return x
+            .to_kind(Kind::Float)
+            .linear(&weight.to_kind(Kind::Float), b.as_ref())
+            .to_kind(x.kind());
+    }
+    x.linear(weight, bias)
+}
+
+/// Whether a CPU product with this weight runs faster in f32 over a widened copy (made per call,
+/// a layer at a time, so the model is never held at 32 bits) than in libtorch's 16-bit GEMM.
+/// libtorch's bf16 GEMM is fast only with AVX512-BF16 (or AMX, which comes with it): without, it
+/// ran 3× slower than f32 on an AVX2 EPYC (transformers' bf16 prefill 6.2 tok/s against f32 19
+/// for the 1.5B shape, `reference/cpu_facts.md`). Its f16 GEMM is slow on every x86 CPU measured
+/// (44 against 170 GFLOP/s in f32 on the AVX-512 one). The result is the same up to rounding: the
+/// 16-bit GEMM sums in f32 too, and the output is rounded to the run's dtype once.
+fn widens_for_gemm(weight: &Tensor) -> bool {
+    if !cfg!(target_arch = "x86_64") || weight.device() != Device::Cpu {
+        return false;
+    }
+    match weight.kind() {
+        Kind::Half => true,
+        Kind::BFloat16 => gemv::isa() != gemv::Isa::Avx512Bf16,
+        _ => false,
     }
 }
 

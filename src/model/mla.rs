@@ -326,19 +326,16 @@ impl Mla {
                 let qp = at(q_pe, bi * ps[0] + hi as i64 * ps[1], dr_);
                 let wh = &wk[hi * (dn_ + dv_) * c_..(hi + 1) * (dn_ + dv_) * c_];
                 let row = (bi as usize * h_ + hi) * dv_;
-                // SAFETY: `gemv::available()` (checked above) means this CPU has AVX-512F.
-                unsafe {
-                    absorbed_head(
-                        &dims,
-                        qn,
-                        qp,
-                        wh,
-                        &keys,
-                        &pes,
-                        &mut scratch,
-                        &mut o[row..row + dv_],
-                    )
-                };
+                absorbed_head_fast(
+                    &dims,
+                    qn,
+                    qp,
+                    wh,
+                    &keys,
+                    &pes,
+                    &mut scratch,
+                    &mut o[row..row + dv_],
+                );
             }
         }
         Some(out.transpose(1, 2))
@@ -355,13 +352,67 @@ struct HeadDims {
 
 /// One head of [`Mla::absorbed_direct`]: `out[Dv]` from the head's query (`qn [Dn]`, rotated
 /// `qp [Dr]`), its rows of kv_b_proj (`wh`: W_uk `[Dn, C]` then W_uv `[Dv, C]`), and the batch
-/// row's cache as f32 (`keys [T, C]`, `pes [T, Dr]`). Compiled for AVX-512 so the loops vectorise.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+/// row's cache as f32 (`keys [T, C]`, `pes [T, Dr]`), compiled for the best vector set the CPU
+/// has so that the loops vectorise. The sums run in a fixed order (sixteen partial sums), so every
+/// vector width gives the same result.
 #[allow(clippy::too_many_arguments)]
-unsafe fn absorbed_head<T: Scalar>(
+fn absorbed_head_fast<T: Scalar>(
+    d: &HeadDims,
+    qn: &[T],
+    qp: &[T],
+    wh: &[T],
+    keys: &[f32],
+    pes: &[f32],
+    scratch: &mut [f32],
+    out: &mut [T],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512<T: Scalar>(
+            d: &HeadDims,
+            qn: &[T],
+            qp: &[T],
+            wh: &[T],
+            keys: &[f32],
+            pes: &[f32],
+            scratch: &mut [f32],
+            out: &mut [T],
+        ) {
+            absorbed_head(d, qn, qp, wh, keys, pes, scratch, out)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2<T: Scalar>(
+            d: &HeadDims,
+            qn: &[T],
+            qp: &[T],
+            wh: &[T],
+            keys: &[f32],
+            pes: &[f32],
+            scratch: &mut [f32],
+            out: &mut [T],
+        ) {
+            absorbed_head(d, qn, qp, wh, keys, pes, scratch, out)
+        }
+        match gemv::isa() {
+            // SAFETY: `isa()` found AVX-512F on this CPU.
+            gemv::Isa::Avx512Bf16 => {
+                return unsafe { avx512(d, qn, qp, wh, keys, pes, scratch, out) }
+            }
+            // SAFETY: `isa()` found AVX2 and FMA on this CPU.
+            gemv::Isa::Avx2 => return unsafe { avx2(d, qn, qp, wh, keys, pes, scratch, out) },
+            gemv::Isa::None => {}
+        }
+    }
+    absorbed_head(d, qn, qp, wh, keys, pes, scratch, out)
+}
+
+/// The body of [`absorbed_head_fast`], inlined into each of its compilations.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn absorbed_head<T: Scalar>(
     d: &HeadDims,
     qn: &[T],
     qp: &[T],

@@ -363,7 +363,6 @@ impl Model {
     pub fn logits(&self, h: &Tensor) -> Tensor {
         // The head is ~15% of the bytes a decode step reads: let the GEMV kernel take it too.
         let x = self.norm.forward(h);
-        gemv::try_linear(&x, &self.lm_head, None)
-            .unwrap_or_else(|| x.linear::<Tensor>(&self.lm_head, None))
+        layers::linear(&x, &self.lm_head, None)
     }
 }

@@ -203,8 +203,7 @@ impl Moe {
         // Router logits in f32 (no conversions when the run is f32 already; a few tokens go
         // through the GEMV kernel).
         let logits = if xt.kind() == Kind::Float && self.gate.weight.kind() == Kind::Float {
-            super::gemv::try_linear(&xt, &self.gate.weight, None)
-                .unwrap_or_else(|| xt.linear::<Tensor>(&self.gate.weight, None))
+            super::layers::linear(&xt, &self.gate.weight, None)
         } else {
             xt.to_kind(Kind::Float)
                 .linear::<Tensor>(&self.gate.weight.to_kind(Kind::Float), None)

@@ -72,10 +72,17 @@ impl Param {
             step,
         };
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            unsafe { adamw_avx512(p, g, m, v, &k) };
-            return true;
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { adamw_avx512(p, g, m, v, &k) };
+                return true;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                unsafe { adamw_avx2(p, g, m, v, &k) };
+                return true;
+            }
         }
         adamw_elements(p, g, m, v, &k);
         true
@@ -115,6 +122,17 @@ fn adamw_elements(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Co
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn adamw_avx512(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
+    adamw_elements(p, g, m, v, k)
+}
+
+/// [`adamw_elements`] compiled for AVX2 (eight lanes at a time). Without FMA: Rust never fuses a
+/// product and a sum on its own, so every lane rounds as the tensor version does.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn adamw_avx2(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &Consts) {
     adamw_elements(p, g, m, v, k)
 }
 
