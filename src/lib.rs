@@ -2,6 +2,7 @@
 //!
 //! Data flows one way:
 //! - `model`   tensor math only (tch): config, checkpoint loading, one decoder for every architecture
+//! - `gguf`    llama.cpp's GGUF files: header, metadata and tensors, dequantized (no tch)
 //! - `text`    strings <-> token ids: tokenizer, chat template, streaming detokenisation, phases
 //! - `runtime` the decode loop, sampling and the per-token trace; emits plain data (no Tensor)
 //! - `trace`   the plain per-token records every consumer reads
@@ -17,6 +18,7 @@
 pub mod alloc;
 pub mod app;
 pub mod cli;
+pub mod gguf;
 pub mod model;
 pub mod runner;
 pub mod runtime;
