@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub device: String,
     pub dtype: String,
     pub threads: Option<i32>,
+    /// `--quant`: q8_0 or q4_0 linear layers.
+    pub quant: Option<String>,
     pub sessions_dir: PathBuf,
     pub inline: bool,
     /// A session file to open.
@@ -66,6 +68,7 @@ struct Runner {
     device: String,
     dtype: String,
     threads: Option<i32>,
+    quant: Option<String>,
     /// The Train tab's file watcher and process owner (results come back on `background`).
     watcher: Watcher,
     /// Results of background work for the app (the watcher, the A/B engines, rollout loading).
@@ -102,6 +105,7 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
                     device: opts.device.clone(),
                     dtype: opts.dtype.clone(),
                     threads: opts.threads,
+                    quant: opts.quant.clone(),
                 },
                 tx,
             );
@@ -141,6 +145,7 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
         device: opts.device.clone(),
         dtype: opts.dtype.clone(),
         threads: opts.threads,
+        quant: opts.quant.clone(),
         watcher,
         background,
         compare: None,
@@ -503,6 +508,7 @@ impl Runner {
                     device: self.device.clone(),
                     dtype: self.dtype.clone(),
                     threads: self.threads,
+                    quant: self.quant.clone(),
                 },
                 tx,
             );
@@ -551,6 +557,7 @@ impl Runner {
                         device: self.device.clone(),
                         dtype: self.dtype.clone(),
                         threads: self.threads,
+                        quant: self.quant.clone(),
                     },
                     tx,
                 )

@@ -46,7 +46,7 @@ fn prompt(len: usize, vocab: usize) -> Vec<u32> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     let (dtype, device) = args.runtime.apply()?;
     let t0 = std::time::Instant::now();
-    let model = Model::load(&args.model, dtype, device)?;
+    let model = Model::load_quantized(&args.model, dtype, device, args.runtime.quant()?)?;
     let load_s = t0.elapsed().as_secs_f64();
     let vocab = model.vocab_size();
     let cancel = AtomicBool::new(false);

@@ -87,7 +87,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None => task.levels().collect(),
     };
     let (dtype, device) = args.runtime.apply()?;
-    let model = Model::load(&args.model, dtype, device)?;
+    let model = Model::load_quantized(&args.model, dtype, device, args.runtime.quant()?)?;
     let codec = TextCodec::load(&args.model)?;
     let opts = EvalOptions {
         n: args.n,

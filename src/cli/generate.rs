@@ -88,7 +88,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (_, _, Some(ids)) => ids.clone(),
         _ => bail!("give one of --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3"),
     };
-    let model = Model::load(&args.model, dtype, device)?;
+    let model = Model::load_quantized(&args.model, dtype, device, args.runtime.quant()?)?;
 
     let defaults = codec
         .as_ref()

@@ -51,6 +51,7 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             device: "cpu".into(),
             dtype: "f32".into(),
             threads: None,
+            quant: None,
         },
         tx,
     );

@@ -5,7 +5,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tch::Device;
 
-use crate::model::{parse_device, DType};
+use crate::model::quant::Format;
+use crate::model::{parse_device, parse_quant, DType};
 
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
@@ -18,6 +19,9 @@ pub struct RuntimeArgs {
     /// CPU threads for libtorch (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Store the linear layers block-quantized as llama.cpp does: q8_0 or q4_0 (CPU only).
+    #[arg(long)]
+    pub quant: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -33,6 +37,11 @@ impl RuntimeArgs {
             .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", self.dtype))?;
         Ok((dtype, parse_device(&self.device)?))
     }
+
+    /// `--quant`, parsed.
+    pub fn quant(&self) -> Result<Option<Format>> {
+        Ok(self.quant.as_deref().map(parse_quant).transpose()?)
+    }
 }
 
 /// The flags' own defaults, for commands that build their arguments in code.
@@ -42,6 +51,7 @@ impl Default for RuntimeArgs {
             device: "cpu".into(),
             dtype: "f32".into(),
             threads: None,
+            quant: None,
         }
     }
 }

@@ -77,6 +77,7 @@ pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
         device: args.runtime.device.clone(),
         dtype: args.runtime.dtype.clone(),
         threads: args.runtime.threads,
+        quant: args.runtime.quant.clone(),
         sessions_dir,
         inline: args.inline,
         open: open.map(Path::to_path_buf),

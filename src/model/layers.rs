@@ -4,6 +4,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::gemv::{self, Scalar};
 use super::loader::Loader;
+use super::qlinear::QuantWeight;
 use super::ModelError;
 
 /// RMSNorm exactly as transformers orders it: normalise in f32, cast back, then scale.
@@ -106,12 +107,20 @@ impl RmsNorm {
 }
 
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Weight,
     pub bias: Option<Tensor>,
 }
 
+/// A linear layer's weight, `[out, in]` as nn.Linear stores it.
+pub enum Weight {
+    /// A tensor of the run's dtype, in the var store (trainable).
+    Float(Tensor),
+    /// Block-quantized bytes (`--quant`, or a quantized GGUF tensor); inference only.
+    Quant(QuantWeight),
+}
+
 impl Linear {
-    /// `weight` is `[out, in]` as nn.Linear stores it.
+    /// A layer that is quantized when the loader quantizes (`--quant`).
     pub fn load(
         l: &Loader,
         p: nn::Path,
@@ -119,7 +128,30 @@ impl Linear {
         output: usize,
         bias: bool,
     ) -> Result<Self, ModelError> {
-        let weight = l.weight(&p, "weight", &[output as i64, input as i64])?;
+        let weight = l.linear_weight(&p, "weight", &[output as i64, input as i64])?;
+        Self::with_bias(l, p, output, bias, weight)
+    }
+
+    /// A layer that stays in floating point whatever the loader quantizes (MLA's `kv_b_proj`,
+    /// which attention absorbs into its own products).
+    pub fn load_float(
+        l: &Loader,
+        p: nn::Path,
+        input: usize,
+        output: usize,
+        bias: bool,
+    ) -> Result<Self, ModelError> {
+        let weight = Weight::Float(l.weight(&p, "weight", &[output as i64, input as i64])?);
+        Self::with_bias(l, p, output, bias, weight)
+    }
+
+    fn with_bias(
+        l: &Loader,
+        p: nn::Path,
+        output: usize,
+        bias: bool,
+        weight: Weight,
+    ) -> Result<Self, ModelError> {
         let bias = if bias {
             Some(l.weight(&p, "bias", &[output as i64])?)
         } else {
@@ -129,7 +161,18 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        linear(x, &self.weight, self.bias.as_ref())
+        match &self.weight {
+            Weight::Float(w) => linear(x, w, self.bias.as_ref()),
+            Weight::Quant(q) => q.forward(x, self.bias.as_ref()),
+        }
+    }
+
+    /// The weight tensor, unless the layer is quantized.
+    pub fn float_weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Float(w) => Some(w),
+            Weight::Quant(_) => None,
+        }
     }
 }
 
@@ -196,13 +239,13 @@ impl Mlp {
     }
 
     /// The weights `[gate_proj, up_proj, down_proj]` (`[inter, hidden]`, `[inter, hidden]`,
-    /// `[hidden, inter]`), for kernels that compute the MLP directly.
-    pub fn weights(&self) -> [&Tensor; 3] {
-        [
-            &self.gate_proj.weight,
-            &self.up_proj.weight,
-            &self.down_proj.weight,
-        ]
+    /// `[hidden, inter]`), for kernels that compute the MLP directly; `None` when quantized.
+    pub fn weights(&self) -> Option<[&Tensor; 3]> {
+        Some([
+            self.gate_proj.float_weight()?,
+            self.up_proj.float_weight()?,
+            self.down_proj.float_weight()?,
+        ])
     }
 
     pub fn has_bias(&self) -> bool {

@@ -2,9 +2,14 @@
 //! filling each from the checkpoint. A missing or misshapen weight is reported by its full dotted
 //! name; nothing needs a renaming table.
 
+use std::cell::RefCell;
+
 use tch::{nn, Device, Kind, Tensor};
 
 use super::checkpoint::Checkpoint;
+use super::layers::Weight;
+use super::qlinear::QuantWeight;
+use super::quant::{self, Format};
 use super::ModelError;
 
 pub struct Loader<'a> {
@@ -12,9 +17,35 @@ pub struct Loader<'a> {
     pub kind: Kind,
     pub device: Device,
     pub fp8_block: Option<[usize; 2]>,
+    /// `--quant`: linear layers are stored in this block format.
+    pub quant: Option<Format>,
+    /// Names of the weights stored quantized (they are not in the var store).
+    pub quantized: RefCell<Vec<String>>,
 }
 
 impl Loader<'_> {
+    /// A linear layer's `[out, in]` weight: quantized tensor by tensor when the loader quantizes
+    /// (read in f32, quantized, dropped, so the model is never held whole at 16 bits), else a
+    /// float variable as [`Loader::weight`] loads it.
+    pub fn linear_weight(
+        &self,
+        p: &nn::Path,
+        name: &str,
+        shape: &[i64],
+    ) -> Result<Weight, ModelError> {
+        // Rows that are not whole 32-weight blocks stay in floating point, as llama.cpp's
+        // quantizer falls back for such tensors.
+        let whole_blocks = shape.last().is_some_and(|&k| k % quant::BLOCK as i64 == 0);
+        let Some(format) = self.quant.filter(|_| whole_blocks) else {
+            return Ok(Weight::Float(self.weight(p, name, shape)?));
+        };
+        let full = p.path(name);
+        let w = self.read(&full, shape, Kind::Float, Device::Cpu)?;
+        let q = QuantWeight::quantize(&w, format, &full)?;
+        self.quantized.borrow_mut().push(full);
+        Ok(Weight::Quant(q))
+    }
+
     /// Loads `p.name` with the expected shape into the var store as a trainable variable.
     pub fn weight(&self, p: &nn::Path, name: &str, shape: &[i64]) -> Result<Tensor, ModelError> {
         self.load_as(p, name, shape, self.kind, true)
@@ -43,7 +74,19 @@ impl Loader<'_> {
         kind: Kind,
         trainable: bool,
     ) -> Result<Tensor, ModelError> {
-        let full = p.path(name);
+        let t = self.read(&p.path(name), shape, kind, self.device)?;
+        Ok(p.add(name, t, trainable))
+    }
+
+    /// The checkpoint tensor `full`, checked against `shape`, as `kind` on `device`.
+    fn read(
+        &self,
+        full: &str,
+        shape: &[i64],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, ModelError> {
+        let full = full.to_string();
         let info = self
             .ckpt
             .info(&full)
@@ -60,7 +103,6 @@ impl Loader<'_> {
                 ),
             });
         }
-        let t = self.ckpt.load(&full, kind, self.device, self.fp8_block)?;
-        Ok(p.add(name, t, trainable))
+        self.ckpt.load(&full, kind, device, self.fp8_block)
     }
 }

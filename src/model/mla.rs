@@ -40,6 +40,13 @@ pub struct Mla {
 }
 
 impl Mla {
+    /// `kv_b_proj`'s weight: loaded with [`Linear::load_float`], so never quantized.
+    fn kv_b_proj_weight(&self) -> &Tensor {
+        self.kv_b_proj
+            .float_weight()
+            .expect("kv_b_proj is loaded in floating point")
+    }
+
     pub fn load(l: &Loader, p: nn::Path, cfg: &ModelConfig) -> Result<Self, ModelError> {
         let mla = cfg
             .mla
@@ -73,7 +80,7 @@ impl Mla {
                 bias,
             )?,
             kv_a_layernorm: RmsNorm::load(l, &p / "kv_a_layernorm", mla.kv_lora_rank, 1e-6)?,
-            kv_b_proj: Linear::load(
+            kv_b_proj: Linear::load_float(
                 l,
                 &p / "kv_b_proj",
                 mla.kv_lora_rank,
@@ -215,8 +222,7 @@ impl Mla {
         let (b, h, s, _) = q_nope.size4().expect("[B,H,S,Dn]");
         // kv_b_proj rows per head: [K_nope (Dn) | V (Dv)], each over the latent C.
         let w = self
-            .kv_b_proj
-            .weight
+            .kv_b_proj_weight()
             .view([self.heads, self.nope + self.v_dim, self.rank]);
         let w_uk = w.narrow(1, 0, self.nope); // [H,Dn,C]
         let w_uv = w.narrow(1, self.nope, self.v_dim); // [H,Dv,C]
@@ -258,7 +264,7 @@ impl Mla {
         // Measured on the tiny deepseek_v3 (2-core EPYC): ahead of the bmm path for one row
         // (about 10 µs a layer), behind it from 8 rows over an 80-token cache.
         const MAX_WORK: i64 = 1 << 16;
-        let w = &self.kv_b_proj.weight;
+        let w = self.kv_b_proj_weight();
         let (b, h, s, dn) = q_nope.size4().ok()?;
         let (_, t, c) = ckv.size3().ok()?;
         let dr = self.rope;

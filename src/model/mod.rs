@@ -12,6 +12,8 @@ pub mod loader;
 pub mod mla;
 pub mod moe;
 pub mod probe;
+pub mod qlinear;
+pub mod quant;
 pub mod rope;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +118,17 @@ impl DType {
 }
 
 /// `cpu`, `cuda` or `cuda:N`.
+/// `--quant`'s value: `q8_0` or `q4_0` (any case).
+pub fn parse_quant(s: &str) -> Result<quant::Format, ModelError> {
+    match s.to_ascii_lowercase().as_str() {
+        "q8_0" => Ok(quant::Format::Q8_0),
+        "q4_0" => Ok(quant::Format::Q4_0),
+        _ => Err(ModelError::Device(format!(
+            "--quant {s}: expected q8_0 or q4_0"
+        ))),
+    }
+}
+
 pub fn parse_device(s: &str) -> Result<Device, ModelError> {
     let d = match s {
         "cpu" => Device::Cpu,
@@ -195,14 +208,34 @@ pub struct Model {
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Tensor,
+    /// The head: the embedding table when tied, else its own weight (quantized with `--quant`).
+    lm_head: layers::Weight,
     rotary: Rotary,
     /// Checkpoint tensors no module asked for (e.g. MTP layers, which inference skips).
     pub unused_weights: Vec<String>,
+    /// Weights stored block-quantized (`--quant`), by HF name; they are not in `vars`.
+    pub quantized_weights: Vec<String>,
 }
 
 impl Model {
     pub fn load(dir: &Path, dtype: DType, device: Device) -> Result<Self, ModelError> {
+        Self::load_quantized(dir, dtype, device, None)
+    }
+
+    /// [`Model::load`], with the linear layers (attention and MLP projections, experts, the head
+    /// unless tied) stored in `quant`'s block format; embeddings, norms, routers and MLA's
+    /// `kv_b_proj` stay in `dtype`. CPU only: the quantized kernels are CPU kernels.
+    pub fn load_quantized(
+        dir: &Path,
+        dtype: DType,
+        device: Device,
+        quant: Option<quant::Format>,
+    ) -> Result<Self, ModelError> {
+        if quant.is_some() && device != Device::Cpu {
+            return Err(ModelError::Device(
+                "--quant runs on the CPU only (the quantized kernels are CPU kernels)".into(),
+            ));
+        }
         if !dir.is_dir() {
             return Err(ModelError::Io {
                 file: dir.display().to_string(),
@@ -217,6 +250,8 @@ impl Model {
             kind: dtype.kind(),
             device,
             fp8_block: config.fp8.as_ref().map(|f| f.block),
+            quant,
+            quantized: Default::default(),
         };
         let root = vars.root();
         let m = &root / "model";
@@ -257,16 +292,19 @@ impl Model {
         let norm = RmsNorm::load(&l, &m / "norm", hidden, r.rms_norm_eps)?;
         let head_path = &root / "lm_head";
         let lm_head = if r.tie_word_embeddings || !l.has(&head_path, "weight") {
-            embed_tokens.shallow_clone()
+            layers::Weight::Float(embed_tokens.shallow_clone())
         } else {
-            l.weight(&head_path, "weight", &[vocab, hidden as i64])?
+            l.linear_weight(&head_path, "weight", &[vocab, hidden as i64])?
         };
         let interleave = config.mla.as_ref().is_some_and(|m| m.rope_interleave);
         let rotary = Rotary::new(&config.rope, config.rope_dim(), interleave, device);
         let loaded = vars.variables();
+        let quantized = l.quantized.take();
         let mut unused_weights: Vec<String> = ckpt
             .names()
-            .filter(|n| !loaded.contains_key(*n) && !n.ends_with("_scale_inv"))
+            .filter(|n| {
+                !loaded.contains_key(*n) && !quantized.contains(n) && !n.ends_with("_scale_inv")
+            })
             .cloned()
             .collect();
         unused_weights.sort();
@@ -282,6 +320,7 @@ impl Model {
             lm_head,
             rotary,
             unused_weights,
+            quantized_weights: quantized,
         })
     }
 
@@ -363,6 +402,9 @@ impl Model {
     pub fn logits(&self, h: &Tensor) -> Tensor {
         // The head is ~15% of the bytes a decode step reads: let the GEMV kernel take it too.
         let x = self.norm.forward(h);
-        layers::linear(&x, &self.lm_head, None)
+        match &self.lm_head {
+            layers::Weight::Float(w) => layers::linear(&x, w, None),
+            layers::Weight::Quant(q) => q.forward(&x, None),
+        }
     }
 }

@@ -12,14 +12,15 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::config::{ModelConfig, MoeConfig, Routing};
 use super::gemv::{self, Scalar};
-use super::layers::{Linear, Mlp};
+use super::layers::Mlp;
 use super::loader::Loader;
 use super::probe::Probe;
 use super::ModelError;
 
 pub struct Moe {
     cfg: MoeConfig,
-    gate: Linear,
+    /// The router's weight `[E, hidden]`: routing stays in floating point whatever `--quant` says.
+    gate: Tensor,
     /// Selection-only bias (V3); kept f32 whatever the run dtype.
     pub e_score_correction_bias: Option<Tensor>,
     experts: Vec<Mlp>,
@@ -69,10 +70,7 @@ impl Moe {
         let hidden = cfg.raw.hidden_size;
         let e = moe.n_routed_experts;
         let gp = &p / "gate";
-        let gate = Linear {
-            weight: l.weight(&gp, "weight", &[e as i64, hidden as i64])?,
-            bias: None,
-        };
+        let gate = l.weight(&gp, "weight", &[e as i64, hidden as i64])?;
         let e_score_correction_bias = match moe.routing {
             Routing::SigmoidNoAux => {
                 Some(l.buffer_f32(&gp, "e_score_correction_bias", &[e as i64])?)
@@ -202,11 +200,11 @@ impl Moe {
         let e = self.experts.len();
         // Router logits in f32 (no conversions when the run is f32 already; a few tokens go
         // through the GEMV kernel).
-        let logits = if xt.kind() == Kind::Float && self.gate.weight.kind() == Kind::Float {
-            super::layers::linear(&xt, &self.gate.weight, None)
+        let logits = if xt.kind() == Kind::Float && self.gate.kind() == Kind::Float {
+            super::layers::linear(&xt, &self.gate, None)
         } else {
             xt.to_kind(Kind::Float)
-                .linear::<Tensor>(&self.gate.weight.to_kind(Kind::Float), None)
+                .linear::<Tensor>(&self.gate.to_kind(Kind::Float), None)
         };
         let logits_cpu = host_f32(&logits);
         // The bias is read where it lives (no copy kept on the side: balance updates change it
@@ -334,7 +332,7 @@ impl Moe {
             if m.has_bias() {
                 return None;
             }
-            weights.extend(m.weights());
+            weights.extend(m.weights()?);
         }
         if gemv::records_graph(&weights) {
             return None;
@@ -393,7 +391,7 @@ impl Moe {
 /// `down(silu(gate(x)) · up(x))` for `m` rows of `x` into `y` through the GEMV kernels, each
 /// intermediate rounded to `T` as libtorch's ops round it.
 fn mlp_rows<T: Scalar>(mlp: &Mlp, x: &[T], y: &mut [T], m: usize, hidden: usize) -> Option<()> {
-    let [wg, wu, wd] = mlp.weights();
+    let [wg, wu, wd] = mlp.weights()?;
     let inter = wg.size()[0] as usize;
     // SAFETY: as in `experts_direct`.
     let (wg, wu, wd): (&[T], &[T], &[T]) = unsafe {

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::model::{parse_device, DType, Model};
+use crate::model::{parse_device, parse_quant, DType, Model};
 use crate::runtime::{
     generate_cached, score, GenEvent, GenerateRequest, PrefixCache, SamplingParams, ScoreOptions,
     ScoredTrace,
@@ -137,6 +137,8 @@ pub struct EngineConfig {
     pub device: String,
     pub dtype: String,
     pub threads: Option<i32>,
+    /// q8_0 or q4_0 (`--quant`).
+    pub quant: Option<String>,
 }
 
 /// The UI side's handle. Dropping it (or [`Engine::shutdown`]) ends the thread once the running
@@ -312,7 +314,8 @@ fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, ModelInfo)> 
         .with_context(|| format!("--dtype {}: expected f32, bf16 or f16", config.dtype))?;
     let device = parse_device(&config.device)?;
     let codec = TextCodec::load(&config.model_dir)?;
-    let model = Model::load(&config.model_dir, dtype, device)?;
+    let quant = config.quant.as_deref().map(parse_quant).transpose()?;
+    let model = Model::load_quantized(&config.model_dir, dtype, device, quant)?;
     let info = model_info(&model, &codec, &config.device, &config.model_dir);
     Ok((model, codec, info))
 }

@@ -7,6 +7,7 @@ mod common;
 mod generation;
 mod grpo;
 mod parity;
+mod quant;
 mod scoring;
 mod text;
 mod workbench;

@@ -315,6 +315,7 @@ mod engine {
                 device: "cpu".into(),
                 dtype: "f32".into(),
                 threads: Some(1),
+                quant: None,
             },
             tx,
         );

@@ -47,6 +47,7 @@ mod avx2;
 mod avx512;
 mod threads;
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -482,22 +483,35 @@ impl Kernel {
 unsafe fn run(p: &Product, threading: Threading, isa: Isa) {
     // SAFETY: forwarded from the caller.
     let kernel = unsafe { Kernel::for_product(p, isa) };
+    // SAFETY: forwarded from the caller; `rows_on` hands out each row of 0..n once.
+    let rows = |r: Range<usize>| unsafe { kernel.rows(p, r.start, r.end) };
+    rows_on(threading, p.n, p.n * p.k * p.elem.bytes(), &rows);
+}
+
+/// Calls `f` on disjoint chunks of the rows `0..n` that together cover them all, on libtorch's
+/// threads (or this module's pool) when the weight they read (`weight_bytes`) is large enough to
+/// be worth waking them. For kernels of other modules (quantized weights) that split a product by
+/// output rows as these do.
+pub fn parallel_rows(n: usize, weight_bytes: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
+    rows_on(threading(), n, weight_bytes, f)
+}
+
+fn rows_on(threading: Threading, n: usize, weight_bytes: usize, f: &(dyn Fn(Range<usize>) + Sync)) {
     // SAFETY: a plain C call without arguments.
     let torch_threads = unsafe { torch_sys::at_get_num_threads() }.max(1) as usize;
-    let threads = if p.n * p.k * p.elem.bytes() < PARALLEL_MIN_BYTES {
+    let threads = if weight_bytes < PARALLEL_MIN_BYTES {
         1
     } else {
         torch_threads
     };
     if threads <= 1 {
-        // SAFETY: forwarded from the caller.
-        unsafe { kernel.rows(p, 0, p.n) };
+        f(0..n);
         return;
     }
     // Chunks of about 1/12 of each thread's share (at least one tile of rows), so that a late or
     // preempted thread costs little, and few enough that the counter is not contended.
-    let per_chunk = (p.n / (threads * 12)).max(ROWS).next_multiple_of(ROWS);
-    let chunks = p.n.div_ceil(per_chunk);
+    let per_chunk = (n / (threads * 12)).max(ROWS).next_multiple_of(ROWS);
+    let chunks = n.div_ceil(per_chunk);
     let next = AtomicUsize::new(0);
     let work = || loop {
         let c = next.fetch_add(1, Ordering::Relaxed);
@@ -505,8 +519,7 @@ unsafe fn run(p: &Product, threading: Threading, isa: Isa) {
             break;
         }
         let r0 = c * per_chunk;
-        // SAFETY: forwarded from the caller; the counter gives each chunk of rows to one thread.
-        unsafe { kernel.rows(p, r0, (r0 + per_chunk).min(p.n)) };
+        f(r0..(r0 + per_chunk).min(n));
     };
     threads::parallel(threading, threads, &work);
 }

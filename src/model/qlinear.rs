@@ -1,0 +1,227 @@
+//! Linear layers whose weights are stored block-quantized in llama.cpp's Q8_0 or Q4_0 layout
+//! (`--quant`, or a GGUF file's own Q8_0 / Q4_0 tensors): the tensor side of [`super::quant`].
+//!
+//! The stored bytes are the model. Activations stay f32: a decode product (a few rows) runs the
+//! quantized kernels on libtorch's threads; a longer one (prefill) dequantizes the layer to f32 for
+//! that call, rows in parallel, and multiplies with libtorch's f32 GEMM. Either way every weight
+//! is exactly its stored value, so what the inspectors show is the quantized model itself.
+
+use std::ops::Range;
+
+use tch::{Device, Kind, Tensor};
+
+use super::gemv;
+use super::quant::{self, Activations, Format, QuantMatrix};
+use super::ModelError;
+
+/// Rows of `x` up to which the decode kernels run; beyond, dequantize-and-GEMM wins (it reads the
+/// weight once for every row, where the kernels' cost grows with each row).
+const MAX_ROWS: usize = 16;
+
+/// A quantized `[n, k]` weight (nn.Linear's layout), owning its bytes.
+pub struct QuantWeight {
+    format: Format,
+    n: usize,
+    k: usize,
+    bytes: Vec<u8>,
+}
+
+impl QuantWeight {
+    /// Quantizes a float `[n, k]` weight (any float kind, any device) row by row.
+    pub fn quantize(w: &Tensor, format: Format, name: &str) -> Result<Self, ModelError> {
+        let (n, k) = w.size2().map_err(|_| ModelError::WrongShape {
+            name: name.into(),
+            msg: format!(
+                "a quantized weight must be a matrix, got shape {:?}",
+                w.size()
+            ),
+        })?;
+        let values: Vec<f32> = Vec::try_from(
+            w.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .reshape([-1]),
+        )
+        .map_err(|e: tch::TchError| ModelError::WrongShape {
+            name: name.into(),
+            msg: e.to_string(),
+        })?;
+        let bytes = quant::quantize(format, &values).map_err(|e| ModelError::WrongShape {
+            name: name.into(),
+            msg: format!("cannot quantize to {}: {e}", format.name()),
+        })?;
+        Self::from_bytes(format, n as usize, k as usize, bytes, name)
+    }
+
+    /// Wraps stored blocks (a GGUF tensor's data): `n` rows of `k / 32` blocks.
+    pub fn from_bytes(
+        format: Format,
+        n: usize,
+        k: usize,
+        bytes: Vec<u8>,
+        name: &str,
+    ) -> Result<Self, ModelError> {
+        QuantMatrix::new(format, n, k, &bytes).map_err(|e| ModelError::WrongShape {
+            name: name.into(),
+            msg: format!("{} [{n}, {k}]: {e}", format.name()),
+        })?;
+        Ok(Self {
+            format,
+            n,
+            k,
+            bytes,
+        })
+    }
+
+    fn matrix(&self) -> QuantMatrix<'_> {
+        QuantMatrix::new(self.format, self.n, self.k, &self.bytes).expect("checked when built")
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// `[n, k]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.n, self.k]
+    }
+
+    /// Bytes the weight occupies (and a decode step reads).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// `x.linear(W, bias)` with `x` of any float kind on the CPU; the result has `x`'s kind.
+    pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float).contiguous();
+        let mut shape = x.size();
+        let rows = (xf.numel() / self.k.max(1)) as i64;
+        *shape.last_mut().expect("x has a last dimension") = self.n as i64;
+        let bias = bias.map(|b| b.to_kind(Kind::Float).contiguous());
+        let y = if rows as usize <= MAX_ROWS {
+            self.decode(&xf, rows as usize, bias.as_ref())
+        } else {
+            xf.linear(&self.dequantize(), bias.as_ref())
+        };
+        y.view(shape.as_slice()).to_kind(kind)
+    }
+
+    /// The quantized kernels over `m` rows of contiguous f32 `x`: `[m, n]` f32.
+    fn decode(&self, x: &Tensor, m: usize, bias: Option<&Tensor>) -> Tensor {
+        // SAFETY (both slices): contiguous f32 CPU tensors owned by this call; nothing writes them.
+        let xs: &[f32] = unsafe { gemv::cpu_slice(x) }.expect("contiguous f32 CPU activations");
+        let bs: Option<&[f32]> = bias.map(|b| unsafe { gemv::cpu_slice(b) }.expect("f32 bias"));
+        let acts = Activations::new(xs, m, self.k).expect("x's rows are k long");
+        let w = self.matrix();
+        quant::check(&w, &acts, bs).expect("shapes checked when loaded");
+        let out = Tensor::empty([m as i64, self.n as i64], (Kind::Float, Device::Cpu));
+        let dst = OutPtr(out.data_ptr() as *mut f32);
+        let rows = |r: Range<usize>| {
+            // SAFETY: `out` is a fresh [m, n] f32 tensor alive until this product returns; the
+            // shapes were checked above; `parallel_rows` hands each row range to one thread, and
+            // the kernel writes only the columns of its rows.
+            unsafe { quant::matvec_rows(&w, &acts, bs, dst.get(), r) }
+        };
+        gemv::parallel_rows(self.n, self.bytes.len(), &rows);
+        out
+    }
+
+    /// The weight as an f32 `[n, k]` tensor (rows dequantized in parallel), for long products.
+    pub fn dequantize(&self) -> Tensor {
+        let out = Tensor::empty([self.n as i64, self.k as i64], (Kind::Float, Device::Cpu));
+        let dst = OutPtr(out.data_ptr() as *mut f32);
+        let w = self.matrix();
+        let rows = |r: Range<usize>| {
+            let (row0, len) = (r.start, r.len());
+            // SAFETY: each call gets rows no other call gets, inside the fresh [n, k] tensor.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(dst.get().add(row0 * self.k), len * self.k)
+            };
+            let bytes = &w.bytes()[row0 * self.row_bytes()..(row0 + len) * self.row_bytes()];
+            quant::dequantize_row(self.format, bytes, o).expect("whole rows");
+        };
+        gemv::parallel_rows(self.n, self.bytes.len(), &rows);
+        out
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.bytes.len() / self.n.max(1)
+    }
+}
+
+/// The output's base pointer, shared by the threads that write its disjoint rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: every thread writes a disjoint set of rows through it (see the callers).
+unsafe impl Sync for OutPtr {}
+unsafe impl Send for OutPtr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both paths (kernels for few rows, dequantize + GEMM for many) against an independent
+    /// reference: the dequantized weight (`quant::dequantize_row`, checked against gguf-py) through
+    /// libtorch's f32 linear, in f32 and bf16 activations.
+    #[test]
+    fn forward_matches_the_dequantized_weight() {
+        tch::manual_seed(3);
+        let _g = tch::no_grad_guard();
+        for format in [Format::Q8_0, Format::Q4_0] {
+            let (n, k) = (70i64, 96i64);
+            let w = Tensor::randn([n, k], (Kind::Float, Device::Cpu));
+            let q = QuantWeight::quantize(&w, format, "w").unwrap();
+            let mut deq = vec![0f32; (n * k) as usize];
+            quant::dequantize_row(format, &q.bytes, &mut deq).unwrap();
+            let reference_w = Tensor::from_slice(&deq).view([n, k]);
+            let bias = Tensor::randn([n], (Kind::Float, Device::Cpu));
+            for rows in [1i64, 3, 16, 17, 40] {
+                for kind in [Kind::Float, Kind::BFloat16] {
+                    let x = Tensor::randn([rows, k], (Kind::Float, Device::Cpu)).to_kind(kind);
+                    let y = q.forward(&x, Some(&bias.to_kind(kind)));
+                    assert_eq!(y.size(), [rows, n]);
+                    assert_eq!(y.kind(), kind);
+                    let want = x
+                        .to_kind(Kind::Float)
+                        .linear(&reference_w, Some(&bias.to_kind(kind).to_kind(Kind::Float)));
+                    // f32: summation order only; bf16: one rounding of the output (half an
+                    // ulp, 2^-9 relative) on top.
+                    let rel = if kind == Kind::Float {
+                        1e-6
+                    } else {
+                        1.0 / 256.0
+                    };
+                    let tol = want.abs() * rel + 1e-4;
+                    let err = (y.to_kind(Kind::Float) - &want).abs();
+                    let bad = err.gt_tensor(&tol).sum(Kind::Int64).int64_value(&[]);
+                    assert_eq!(
+                        bad,
+                        0,
+                        "{format:?} rows={rows} {kind:?}: max err {}",
+                        err.max().double_value(&[])
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_rows_that_are_not_whole_blocks() {
+        let w = Tensor::randn([4, 40], (Kind::Float, Device::Cpu));
+        let e = QuantWeight::quantize(&w, Format::Q8_0, "model.layers.0.mlp.up_proj.weight")
+            .err()
+            .expect("k = 40 is not a multiple of 32");
+        assert!(
+            e.to_string().contains("model.layers.0.mlp.up_proj.weight"),
+            "{e}"
+        );
+    }
+}

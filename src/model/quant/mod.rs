@@ -1,0 +1,346 @@
+//! llama.cpp's Q8_0 and Q4_0 block-quantized weights, and decode products against them.
+//!
+//! The byte layouts are GGML's, so a GGUF tensor of either type is used as it is stored:
+//! - Q8_0: blocks of 32 weights, an f16 scale `d` then 32 × i8 `q` (34 bytes); weight = `q·d`.
+//! - Q4_0: blocks of 32 weights, an f16 scale `d` then 16 bytes; byte `j` holds element `j` in its
+//!   low nibble and element `j + 16` in its high nibble (18 bytes); weight = `(q − 8)·d`.
+//!
+//! A matrix `W[N, K]` (nn.Linear's layout: N output rows of K inputs) is N rows of K/32 blocks, so
+//! K must be a multiple of 32. [`quantize_row`] and [`dequantize_row`] reproduce the bytes and
+//! values of llama.cpp's reference quantizers (checked against gguf-py's by the fixture tests).
+//!
+//! Products: `out[i, r] = Σ_k x[i, k] · W[r, k] (+ bias[r])` for a few rows `x[i]` (decode). The
+//! activations stay f32, the weights are widened to f32 in registers, and every sum is f32, so the
+//! product shows the stored weights exactly as they are; nothing is requantized. [`Activations`]
+//! is what every thread shares, prepared once per product; [`matvec_rows`] computes a range of
+//! weight rows, for a caller that splits rows across threads (at multiples of [`ROW_TILE`]);
+//! [`matvec`] does all rows on the calling thread.
+//!
+//! Kernels: AVX2 + FMA + F16C on x86-64 ([`Isa::Avx2`]), a portable scalar loop everywhere else
+//! ([`Isa::Scalar`]), picked once by a cached CPU-feature check.
+
+mod format;
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::OnceLock;
+
+pub use format::{dequantize_row, quantize, quantize_row, Format, BLOCK};
+
+/// Weight rows the kernels take together: a caller splitting rows across threads does best to
+/// cut at multiples of this (rows left over at the end of a range run one by one).
+pub const ROW_TILE: usize = 4;
+
+/// What a quantized matrix, an activation batch or a buffer got wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuantError {
+    /// A row length (K) that is not a whole number of 32-element blocks.
+    NotWholeBlocks { k: usize },
+    /// A buffer or shape whose size disagrees with the others.
+    Size {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl fmt::Display for QuantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotWholeBlocks { k } => {
+                write!(
+                    f,
+                    "row length {k} is not a multiple of the block size {BLOCK}"
+                )
+            }
+            Self::Size {
+                what,
+                expected,
+                got,
+            } => write!(f, "{what}: expected {expected}, got {got}"),
+        }
+    }
+}
+
+impl std::error::Error for QuantError {}
+
+/// A borrowed quantized matrix `W[N, K]`: N rows of K/32 blocks, row after row.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantMatrix<'a> {
+    format: Format,
+    n: usize,
+    k: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> QuantMatrix<'a> {
+    /// Wraps `bytes` (a GGUF tensor's data, or [`quantize`]'s output) as an `n × k` matrix.
+    pub fn new(format: Format, n: usize, k: usize, bytes: &'a [u8]) -> Result<Self, QuantError> {
+        let expected = format.row_bytes(k)? * n;
+        if bytes.len() != expected {
+            return Err(QuantError::Size {
+                what: "quantized matrix bytes",
+                expected,
+                got: bytes.len(),
+            });
+        }
+        Ok(Self {
+            format,
+            n,
+            k,
+            bytes,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Rows (output features).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Columns (input features).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The bytes of row `r`.
+    ///
+    /// # Panics
+    /// If `r >= n`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let len = self.k / BLOCK * self.format.block_bytes();
+        &self.bytes[r * len..(r + 1) * len]
+    }
+
+    /// The whole matrix as f32, row-major `[N, K]` (for paths that want a plain tensor).
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0.0; self.n * self.k];
+        dequantize_row(self.format, self.bytes, &mut out).expect("sizes checked by new");
+        out
+    }
+}
+
+/// The f32 activations `x[M, K]` of one product, prepared once and then read by every thread.
+///
+/// Besides `x` itself it holds, where the AVX2 kernels run, their own copy of `x` laid out block
+/// by block and the sums of its blocks (see `x86::Staged`).
+#[derive(Debug)]
+pub struct Activations<'a> {
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    /// Empty where the AVX2 kernels do not run.
+    #[cfg(target_arch = "x86_64")]
+    staged: x86::Staged,
+}
+
+impl<'a> Activations<'a> {
+    /// `x` is `m` rows of `k`, row-major.
+    pub fn new(x: &'a [f32], m: usize, k: usize) -> Result<Self, QuantError> {
+        if !k.is_multiple_of(BLOCK) {
+            return Err(QuantError::NotWholeBlocks { k });
+        }
+        if x.len() != m * k {
+            return Err(QuantError::Size {
+                what: "activations (m·k)",
+                expected: m * k,
+                got: x.len(),
+            });
+        }
+        Ok(Self {
+            x,
+            m,
+            k,
+            #[cfg(target_arch = "x86_64")]
+            staged: if Isa::detect() == Isa::Avx2 {
+                x86::Staged::new(x, m, k)
+            } else {
+                x86::Staged::default()
+            },
+        })
+    }
+
+    /// Rows of x.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// The instruction sets the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX2, FMA and F16C (Haswell, Zen and later).
+    Avx2,
+    /// Portable Rust, for every other CPU.
+    Scalar,
+}
+
+impl Isa {
+    /// The best one this CPU runs, detected once per process.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+            Isa::Scalar
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Scalar => "scalar",
+        }
+    }
+}
+
+/// `out[i·n + r] = Σ_k x[i, k]·W[r, k] (+ bias[r])` for every row `r` of `w`, on this thread.
+/// `out` is `[M, N]`, row-major.
+pub fn matvec(
+    w: &QuantMatrix,
+    x: &Activations,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    check(w, x, bias)?;
+    if out.len() != x.m * w.n {
+        return Err(QuantError::Size {
+            what: "output (m·n)",
+            expected: x.m * w.n,
+            got: out.len(),
+        });
+    }
+    // SAFETY: `out` holds m·n elements and is borrowed exclusively for the call.
+    unsafe { matvec_rows(w, x, bias, out.as_mut_ptr(), 0..w.n) };
+    Ok(())
+}
+
+/// Checks that `w`, `x` and `bias` fit together, once per product (not per thread).
+pub fn check(w: &QuantMatrix, x: &Activations, bias: Option<&[f32]>) -> Result<(), QuantError> {
+    if x.k != w.k {
+        return Err(QuantError::Size {
+            what: "activations' row length (k)",
+            expected: w.k,
+            got: x.k,
+        });
+    }
+    match bias {
+        Some(b) if b.len() != w.n => Err(QuantError::Size {
+            what: "bias (n)",
+            expected: w.n,
+            got: b.len(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// [`matvec`] for the weight rows in `rows` only: writes `out[i·n + r]` for every x row `i` and
+/// every `r` in `rows`, and nothing else. A caller splits `0..n` into disjoint ranges, one per
+/// thread, all sharing `w`, `x` and `bias` read-only. Uses [`Isa::detect`]'s kernels.
+///
+/// # Safety
+/// `out` points to `m·n` writable f32s (`m = x.m()`, `n = w.n()`) that overlap none of the
+/// inputs, and no other thread reads or writes the elements this call writes while it runs.
+///
+/// # Panics
+/// If [`check`] fails or `rows` is not inside `0..n`.
+pub unsafe fn matvec_rows(
+    w: &QuantMatrix,
+    x: &Activations,
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    rows: Range<usize>,
+) {
+    // SAFETY: forwarded from the caller; the detected ISA runs on this CPU.
+    unsafe { matvec_rows_on(Isa::detect(), w, x, bias, out, rows) }
+}
+
+/// [`matvec_rows`] with a chosen instruction set (to compare kernels, or force the scalar one).
+///
+/// # Safety
+/// As for [`matvec_rows`].
+///
+/// # Panics
+/// As for [`matvec_rows`], and if this CPU cannot run `isa`.
+pub unsafe fn matvec_rows_on(
+    isa: Isa,
+    w: &QuantMatrix,
+    x: &Activations,
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    rows: Range<usize>,
+) {
+    if let Err(e) = check(w, x, bias) {
+        panic!("quant::matvec_rows: {e}");
+    }
+    assert!(
+        rows.start <= rows.end && rows.end <= w.n,
+        "rows {rows:?} outside 0..{}",
+        w.n
+    );
+    if x.m == 0 || rows.is_empty() {
+        return;
+    }
+    let job = Job { w, x, bias, out };
+    match isa {
+        Isa::Scalar => {
+            // SAFETY: forwarded from the caller; the shapes were checked above.
+            unsafe { scalar::rows(&job, rows) }
+        }
+        Isa::Avx2 => {
+            assert_eq!(Isa::detect(), Isa::Avx2, "this CPU lacks AVX2, FMA or F16C");
+            // SAFETY: forwarded from the caller; the shapes were checked above and the CPU has
+            // the features the kernels are compiled for (asserted just now).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                x86::rows(&job, rows)
+            }
+        }
+    }
+}
+
+/// One product's operands, as the kernels take them. Invariants (checked by `matvec_rows_on`):
+/// `x.k == w.k`, `bias` has `w.n` elements, `out` addresses `x.m · w.n` f32s.
+struct Job<'a> {
+    w: &'a QuantMatrix<'a>,
+    x: &'a Activations<'a>,
+    bias: Option<&'a [f32]>,
+    out: *mut f32,
+}
+
+impl Job<'_> {
+    fn bias(&self, r: usize) -> f32 {
+        self.bias.map_or(0.0, |b| b[r])
+    }
+
+    /// Writes `out[i, r]`.
+    ///
+    /// # Safety
+    /// `i < m`, `r < n`, and the element is this call's to write (see [`matvec_rows`]).
+    unsafe fn store(&self, i: usize, r: usize, v: f32) {
+        // SAFETY: in bounds by the caller's indices and the Job invariants.
+        unsafe { *self.out.add(i * self.w.n + r) = v }
+    }
+}

@@ -1,0 +1,472 @@
+//! AVX2 + FMA + F16C kernels (x86-64): the weights widened to f32 in registers, f32 FMAs.
+//!
+//! Widening: 8 quants at a time go from 8 bytes to 8 i32 lanes (`vpmovsxbd` / `vpmovzxbd`
+//! straight from memory) and to f32. Q8_0's bytes 8h..8h+8 and 16+8h..24+8h (h = 0, 1) are x
+//! chunks h and h + 2; Q4_0's bytes 8h..8h+8 hold both at once (low nibbles: chunk h, high
+//! nibbles: chunk h + 2), so both formats go through one loop.
+//!
+//! Two ways to apply the block scale `d`, by tile:
+//! - [`Tiles::tile_sum`] (one or two x rows): per block and (weight row, x row) pair, `Σ x·q` in a
+//!   block accumulator, then one FMA by `d`. Q4_0's `q − 8` is never formed: the accumulator
+//!   starts at `−Σx` of the block in every lane, and its eight lanes add up to the `−8·Σx` that
+//!   `Σ (q − 8)·x = Σ q·x − 8·Σ x` needs.
+//! - [`Tiles::tile_dq`] (three x rows and more): each widened weight vector is dequantized once,
+//!   `q·d` (Q4_0: `q·d − 8·d` in one FMA), and then serves every x row.
+//!
+//! Order: a group of [`GROUP`] weight rows at a time; K in chunks whose x values (all M rows)
+//! fit in half of L1; per chunk, tiles of R weight rows × MB x rows, whose R·MB sums stay in
+//! registers over the chunk. So the weights are read once from memory, x once per group from
+//! L2, and the per-row work is all in registers. x is staged block-major ([`Staged`]) and the
+//! weights of the next group are prefetched ([`Operands::prefetch`]).
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::format::Format;
+use super::{Job, BLOCK};
+
+/// Weight rows multiplied by all of x before the next rows are read.
+const GROUP: usize = super::ROW_TILE;
+
+/// How far ahead of the block in use, in bytes of its row, the kernels ask for weights.
+const PREFETCH: usize = 1024;
+
+/// x as the kernels read it, made once per product by [`Activations`](super::Activations).
+#[derive(Debug, Default)]
+pub(super) struct Staged {
+    /// Block-major: `xs[(b·m + i)·32 + e] = x[i, 32b + e]`. A block's values for all M rows
+    /// are one contiguous run, so a tile's x reads are sequential and share few cache lines,
+    /// where x rows K·4 bytes apart (a multiple of 2 KiB at the usual K) collide in L1's sets.
+    xs: Vec<f32>,
+    /// `neg_sums[b·m + i] = −Σ x[i, 32b..32b + 32]`, Q4_0's offset term.
+    neg_sums: Vec<f32>,
+}
+
+impl Staged {
+    pub(super) fn new(x: &[f32], m: usize, k: usize) -> Self {
+        let nb = k / BLOCK;
+        let mut xs = Vec::with_capacity(m * k);
+        let mut neg_sums = Vec::with_capacity(m * nb);
+        for b in 0..nb {
+            for i in 0..m {
+                let block = &x[i * k + b * BLOCK..][..BLOCK];
+                xs.extend_from_slice(block);
+                neg_sums.push(-sum32(block));
+            }
+        }
+        Self { xs, neg_sums }
+    }
+}
+
+/// The sum of 32 values in eight lanes, as the kernels add (a plain sum is one long chain of
+/// dependent additions).
+fn sum32(block: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for chunk in block.chunks_exact(8) {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum()
+}
+
+/// How a format's block turns into f32 vectors.
+trait Blocks {
+    /// Bytes per block.
+    const BYTES: usize;
+    /// Whether the quants are stored offset by 8 (Q4_0), which the block accumulator's start
+    /// value corrects.
+    const OFFSET: bool;
+
+    /// The quants of x chunks `h` and `h + 2` (h = 0 or 1) of the block whose quants start at
+    /// `qs`, as f32 (Q4_0's without the −8).
+    ///
+    /// # Safety
+    /// `qs` addresses a block's 32 (Q8_0) or 16 (Q4_0) quant bytes; the CPU has AVX2.
+    unsafe fn pair(qs: *const u8, h: usize) -> (__m256, __m256);
+
+    /// A vector from [`pair`](Self::pair) as weights: `q·d`, or Q4_0's `(q − 8)·d` as
+    /// `q·d + offset` with `offset = −8·d`. Exact: an integer below 2^8 times an f16 fits an f32.
+    unsafe fn dequant(w: __m256, d: __m256, offset: __m256) -> __m256;
+}
+
+struct Q8;
+struct Q4;
+
+impl Blocks for Q8 {
+    const BYTES: usize = Format::Q8_0.block_bytes();
+    const OFFSET: bool = false;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair(qs: *const u8, h: usize) -> (__m256, __m256) {
+        // SAFETY: bytes 8h..8h+8 and 16+8h..24+8h lie inside the 32 quants (h <= 1).
+        unsafe { (widen_i8(qs.add(8 * h)), widen_i8(qs.add(16 + 8 * h))) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequant(w: __m256, d: __m256, _offset: __m256) -> __m256 {
+        _mm256_mul_ps(w, d)
+    }
+}
+
+impl Blocks for Q4 {
+    const BYTES: usize = Format::Q4_0.block_bytes();
+    const OFFSET: bool = true;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pair(qs: *const u8, h: usize) -> (__m256, __m256) {
+        // SAFETY: bytes 8h..8h+8 lie inside the 16 quant bytes (h <= 1).
+        let bytes = unsafe { _mm256_cvtepu8_epi32(load8(qs.add(8 * h))) };
+        let lo = _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f));
+        // A byte in an i32 lane: shifting right by 4 leaves its high nibble alone.
+        let hi = _mm256_srli_epi32::<4>(bytes);
+        (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dequant(w: __m256, d: __m256, offset: __m256) -> __m256 {
+        _mm256_fmadd_ps(w, d, offset)
+    }
+}
+
+/// 8 bytes at `p` into the low half of a register.
+///
+/// # Safety
+/// `p` addresses 8 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(p: *const u8) -> __m128i {
+    // SAFETY: the caller's; `_mm_loadl_epi64` reads exactly 8 bytes, unaligned.
+    unsafe { _mm_loadl_epi64(p as *const __m128i) }
+}
+
+/// 8 signed bytes at `p` as f32.
+///
+/// # Safety
+/// `p` addresses 8 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_i8(p: *const u8) -> __m256 {
+    // SAFETY: the caller's.
+    unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(p))) }
+}
+
+/// The f16 scale at `p`, in all 8 lanes.
+///
+/// # Safety
+/// `p` addresses 2 readable bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale(p: *const u8) -> __m256 {
+    // SAFETY: the caller's; an unaligned 2-byte read.
+    let bits = unsafe { (p as *const i16).read_unaligned() };
+    _mm256_cvtph_ps(_mm_set1_epi16(bits))
+}
+
+/// The sum of the 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Weight rows `rows` against every x row.
+///
+/// # Safety
+/// `job` meets [`Job`]'s invariants, `rows` lies inside `0..n`, the outputs of those rows are this
+/// call's alone to write, and the CPU has AVX2, FMA and F16C.
+pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
+    // SAFETY: forwarded.
+    unsafe {
+        match job.w.format {
+            Format::Q8_0 => rows_of::<Q8>(job, rows),
+            Format::Q4_0 => rows_of::<Q4>(job, rows),
+        }
+    }
+}
+
+/// # Safety
+/// As for [`rows`], with `B` matching the matrix's format.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
+    let o = Operands::new::<B>(job);
+    let mut acc = vec![_mm256_setzero_ps(); GROUP * o.m];
+    let mut r = rows.start;
+    // SAFETY (both calls): rows r..r + GROUP (resp. r + 1) lie inside rows, inside 0..n.
+    unsafe {
+        while r + GROUP <= rows.end {
+            group::<B, GROUP>(job, &o, r, &mut acc);
+            r += GROUP;
+        }
+        while r < rows.end {
+            group::<B, 1>(job, &o, r, &mut acc);
+            r += 1;
+        }
+    }
+}
+
+/// Weight rows `r..r + G` against every x row. K is walked in chunks whose x values (all M rows)
+/// fit in L1 together, and each chunk is multiplied by all G rows before the next: the weights
+/// are read once, and so is x from L2, whatever M. `acc` holds the running sums between chunks,
+/// `acc[a·m + i]` for weight row `r + a` and x row `i`.
+///
+/// # Safety
+/// As for [`rows`], for the rows `r..r + G`; `acc` has at least G·m elements.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m256]) {
+    let m = o.m;
+    acc[..G * m].fill(_mm256_setzero_ps());
+    let chunk = (X_CHUNK_BYTES / (m * BLOCK * 4)).max(1);
+    for b0 in (0..o.nb).step_by(chunk) {
+        let blocks = b0..(b0 + chunk).min(o.nb);
+        let mut t = Tiles {
+            o,
+            r,
+            blocks,
+            acc: &mut *acc,
+        };
+        let mut i = 0;
+        // SAFETY: every call covers weight rows inside r..r + G (R divides G where it is called:
+        // the guards) and x rows inside 0..m, and only the first x tile prefetches.
+        unsafe {
+            let two = G.is_multiple_of(2);
+            while i + 4 <= m {
+                if two {
+                    t.split::<B, G, 2, 4, true>(i);
+                } else {
+                    t.split::<B, G, 1, 4, true>(i);
+                }
+                i += 4;
+            }
+            match m - i {
+                0 => {}
+                1 => t.split::<B, G, G, 1, false>(i),
+                2 if two => t.split::<B, G, 2, 2, false>(i),
+                2 => t.split::<B, G, 1, 2, false>(i),
+                3 if two => t.split::<B, G, 2, 3, true>(i),
+                3 => t.split::<B, G, 1, 3, true>(i),
+                _ => unreachable!("x tiles of 4 rows"),
+            }
+        }
+    }
+    for a in 0..G {
+        for (i, v) in acc[a * m..(a + 1) * m].iter().enumerate() {
+            // SAFETY: r + a < n and i < m; the row is the caller's to write.
+            unsafe { job.store(i, r + a, hsum(*v) + job.bias(r + a)) };
+        }
+    }
+}
+
+/// x values (all rows) per K chunk: half of L1, the rest for the weights and the stack.
+const X_CHUNK_BYTES: usize = 16 << 10;
+
+/// Where tiles read their operands.
+struct Operands {
+    /// The matrix.
+    w: *const u8,
+    row_bytes: usize,
+    /// [`Staged::xs`].
+    x: *const f32,
+    /// [`Staged::neg_sums`].
+    sums: *const f32,
+    m: usize,
+    nb: usize,
+}
+
+impl Operands {
+    fn new<B: Blocks>(job: &Job) -> Self {
+        let nb = job.x.k / BLOCK;
+        Self {
+            w: job.w.bytes.as_ptr(),
+            row_bytes: nb * B::BYTES,
+            x: job.x.staged.xs.as_ptr(),
+            sums: job.x.staged.neg_sums.as_ptr(),
+            m: job.x.m,
+            nb,
+        }
+    }
+
+    /// Block `b` of weight row `r`.
+    ///
+    /// # Safety
+    /// `r < n`, `b < nb`.
+    unsafe fn block<B: Blocks>(&self, r: usize, b: usize) -> *const u8 {
+        // SAFETY: inside the matrix, by the caller's bounds.
+        unsafe { self.w.add(r * self.row_bytes + b * B::BYTES) }
+    }
+
+    /// x row `i`, chunk `c` (8 values) of block `b`.
+    ///
+    /// # Safety
+    /// `i < m`, `b < nb`, `c < 4`; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn x(&self, i: usize, b: usize, c: usize) -> __m256 {
+        // SAFETY: 8 of the 32 values of (b, i), inside the m·k staged values by the caller's
+        // bounds.
+        unsafe { _mm256_loadu_ps(self.x.add((b * self.m + i) * BLOCK + 8 * c)) }
+    }
+
+    /// The negated sum of x row `i`'s block `b`, in all lanes (Q4_0 only).
+    ///
+    /// # Safety
+    /// `i < m`, `b < nb`; the sums exist (the AVX2 kernels run); the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn neg_sum(&self, i: usize, b: usize) -> __m256 {
+        // SAFETY: by the caller's bounds, inside the m·nb sums.
+        unsafe { _mm256_broadcast_ss(&*self.sums.add(b * self.m + i)) }
+    }
+
+    /// Hints the cache to fetch what weight row `r` will need [`PREFETCH`] bytes after block
+    /// `b`: further along the row, or, past its end, the same row of the next group, which
+    /// starts afresh where a stream prefetcher would need several misses to catch on.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn prefetch<B: Blocks>(&self, r: usize, b: usize) {
+        let mut offset = b * B::BYTES + PREFETCH;
+        if offset >= self.row_bytes {
+            offset += (GROUP - 1) * self.row_bytes;
+        }
+        // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
+        let p = self.w.wrapping_add(r * self.row_bytes + offset);
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+}
+
+/// One K chunk of a group: weight rows from `r`, blocks `blocks`, running sums in `acc`.
+struct Tiles<'a> {
+    o: &'a Operands,
+    r: usize,
+    blocks: Range<usize>,
+    acc: &'a mut [__m256],
+}
+
+impl Tiles<'_> {
+    /// Weight rows `r..r + G` against x rows `i..i + MB`, in tiles of `R` weight rows:
+    /// [`tile_dq`](Self::tile_dq) if `DQ`, else [`tile_sum`](Self::tile_sum). The first x tile
+    /// (`i == 0`) also prefetches.
+    ///
+    /// # Safety
+    /// As for [`rows`], for weight rows `r..r + G` and x rows `i..i + MB` (inside `0..m`);
+    /// `R` divides `G`; `acc` has G·m elements.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn split<B: Blocks, const G: usize, const R: usize, const MB: usize, const DQ: bool>(
+        &mut self,
+        i: usize,
+    ) {
+        for t in (0..G).step_by(R) {
+            let m = self.o.m;
+            let mut acc: [[__m256; MB]; R] =
+                std::array::from_fn(|a| std::array::from_fn(|j| self.acc[(t + a) * m + i + j]));
+            // SAFETY: rows r + t..r + t + R lie inside r..r + G, since R divides G.
+            unsafe {
+                if DQ {
+                    self.tile_dq::<B, R, MB>(&mut acc, self.r + t, i);
+                } else {
+                    self.tile_sum::<B, R, MB>(&mut acc, self.r + t, i);
+                }
+            }
+            for (a, acc_a) in acc.iter().enumerate() {
+                self.acc[(t + a) * m + i..][..MB].copy_from_slice(acc_a);
+            }
+        }
+    }
+
+    /// Adds `x[i..i + MB] · W[r..r + R]` over the chunk's blocks to `acc`, by block sums: per
+    /// block and (weight row, x row) pair, `Σ x·q` in a block accumulator, then one FMA by `d`.
+    /// Cheapest for one or two x rows; needs 2·R·MB registers.
+    ///
+    /// # Safety
+    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_sum<B: Blocks, const R: usize, const MB: usize>(
+        &self,
+        acc: &mut [[__m256; MB]; R],
+        r: usize,
+        i: usize,
+    ) {
+        let o = self.o;
+        // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
+        unsafe {
+            for b in self.blocks.clone() {
+                let mut bacc = [[_mm256_setzero_ps(); MB]; R];
+                if B::OFFSET {
+                    for j in 0..MB {
+                        let start = o.neg_sum(i + j, b);
+                        for ba in bacc.iter_mut() {
+                            ba[j] = start;
+                        }
+                    }
+                }
+                for h in 0..2 {
+                    let xlo: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h));
+                    let xhi: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h + 2));
+                    for (a, ba) in bacc.iter_mut().enumerate() {
+                        let (wlo, whi) = B::pair(o.block::<B>(r + a, b).add(2), h);
+                        for j in 0..MB {
+                            ba[j] = _mm256_fmadd_ps(xlo[j], wlo, ba[j]);
+                            ba[j] = _mm256_fmadd_ps(xhi[j], whi, ba[j]);
+                        }
+                    }
+                }
+                for (a, (acc_a, ba)) in acc.iter_mut().zip(&bacc).enumerate() {
+                    if i == 0 {
+                        o.prefetch::<B>(r + a, b);
+                    }
+                    let d = scale(o.block::<B>(r + a, b));
+                    for j in 0..MB {
+                        acc_a[j] = _mm256_fmadd_ps(ba[j], d, acc_a[j]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same sums by dequantized weights: each widened weight vector is multiplied by `d`
+    /// (Q4_0: and offset by −8·d in the same FMA) once, then used by all MB x rows. One more
+    /// operation per 8 weights than [`tile_sum`](Self::tile_sum) but one fewer per block and x
+    /// row, and only R·MB accumulators: the better one from three x rows on.
+    ///
+    /// # Safety
+    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_dq<B: Blocks, const R: usize, const MB: usize>(
+        &self,
+        acc: &mut [[__m256; MB]; R],
+        r: usize,
+        i: usize,
+    ) {
+        let o = self.o;
+        // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
+        unsafe {
+            for b in self.blocks.clone() {
+                for (a, acc_a) in acc.iter_mut().enumerate() {
+                    let block = o.block::<B>(r + a, b);
+                    if i == 0 {
+                        o.prefetch::<B>(r + a, b);
+                    }
+                    let d = scale(block);
+                    let offset = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
+                    for h in 0..2 {
+                        let (wlo, whi) = B::pair(block.add(2), h);
+                        let (wlo, whi) = (B::dequant(wlo, d, offset), B::dequant(whi, d, offset));
+                        for (j, s) in acc_a.iter_mut().enumerate() {
+                            *s = _mm256_fmadd_ps(o.x(i + j, b, h), wlo, *s);
+                            *s = _mm256_fmadd_ps(o.x(i + j, b, h + 2), whi, *s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
