@@ -19,9 +19,12 @@
 //! let weight: Vec<f32> = gguf.dequantize("blk.0.attn_q.weight")?;
 //! ```
 
+pub mod config;
 mod dequant;
 mod error;
+pub mod names;
 mod parse;
+pub mod tokenizer;
 mod types;
 mod value;
 
