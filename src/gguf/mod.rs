@@ -43,6 +43,14 @@ pub use parse::DEFAULT_ALIGNMENT;
 pub use types::GgmlType;
 pub use value::{Array, FromValue, Value, ValueType};
 
+/// Whether `path` names a GGUF file (`*.gguf`), as `--model` may, rather than a model folder.
+pub fn is_gguf_file(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 /// One tensor's entry in the header, checked: its type is known, ne[0] is a whole number of
 /// blocks, and its data lies inside the file without running into the next tensor.
 #[derive(Debug, Clone, PartialEq)]

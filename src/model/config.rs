@@ -220,6 +220,13 @@ impl ModelConfig {
         Self::parse(&text, &path)
     }
 
+    /// The config a GGUF file's metadata describes, as the HF `config.json` of the same model
+    /// would state it.
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Result<Self, ModelError> {
+        let value = crate::gguf::config::hf_config(file).map_err(super::source::gguf_error)?;
+        Self::parse(&value.to_string(), file.path())
+    }
+
     pub fn parse(text: &str, path: &Path) -> Result<Self, ModelError> {
         let file = path.display().to_string();
         let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {

@@ -6,14 +6,14 @@ use std::cell::RefCell;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::checkpoint::Checkpoint;
 use super::layers::Weight;
 use super::qlinear::QuantWeight;
 use super::quant::{self, Format};
+use super::source::WeightSource;
 use super::ModelError;
 
 pub struct Loader<'a> {
-    pub ckpt: &'a Checkpoint,
+    pub ckpt: &'a WeightSource,
     pub kind: Kind,
     pub device: Device,
     pub fp8_block: Option<[usize; 2]>,
@@ -36,10 +36,19 @@ impl Loader<'_> {
         // Rows that are not whole 32-weight blocks stay in floating point, as llama.cpp's
         // quantizer falls back for such tensors.
         let whole_blocks = shape.last().is_some_and(|&k| k % quant::BLOCK as i64 == 0);
+        let full = p.path(name);
+        // Blocks a GGUF file stores in a format we run are used as they are: that is the model.
+        if let Some((stored, bytes)) = self.ckpt.stored_blocks(&full)? {
+            if self.quant.is_none_or(|q| q == stored) && self.device == Device::Cpu {
+                let [n, k] = [shape[0] as usize, shape[1] as usize];
+                let q = QuantWeight::from_bytes(stored, n, k, bytes, &full)?;
+                self.quantized.borrow_mut().push(full);
+                return Ok(Weight::Quant(q));
+            }
+        }
         let Some(format) = self.quant.filter(|_| whole_blocks) else {
             return Ok(Weight::Float(self.weight(p, name, shape)?));
         };
-        let full = p.path(name);
         let w = self.read(&full, shape, Kind::Float, Device::Cpu)?;
         let q = QuantWeight::quantize(&w, format, &full)?;
         self.quantized.borrow_mut().push(full);
@@ -87,20 +96,17 @@ impl Loader<'_> {
         device: Device,
     ) -> Result<Tensor, ModelError> {
         let full = full.to_string();
-        let info = self
+        let found = self
             .ckpt
-            .info(&full)
+            .shape(&full)
             .ok_or_else(|| ModelError::MissingWeight {
                 name: full.clone(),
-                dir: self.ckpt.dir.display().to_string(),
+                dir: self.ckpt.location().display().to_string(),
             })?;
-        if info.shape != shape {
+        if found != shape {
             return Err(ModelError::WrongShape {
                 name: full,
-                msg: format!(
-                    "shape {:?} in the checkpoint, expected {:?}",
-                    info.shape, shape
-                ),
+                msg: format!("shape {found:?} in the checkpoint, expected {shape:?}"),
             });
         }
         self.ckpt.load(&full, kind, device, self.fp8_block)

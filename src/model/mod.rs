@@ -15,6 +15,7 @@ pub mod probe;
 pub mod qlinear;
 pub mod quant;
 pub mod rope;
+pub mod source;
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,6 @@ use tch::{nn, Device, Kind, Tensor};
 
 use attention::{causal_mask, Attention};
 use cache::KvCache;
-use checkpoint::Checkpoint;
 pub use config::{ModelConfig, ModelType};
 use layers::{Mlp, RmsNorm};
 use loader::Loader;
@@ -30,6 +30,7 @@ use mla::Mla;
 use moe::Moe;
 pub use probe::{NoProbe, Probe};
 use rope::Rotary;
+use source::WeightSource;
 
 /// Everything that can go wrong while loading a model. Each message is one line naming the file
 /// or weight and the problem.
@@ -236,14 +237,17 @@ impl Model {
                 "--quant runs on the CPU only (the quantized kernels are CPU kernels)".into(),
             ));
         }
-        if !dir.is_dir() {
+        if !dir.is_dir() && !source::is_gguf(dir) {
             return Err(ModelError::Io {
                 file: dir.display().to_string(),
-                msg: "model directory not found".into(),
+                msg: "model directory (or .gguf file) not found".into(),
             });
         }
-        let config = ModelConfig::load(dir)?;
-        let ckpt = Checkpoint::open(dir)?;
+        let ckpt = WeightSource::open(dir)?;
+        let config = match &ckpt {
+            WeightSource::Gguf(g) => ModelConfig::from_gguf(&g.file)?,
+            WeightSource::Safetensors(_) => ModelConfig::load(dir)?,
+        };
         let vars = nn::VarStore::new(device);
         let l = Loader {
             ckpt: &ckpt,
@@ -302,10 +306,11 @@ impl Model {
         let quantized = l.quantized.take();
         let mut unused_weights: Vec<String> = ckpt
             .names()
+            .into_iter()
             .filter(|n| {
-                !loaded.contains_key(*n) && !quantized.contains(n) && !n.ends_with("_scale_inv")
+                !loaded.contains_key(n) && !quantized.contains(n) && !n.ends_with("_scale_inv")
             })
-            .cloned()
+            .chain(ckpt.unread())
             .collect();
         unused_weights.sort();
         Ok(Self {

@@ -81,6 +81,9 @@ impl TextCodec {
     /// `dir/generation_config.json` (optional). The chat template is `dir/chat_template.jinja` if
     /// present (as transformers prefers it), else the config's `chat_template`.
     pub fn load(dir: &Path) -> Result<Self> {
+        if crate::gguf::is_gguf_file(dir) {
+            return Self::load_gguf(dir);
+        }
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer_text = read_text(&tokenizer_path)?;
         let config_path = dir.join("tokenizer_config.json");
@@ -102,6 +105,30 @@ impl TextCodec {
             config,
             template,
             generation,
+        )
+    }
+
+    /// The tokenizer and chat template a GGUF file carries in its metadata (`tokenizer.ggml.*`,
+    /// `tokenizer.chat_template`), rebuilt as the HF files of the same model.
+    fn load_gguf(path: &Path) -> Result<Self> {
+        let invalid = |e: crate::gguf::Error| TextError::Invalid {
+            path: path.into(),
+            msg: e.kind.to_string(),
+        };
+        let file = crate::gguf::GgufFile::open(path).map_err(invalid)?;
+        let tokenizer_json = crate::gguf::tokenizer::tokenizer_json(&file).map_err(invalid)?;
+        let config_json = crate::gguf::tokenizer::tokenizer_config_json(&file).map_err(invalid)?;
+        let config = TokenizerConfig::from_json(path, &config_json)?;
+        let template = match config.default_chat_template(path)? {
+            Some(src) => ChatTemplate::new(&src, path.display().to_string()),
+            None => Err(TextError::NoChatTemplate(path.into())),
+        };
+        Self::from_parts(
+            path,
+            &tokenizer_json,
+            config,
+            template,
+            GenerationDefaults::default(),
         )
     }
 

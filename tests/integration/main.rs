@@ -5,6 +5,7 @@ mod builtin;
 mod cli;
 mod common;
 mod generation;
+mod gguf;
 mod grpo;
 mod parity;
 mod quant;

@@ -1,0 +1,150 @@
+//! Where a model's weights come from: a Hugging Face folder (safetensors, [`Checkpoint`]) or one
+//! GGUF file as llama.cpp, Ollama and LM Studio store it. Either way the loader asks for weights
+//! by their HF names and gets them in HF layout; the GGUF side maps each name to its tensor(s)
+//! (`gguf::names`) and undoes the converter's rearrangements. The same decoder then runs both.
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::Checkpoint;
+use super::quant::Format;
+use super::ModelError;
+use crate::gguf::{self, names::NameMap, GgmlType, GgufFile};
+
+pub enum WeightSource {
+    Safetensors(Checkpoint),
+    Gguf(Box<GgufWeights>),
+}
+
+/// An open GGUF file and the HF name of each weight it holds.
+pub struct GgufWeights {
+    pub file: GgufFile,
+    pub names: NameMap,
+}
+
+pub use crate::gguf::is_gguf_file as is_gguf;
+
+/// A GGUF error as the model's error: one line naming the file and what is wrong.
+pub fn gguf_error(e: gguf::Error) -> ModelError {
+    ModelError::Io {
+        file: e.file.display().to_string(),
+        msg: e.kind.to_string(),
+    }
+}
+
+impl WeightSource {
+    /// A model folder's safetensors, or a `.gguf` file.
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        if !is_gguf(path) {
+            return Ok(Self::Safetensors(Checkpoint::open(path)?));
+        }
+        let file = GgufFile::open(path).map_err(gguf_error)?;
+        let names = NameMap::new(&file).map_err(gguf_error)?;
+        Ok(Self::Gguf(Box::new(GgufWeights { file, names })))
+    }
+
+    /// The folder or file, for messages.
+    pub fn location(&self) -> PathBuf {
+        match self {
+            Self::Safetensors(c) => c.dir.clone(),
+            Self::Gguf(g) => g.file.path().to_path_buf(),
+        }
+    }
+
+    /// The HF-layout shape of weight `name`, if the source has it.
+    pub fn shape(&self, name: &str) -> Option<Vec<i64>> {
+        match self {
+            Self::Safetensors(c) => c.info(name).map(|i| i.shape.clone()),
+            Self::Gguf(g) => {
+                let source = g.names.source(name)?;
+                let shape = gguf::names::hf_shape(&g.file, source).ok()?;
+                Some(shape.into_iter().map(|d| d as i64).collect())
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Safetensors(c) => c.contains(name),
+            Self::Gguf(g) => g.names.contains(name),
+        }
+    }
+
+    /// Every weight's HF name.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Self::Safetensors(c) => c.names().cloned().collect(),
+            Self::Gguf(g) => g.names.hf_names().map(str::to_string).collect(),
+        }
+    }
+
+    /// GGUF tensors no HF name reads (reported like unused safetensors weights).
+    pub fn unread(&self) -> Vec<String> {
+        match self {
+            Self::Safetensors(_) => Vec::new(),
+            Self::Gguf(g) => g.names.unused().to_vec(),
+        }
+    }
+
+    /// Weight `name` as `kind` on `device`, in HF layout (dequantized where the file stores
+    /// blocks).
+    pub fn load(
+        &self,
+        name: &str,
+        kind: Kind,
+        device: Device,
+        fp8_block: Option<[usize; 2]>,
+    ) -> Result<Tensor, ModelError> {
+        match self {
+            Self::Safetensors(c) => c.load(name, kind, device, fp8_block),
+            Self::Gguf(g) => {
+                let source = g
+                    .names
+                    .source(name)
+                    .ok_or_else(|| ModelError::MissingWeight {
+                        name: name.into(),
+                        dir: g.file.path().display().to_string(),
+                    })?;
+                let (shape, values) =
+                    gguf::names::materialize(&g.file, source).map_err(gguf_error)?;
+                let shape: Vec<i64> = shape.into_iter().map(|d| d as i64).collect();
+                Ok(Tensor::from_slice(&values)
+                    .view(shape.as_slice())
+                    .to_kind(kind)
+                    .to_device(device))
+            }
+        }
+    }
+
+    /// Weight `name`'s blocks as the file stores them, when it is one Q8_0 or Q4_0 matrix (or
+    /// one expert of a stacked one) used without rearrangement: the loader keeps them as they
+    /// are, so the stored model is the model run.
+    pub fn stored_blocks(&self, name: &str) -> Result<Option<(Format, Vec<u8>)>, ModelError> {
+        let Self::Gguf(g) = self else {
+            return Ok(None);
+        };
+        let (tensor, index) = match g.names.source(name) {
+            Some(gguf::names::Source::Whole(t)) => (t, None),
+            Some(gguf::names::Source::Slice { name: t, index }) => (t, Some(*index)),
+            _ => return Ok(None),
+        };
+        let info = g.file.tensor(tensor).map_err(gguf_error)?;
+        let format = match info.ty {
+            GgmlType::Q8_0 => Format::Q8_0,
+            GgmlType::Q4_0 => Format::Q4_0,
+            _ => return Ok(None),
+        };
+        let bytes = g.file.tensor_bytes(tensor).map_err(gguf_error)?;
+        let bytes = match index {
+            None => bytes,
+            Some(i) => {
+                // A stacked [n_expert, rows, cols] tensor: expert i's rows are contiguous.
+                let experts = *info.dims.get(2).unwrap_or(&1) as usize;
+                let per = bytes.len() / experts.max(1);
+                bytes[i * per..(i + 1) * per].to_vec()
+            }
+        };
+        Ok(Some((format, bytes)))
+    }
+}
