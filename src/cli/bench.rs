@@ -127,7 +127,7 @@ fn model_data_bytes(dir: &std::path::Path) -> Option<u64> {
         .map(|c| c.data_bytes())
 }
 
-/// Bytes of weights one decode step reads: everything but the embedding table (a step looks up one
+/// Bytes of weights one decode step reads (float and quantized): everything but the embedding table (a step looks up one
 /// row of it; a tied head reads it whole, and then it counts), with each MoE layer's routed
 /// experts counted at the share a token uses (top-k of them).
 fn bytes_read_per_token(model: &Model) -> u64 {
@@ -137,9 +137,15 @@ fn bytes_read_per_token(model: &Model) -> u64 {
         .moe
         .as_ref()
         .map_or(1.0, |m| m.top_k as f64 / m.n_routed_experts.max(1) as f64);
+    let float = model
+        .vars
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.numel() * t.kind().elt_size_in_bytes()));
+    let quantized = model.quantized_weights.clone().into_iter();
     let mut total = 0f64;
-    for (name, t) in model.vars.variables() {
-        let bytes = (t.numel() * t.kind().elt_size_in_bytes()) as f64;
+    for (name, bytes) in float.chain(quantized) {
+        let bytes = bytes as f64;
         if name == "model.embed_tokens.weight" && !tied {
             continue;
         }

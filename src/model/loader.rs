@@ -3,6 +3,7 @@
 //! name; nothing needs a renaming table.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use tch::{nn, Device, Kind, Tensor};
 
@@ -19,8 +20,9 @@ pub struct Loader<'a> {
     pub fp8_block: Option<[usize; 2]>,
     /// `--quant`: linear layers are stored in this block format.
     pub quant: Option<Format>,
-    /// Names of the weights stored quantized (they are not in the var store).
-    pub quantized: RefCell<Vec<String>>,
+    /// The weights stored quantized, by name, with their sizes in bytes (they are not in the var
+    /// store).
+    pub quantized: RefCell<BTreeMap<String, usize>>,
 }
 
 impl Loader<'_> {
@@ -42,7 +44,7 @@ impl Loader<'_> {
             if self.quant.is_none_or(|q| q == stored) && self.device == Device::Cpu {
                 let [n, k] = [shape[0] as usize, shape[1] as usize];
                 let q = QuantWeight::from_bytes(stored, n, k, bytes, &full)?;
-                self.quantized.borrow_mut().push(full);
+                self.quantized.borrow_mut().insert(full, q.byte_len());
                 return Ok(Weight::Quant(q));
             }
         }
@@ -51,7 +53,7 @@ impl Loader<'_> {
         };
         let w = self.read(&full, shape, Kind::Float, Device::Cpu)?;
         let q = QuantWeight::quantize(&w, format, &full)?;
-        self.quantized.borrow_mut().push(full);
+        self.quantized.borrow_mut().insert(full, q.byte_len());
         Ok(Weight::Quant(q))
     }
 

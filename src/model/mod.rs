@@ -214,8 +214,9 @@ pub struct Model {
     rotary: Rotary,
     /// Checkpoint tensors no module asked for (e.g. MTP layers, which inference skips).
     pub unused_weights: Vec<String>,
-    /// Weights stored block-quantized (`--quant`), by HF name; they are not in `vars`.
-    pub quantized_weights: Vec<String>,
+    /// Weights stored block-quantized (`--quant`, or a GGUF file's Q8_0/Q4_0 tensors), by HF
+    /// name, with their sizes in bytes; they are not in `vars`.
+    pub quantized_weights: std::collections::BTreeMap<String, usize>,
 }
 
 impl Model {
@@ -308,7 +309,7 @@ impl Model {
             .names()
             .into_iter()
             .filter(|n| {
-                !loaded.contains_key(n) && !quantized.contains(n) && !n.ends_with("_scale_inv")
+                !loaded.contains_key(n) && !quantized.contains_key(n) && !n.ends_with("_scale_inv")
             })
             .chain(ckpt.unread())
             .collect();

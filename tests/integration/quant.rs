@@ -48,7 +48,7 @@ fn check(dir: &std::path::Path, format: Format, min_quantized: usize) {
         q.quantized_weights
     );
     let reference = Model::load(dir, DType::F32, Device::Cpu).unwrap();
-    for w in &q.quantized_weights {
+    for w in q.quantized_weights.keys() {
         dequantized_in_place(&reference, w, format);
     }
     // A prompt longer than the kernels' row limit, so prefill takes the dequantize-and-GEMM path
