@@ -9,6 +9,7 @@ pub mod config;
 pub mod gemv;
 pub mod layers;
 pub mod loader;
+pub mod memory;
 pub mod mla;
 pub mod moe;
 pub mod probe;
@@ -245,6 +246,11 @@ impl Model {
             });
         }
         let ckpt = WeightSource::open(dir)?;
+        if device == Device::Cpu {
+            if let Some(available) = memory::available_bytes() {
+                memory::check_fits(&ckpt, dtype, quant, available)?;
+            }
+        }
         let config = match &ckpt {
             WeightSource::Gguf(g) => ModelConfig::from_gguf(&g.file)?,
             WeightSource::Safetensors(_) => ModelConfig::load(dir)?,

@@ -117,6 +117,23 @@ impl WeightSource {
         }
     }
 
+    /// The block format weight `name` is stored in, when [`WeightSource::stored_blocks`] would
+    /// return it (from the header alone).
+    pub fn stored_format(&self, name: &str) -> Option<Format> {
+        let Self::Gguf(g) = self else {
+            return None;
+        };
+        let tensor = match g.names.source(name)? {
+            gguf::names::Source::Whole(t) | gguf::names::Source::Slice { name: t, .. } => t,
+            _ => return None,
+        };
+        match g.file.tensor_opt(tensor)?.ty {
+            GgmlType::Q8_0 => Some(Format::Q8_0),
+            GgmlType::Q4_0 => Some(Format::Q4_0),
+            _ => None,
+        }
+    }
+
     /// Weight `name`'s blocks as the file stores them, when it is one Q8_0 or Q4_0 matrix (or
     /// one expert of a stacked one) used without rearrangement: the loader keeps them as they
     /// are, so the stored model is the model run.
