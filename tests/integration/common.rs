@@ -73,3 +73,58 @@ pub fn test_device() -> tch::Device {
             .unwrap_or_else(|e| panic!("THINKBENCH_TEST_DEVICE={s}: {e}")),
     }
 }
+
+/// `n` greedy tokens of `model` from `prompt`, with the top-5 log-probabilities and the routing
+/// of every prompt and generated token.
+pub fn greedy_traced(
+    model: &thinkbench::model::Model,
+    prompt: &[u32],
+    n: usize,
+) -> thinkbench::runtime::generate::Generation {
+    let req = thinkbench::runtime::GenerateRequest {
+        max_new_tokens: n,
+        sampling: thinkbench::runtime::SamplingParams::greedy(),
+        ignore_eos: true,
+        top_logprobs: 5,
+        trace_routing: true,
+        ..thinkbench::runtime::GenerateRequest::new(prompt.to_vec())
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    thinkbench::runtime::generate(model, None, &req, &cancel, &mut |_| {}).unwrap()
+}
+
+/// Two runs of the same prompt agree: the same tokens, every log-probability within `tol`, and
+/// the same experts in every layer for every prompt and generated token.
+pub fn assert_same_run(
+    got: &thinkbench::runtime::generate::Generation,
+    want: &thinkbench::runtime::generate::Generation,
+    tol: f32,
+    what: &str,
+) {
+    let experts = |r: &[thinkbench::trace::LayerRouting]| {
+        r.iter().map(|l| l.experts.clone()).collect::<Vec<_>>()
+    };
+    let (g, w) = (&got.completions[0], &want.completions[0]);
+    assert_eq!(g.ids(), w.ids(), "{what}: tokens");
+    for (i, (a, b)) in g.tokens.iter().zip(&w.tokens).enumerate() {
+        assert!(
+            (a.logprob - b.logprob).abs() <= tol,
+            "{what}: token {i}: logprob {} against {}",
+            a.logprob,
+            b.logprob
+        );
+        assert_eq!(
+            experts(&a.routing),
+            experts(&b.routing),
+            "{what}: token {i} routing"
+        );
+    }
+    assert_eq!(got.prompt.len(), want.prompt.len(), "{what}: prompt length");
+    for (i, (a, b)) in got.prompt.iter().zip(&want.prompt).enumerate() {
+        assert_eq!(
+            experts(&a.routing),
+            experts(&b.routing),
+            "{what}: prompt token {i} routing"
+        );
+    }
+}

@@ -5,14 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 use tch::Device;
 use thinkbench::model::{DType, Model};
-use thinkbench::runtime::generate::Generation;
-use thinkbench::runtime::{generate, GenerateRequest, SamplingParams};
 use thinkbench::text::{ChatMessage, TextCodec};
-use thinkbench::trace::LayerRouting;
 
 use crate::common::*;
 
@@ -20,56 +16,19 @@ fn gguf(name: &str) -> PathBuf {
     repo().join("tests/fixtures/gguf/models").join(name)
 }
 
-fn greedy(model: &Model) -> Generation {
-    let req = GenerateRequest {
-        max_new_tokens: 12,
-        sampling: SamplingParams::greedy(),
-        ignore_eos: true,
-        top_logprobs: 5,
-        trace_routing: true,
-        ..GenerateRequest::new(vec![3, 40, 41, 42, 7, 99])
-    };
-    generate(model, None, &req, &AtomicBool::new(false), &mut |_| {}).unwrap()
-}
-
-fn experts(r: &[LayerRouting]) -> Vec<Vec<u32>> {
-    r.iter().map(|l| l.experts.clone()).collect()
-}
-
 fn same_run(file: &Path, dir: &Path, tol: f32) {
-    let a = greedy(&Model::load(file, DType::F32, Device::Cpu).unwrap());
-    let b = greedy(&Model::load(dir, DType::F32, Device::Cpu).unwrap());
-    let what = file.display();
-    assert_eq!(
-        a.completions[0].ids(),
-        b.completions[0].ids(),
-        "{what}: tokens"
+    let prompt = [3, 40, 41, 42, 7, 99];
+    let a = greedy_traced(
+        &Model::load(file, DType::F32, Device::Cpu).unwrap(),
+        &prompt,
+        12,
     );
-    for (i, (x, y)) in a.completions[0]
-        .tokens
-        .iter()
-        .zip(&b.completions[0].tokens)
-        .enumerate()
-    {
-        assert!(
-            (x.logprob - y.logprob).abs() <= tol,
-            "{what}: token {i}: logprob {} against {}",
-            x.logprob,
-            y.logprob
-        );
-        assert_eq!(
-            experts(&x.routing),
-            experts(&y.routing),
-            "{what}: token {i} routing"
-        );
-    }
-    for (x, y) in a.prompt.iter().zip(&b.prompt) {
-        assert_eq!(
-            experts(&x.routing),
-            experts(&y.routing),
-            "{what}: prompt routing"
-        );
-    }
+    let b = greedy_traced(
+        &Model::load(dir, DType::F32, Device::Cpu).unwrap(),
+        &prompt,
+        12,
+    );
+    assert_same_run(&a, &b, tol, &file.display().to_string());
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod generation;
 mod gguf;
+mod gguf_quant;
 mod grpo;
 mod parity;
 mod quant;

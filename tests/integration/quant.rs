@@ -7,12 +7,9 @@
 //! run through libtorch's f32 products. The quantized model runs the block kernels (decode) and
 //! dequantize-then-GEMM (prefill) instead.
 
-use std::sync::atomic::AtomicBool;
-
 use tch::{Device, Tensor};
 use thinkbench::model::quant::{self, Format};
 use thinkbench::model::{DType, Model};
-use thinkbench::runtime::{generate, GenerateRequest, SamplingParams};
 
 use crate::common::*;
 
@@ -25,18 +22,6 @@ fn dequantized_in_place(model: &Model, name: &str, format: Format) {
     let mut back = vec![0f32; values.len()];
     quant::dequantize_row(format, &bytes, &mut back).unwrap();
     tch::no_grad(|| w.copy_(&Tensor::from_slice(&back).view(w.size().as_slice())));
-}
-
-fn greedy(model: &Model, prompt: &[u32]) -> thinkbench::runtime::generate::Generation {
-    let req = GenerateRequest {
-        max_new_tokens: 24,
-        sampling: SamplingParams::greedy(),
-        ignore_eos: true,
-        top_logprobs: 5,
-        trace_routing: true,
-        ..GenerateRequest::new(prompt.to_vec())
-    };
-    generate(model, None, &req, &AtomicBool::new(false), &mut |_| {}).unwrap()
 }
 
 fn check(dir: &std::path::Path, format: Format, min_quantized: usize) {
@@ -54,48 +39,11 @@ fn check(dir: &std::path::Path, format: Format, min_quantized: usize) {
     // A prompt longer than the kernels' row limit, so prefill takes the dequantize-and-GEMM path
     // and decode the block kernels.
     let prompt: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 200).collect();
-    let (got, want) = (greedy(&q, &prompt), greedy(&reference, &prompt));
-    let (g, w) = (&got.completions[0].tokens, &want.completions[0].tokens);
-    assert_eq!(
-        got.completions[0].ids(),
-        want.completions[0].ids(),
-        "{} {format:?}: tokens",
-        name(dir)
+    let (got, want) = (
+        greedy_traced(&q, &prompt, 24),
+        greedy_traced(&reference, &prompt, 24),
     );
-    for (i, (a, b)) in g.iter().zip(w).enumerate() {
-        assert!(
-            (a.logprob - b.logprob).abs() <= 2e-3,
-            "{} {format:?}: token {i} logprob {} against {}",
-            name(dir),
-            a.logprob,
-            b.logprob
-        );
-        let experts = |t: &thinkbench::trace::TokenRecord| {
-            t.routing
-                .iter()
-                .map(|r| r.experts.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            experts(a),
-            experts(b),
-            "{} {format:?}: routing of token {i}",
-            name(dir)
-        );
-    }
-    let routed = |r: &thinkbench::runtime::generate::Generation| {
-        r.prompt
-            .iter()
-            .map(|p| p.routing.clone())
-            .collect::<Vec<_>>()
-    };
-    let (pg, pw) = (routed(&got), routed(&want));
-    for (a, b) in pg.iter().zip(&pw) {
-        let ids = |v: &Vec<thinkbench::trace::LayerRouting>| {
-            v.iter().map(|r| r.experts.clone()).collect::<Vec<_>>()
-        };
-        assert_eq!(ids(a), ids(b), "{} {format:?}: prompt routing", name(dir));
-    }
+    assert_same_run(&got, &want, 2e-3, &format!("{} {format:?}", name(dir)));
 }
 
 #[test]
