@@ -42,7 +42,9 @@ OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "quant"
 
 def rows(rng: np.random.Generator) -> list[np.ndarray]:
     """The awkward rows first, then plain random ones; each K f32 values."""
-    normal = lambda scale=1.0: (rng.standard_normal(K) * scale).astype(np.float32)
+    def normal(scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(K) * scale).astype(np.float32)
+
     out = []
 
     out.append(np.zeros(K, np.float32))  # zero blocks: d = 0 (Q8_0), d = -0.0 (Q4_0)
@@ -98,17 +100,14 @@ def rows(rng: np.random.Generator) -> list[np.ndarray]:
 
 
 def main() -> None:
-    import gguf
+    from importlib.metadata import version as installed
+
     from gguf import GGMLQuantizationType as T
     from gguf.quants import dequantize, quantize
 
-    version = getattr(gguf, "__version__", None)
-    if version is None:
-        from importlib.metadata import version as dist_version
-
-        version = dist_version("gguf")
+    version = installed("gguf")
     if version != GGUF_VERSION:
-        sys.exit(f"needs gguf {GGUF_VERSION} (the reference the fixtures were made with), found {version}")
+        sys.exit(f"needs gguf {GGUF_VERSION} (the fixtures' reference), found {version}")
 
     x = np.stack(rows(np.random.default_rng(20240611)))
     assert x.dtype == np.float32 and x.shape[1] == K

@@ -17,7 +17,7 @@
 //! fit in half of L1; per chunk, tiles of R weight rows × MB x rows, whose R·MB sums stay in
 //! registers over the chunk. So the weights are read once from memory, x once per group from
 //! L2, and the per-row work is all in registers. x is staged block-major ([`Staged`]) and the
-//! weights of the next group are prefetched ([`Operands::prefetch`]).
+//! weights of the next group are prefetched ([`Operands::prefetch_plan`]).
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -28,8 +28,12 @@ use super::{Job, BLOCK};
 /// Weight rows multiplied by all of x before the next rows are read.
 const GROUP: usize = super::ROW_TILE;
 
-/// How far ahead of the block in use, in bytes of its row, the kernels ask for weights.
+/// How far ahead of the block in use, in bytes of its row, the kernels ask for the weights of
+/// long rows.
 const PREFETCH: usize = 1024;
+
+/// Groups of rows up to this size are prefetched linearly (see [`Operands::prefetch_plan`]).
+const LINEAR_GROUP_BYTES: usize = 16 << 10;
 
 /// x as the kernels read it, made once per product by [`Activations`](super::Activations).
 #[derive(Debug, Default)]
@@ -87,6 +91,9 @@ trait Blocks {
 
     /// A vector from [`pair`](Self::pair) as weights: `q·d`, or Q4_0's `(q − 8)·d` as
     /// `q·d + offset` with `offset = −8·d`. Exact: an integer below 2^8 times an f16 fits an f32.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
     unsafe fn dequant(w: __m256, d: __m256, offset: __m256) -> __m256;
 }
 
@@ -277,6 +284,8 @@ struct Operands {
     sums: *const f32,
     m: usize,
     nb: usize,
+    /// Whether rows are short enough for linear prefetching.
+    linear: bool,
 }
 
 impl Operands {
@@ -289,6 +298,7 @@ impl Operands {
             sums: job.x.staged.neg_sums.as_ptr(),
             m: job.x.m,
             nb,
+            linear: GROUP * nb * B::BYTES <= LINEAR_GROUP_BYTES,
         }
     }
 
@@ -324,19 +334,76 @@ impl Operands {
         unsafe { _mm256_broadcast_ss(&*self.sums.add(b * self.m + i)) }
     }
 
-    /// Hints the cache to fetch what weight row `r` will need [`PREFETCH`] bytes after block
-    /// `b`: further along the row, or, past its end, the same row of the next group, which
-    /// starts afresh where a stream prefetcher would need several misses to catch on.
+    /// Where a pass over rows `r..r + R` asks the cache early for weights, by row length:
+    /// - short rows (a group up to [`LINEAR_GROUP_BYTES`]): the same rows of the next group,
+    ///   linearly, at the pace of this pass. Hardware prefetchers follow R interleaved streams
+    ///   badly when each lasts only a row of a couple of KiB (measured: 4 streams over 1.6 KiB
+    ///   rows read at two thirds of the rate of 9.5 KiB rows, and at the full rate this way);
+    /// - long rows: each row [`PREFETCH`] bytes ahead, which the hardware mostly does already.
+    fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
+        if self.linear {
+            Prefetch {
+                first: (r + GROUP) * self.row_bytes,
+                step: R * B::BYTES,
+                apart: 64,
+                wrap_block: usize::MAX,
+                wrap_by: 0,
+            }
+        } else {
+            // Past a row's end, the same row of the next group: its stream starts warm.
+            Prefetch {
+                first: r * self.row_bytes + PREFETCH,
+                step: B::BYTES,
+                apart: self.row_bytes,
+                wrap_block: self.row_bytes.saturating_sub(PREFETCH).div_ceil(B::BYTES),
+                wrap_by: (GROUP - 1) * self.row_bytes,
+            }
+        }
+    }
+}
+
+/// The addresses a pass prefetches at block `b`: `first + b·step + s·apart` (bytes into the
+/// matrix, `wrap_by` more from block `wrap_block` on) for `s < count`, with `count` as many as
+/// the pass reads lines per block (one more, for blocks that straddle lines) or rows, whichever
+/// is more ([`Prefetch::count`]).
+#[derive(Clone, Copy)]
+struct Prefetch {
+    first: usize,
+    step: usize,
+    apart: usize,
+    wrap_block: usize,
+    wrap_by: usize,
+}
+
+impl Prefetch {
+    const fn count<B: Blocks, const R: usize>() -> usize {
+        let lines = (R * B::BYTES).div_ceil(64) + 1;
+        if lines > R {
+            lines
+        } else {
+            R
+        }
+    }
+
+    /// `blocks` cut where the addresses wrap, each part with its own plan, so that a loop over
+    /// a part computes its addresses without a branch.
+    fn parts(self, blocks: Range<usize>) -> [(Range<usize>, Prefetch); 2] {
+        let cut = self.wrap_block.clamp(blocks.start, blocks.end);
+        let wrapped = Prefetch {
+            first: self.first + self.wrap_by,
+            ..self
+        };
+        [(blocks.start..cut, self), (cut..blocks.end, wrapped)]
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn prefetch<B: Blocks>(&self, r: usize, b: usize) {
-        let mut offset = b * B::BYTES + PREFETCH;
-        if offset >= self.row_bytes {
-            offset += (GROUP - 1) * self.row_bytes;
+    fn hint<B: Blocks, const R: usize>(&self, w: *const u8, b: usize) {
+        let at = w.wrapping_add(self.first + b * self.step);
+        for s in 0..Self::count::<B, R>() {
+            // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(s * self.apart) as *const i8);
         }
-        // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
-        let p = self.w.wrapping_add(r * self.row_bytes + offset);
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
     }
 }
 
@@ -362,16 +429,20 @@ impl Tiles<'_> {
         &mut self,
         i: usize,
     ) {
+        let m = self.o.m;
         for t in (0..G).step_by(R) {
-            let m = self.o.m;
             let mut acc: [[__m256; MB]; R] =
                 std::array::from_fn(|a| std::array::from_fn(|j| self.acc[(t + a) * m + i + j]));
-            // SAFETY: rows r + t..r + t + R lie inside r..r + G, since R divides G.
+            let r = self.r + t;
+            // SAFETY: rows r..r + R lie inside self.r..self.r + G, since R divides G. The tile
+            // kind and whether it prefetches are settled here, once, so that each loop is one
+            // straight path with its sums in registers.
             unsafe {
-                if DQ {
-                    self.tile_dq::<B, R, MB>(&mut acc, self.r + t, i);
-                } else {
-                    self.tile_sum::<B, R, MB>(&mut acc, self.r + t, i);
+                match (DQ, i == 0) {
+                    (true, true) => self.tile_dq::<B, R, MB, true>(&mut acc, r, i),
+                    (true, false) => self.tile_dq::<B, R, MB, false>(&mut acc, r, i),
+                    (false, true) => self.tile_sum::<B, R, MB, true>(&mut acc, r, i),
+                    (false, false) => self.tile_sum::<B, R, MB, false>(&mut acc, r, i),
                 }
             }
             for (a, acc_a) in acc.iter().enumerate() {
@@ -384,47 +455,58 @@ impl Tiles<'_> {
     /// block and (weight row, x row) pair, `Σ x·q` in a block accumulator, then one FMA by `d`.
     /// Cheapest for one or two x rows; needs 2·R·MB registers.
     ///
+    /// Kept out of line (as is [`tile_dq`](Self::tile_dq)): inlined into [`split`](Self::split)'s
+    /// four-way dispatch, LLVM kept some of the running sums on the stack.
+    ///
     /// # Safety
     /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_sum<B: Blocks, const R: usize, const MB: usize>(
+    unsafe fn tile_sum<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
         &self,
         acc: &mut [[__m256; MB]; R],
         r: usize,
         i: usize,
     ) {
         let o = self.o;
+        let plan = o.prefetch_plan::<B, R>(r);
         // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
         unsafe {
-            for b in self.blocks.clone() {
-                let mut bacc = [[_mm256_setzero_ps(); MB]; R];
-                if B::OFFSET {
-                    for j in 0..MB {
-                        let start = o.neg_sum(i + j, b);
-                        for ba in bacc.iter_mut() {
-                            ba[j] = start;
+            for (blocks, prefetch) in plan.parts(self.blocks.clone()) {
+                for b in blocks {
+                    // Q4_0's offset term starts each block accumulator; without one, the first
+                    // product does (a multiply, not an FMA onto a zero that takes a register).
+                    let start: [__m256; MB] = std::array::from_fn(|j| {
+                        if B::OFFSET {
+                            o.neg_sum(i + j, b)
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    });
+                    let mut bacc = [start; R];
+                    for h in 0..2 {
+                        let xlo: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h));
+                        let xhi: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h + 2));
+                        for (a, ba) in bacc.iter_mut().enumerate() {
+                            let (wlo, whi) = B::pair(o.block::<B>(r + a, b).add(2), h);
+                            for j in 0..MB {
+                                ba[j] = if h == 0 && !B::OFFSET {
+                                    _mm256_mul_ps(xlo[j], wlo)
+                                } else {
+                                    _mm256_fmadd_ps(xlo[j], wlo, ba[j])
+                                };
+                                ba[j] = _mm256_fmadd_ps(xhi[j], whi, ba[j]);
+                            }
                         }
                     }
-                }
-                for h in 0..2 {
-                    let xlo: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h));
-                    let xhi: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h + 2));
-                    for (a, ba) in bacc.iter_mut().enumerate() {
-                        let (wlo, whi) = B::pair(o.block::<B>(r + a, b).add(2), h);
+                    if PF {
+                        prefetch.hint::<B, R>(o.w, b);
+                    }
+                    for (a, (acc_a, ba)) in acc.iter_mut().zip(&bacc).enumerate() {
+                        let d = scale(o.block::<B>(r + a, b));
                         for j in 0..MB {
-                            ba[j] = _mm256_fmadd_ps(xlo[j], wlo, ba[j]);
-                            ba[j] = _mm256_fmadd_ps(xhi[j], whi, ba[j]);
+                            acc_a[j] = _mm256_fmadd_ps(ba[j], d, acc_a[j]);
                         }
-                    }
-                }
-                for (a, (acc_a, ba)) in acc.iter_mut().zip(&bacc).enumerate() {
-                    if i == 0 {
-                        o.prefetch::<B>(r + a, b);
-                    }
-                    let d = scale(o.block::<B>(r + a, b));
-                    for j in 0..MB {
-                        acc_a[j] = _mm256_fmadd_ps(ba[j], d, acc_a[j]);
                     }
                 }
             }
@@ -438,31 +520,35 @@ impl Tiles<'_> {
     ///
     /// # Safety
     /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
-    #[inline]
+    #[inline(never)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_dq<B: Blocks, const R: usize, const MB: usize>(
+    unsafe fn tile_dq<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
         &self,
         acc: &mut [[__m256; MB]; R],
         r: usize,
         i: usize,
     ) {
         let o = self.o;
+        let plan = o.prefetch_plan::<B, R>(r);
         // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
         unsafe {
-            for b in self.blocks.clone() {
-                for (a, acc_a) in acc.iter_mut().enumerate() {
-                    let block = o.block::<B>(r + a, b);
-                    if i == 0 {
-                        o.prefetch::<B>(r + a, b);
+            for (blocks, prefetch) in plan.parts(self.blocks.clone()) {
+                for b in blocks {
+                    if PF {
+                        prefetch.hint::<B, R>(o.w, b);
                     }
-                    let d = scale(block);
-                    let offset = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
-                    for h in 0..2 {
-                        let (wlo, whi) = B::pair(block.add(2), h);
-                        let (wlo, whi) = (B::dequant(wlo, d, offset), B::dequant(whi, d, offset));
-                        for (j, s) in acc_a.iter_mut().enumerate() {
-                            *s = _mm256_fmadd_ps(o.x(i + j, b, h), wlo, *s);
-                            *s = _mm256_fmadd_ps(o.x(i + j, b, h + 2), whi, *s);
+                    for (a, acc_a) in acc.iter_mut().enumerate() {
+                        let block = o.block::<B>(r + a, b);
+                        let d = scale(block);
+                        let offset = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
+                        for h in 0..2 {
+                            let (wlo, whi) = B::pair(block.add(2), h);
+                            let (wlo, whi) =
+                                (B::dequant(wlo, d, offset), B::dequant(whi, d, offset));
+                            for (j, s) in acc_a.iter_mut().enumerate() {
+                                *s = _mm256_fmadd_ps(o.x(i + j, b, h), wlo, *s);
+                                *s = _mm256_fmadd_ps(o.x(i + j, b, h + 2), whi, *s);
+                            }
                         }
                     }
                 }
