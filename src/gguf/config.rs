@@ -594,15 +594,7 @@ fn deepseek_config(gguf: &GgufFile) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
-
-    fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-    }
-
-    fn open(file: &str) -> GgufFile {
-        GgufFile::open(root().join("gguf/models").join(file)).unwrap_or_else(|e| panic!("{e}"))
-    }
+    use crate::gguf::config::test_gguf::{open, root};
 
     fn original(dir: &str) -> Value {
         let text = std::fs::read_to_string(root().join("models").join(dir).join("config.json"))
@@ -898,7 +890,19 @@ mod tests {
 /// Writes small GGUF files for tests that need a layout no fixture has.
 #[cfg(test)]
 pub(crate) mod test_gguf {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
+
+    use crate::gguf::GgufFile;
+
+    /// `tests/fixtures`.
+    pub fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    /// A llama.cpp-converted fixture, `tests/fixtures/gguf/models/FILE`.
+    pub fn open(file: &str) -> GgufFile {
+        GgufFile::open(root().join("gguf/models").join(file)).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     pub enum Kv {
         U32(u32),

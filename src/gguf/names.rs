@@ -489,17 +489,10 @@ fn read_at(gguf: &GgufFile, buf: &mut [u8], offset: u64) -> std::io::Result<()> 
 mod tests {
     use super::*;
     use crate::gguf::config::test_gguf::{self, Kv};
+    use crate::gguf::config::test_gguf::{open, root};
     use serde_json::Value as Json;
     use std::collections::HashMap;
-    use std::path::{Path, PathBuf};
-
-    fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-    }
-
-    fn open(file: &str) -> GgufFile {
-        GgufFile::open(root().join("gguf/models").join(file)).unwrap_or_else(|e| panic!("{e}"))
-    }
+    use std::path::PathBuf;
 
     /// A minimal safetensors reader (f32, f16, bf16): name → (shape, values).
     fn safetensors(dir: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {

@@ -390,17 +390,9 @@ pub fn tokenizer_config_json(gguf: &GgufFile) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
+    use crate::gguf::config::test_gguf::{open, root};
     use std::str::FromStr;
     use tokenizers::Tokenizer;
-
-    fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-    }
-
-    fn open(file: &str) -> GgufFile {
-        GgufFile::open(root().join("gguf/models").join(file)).unwrap_or_else(|e| panic!("{e}"))
-    }
 
     fn original(dir: &str) -> Tokenizer {
         Tokenizer::from_file(root().join("models").join(dir).join("tokenizer.json")).unwrap()
