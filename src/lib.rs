@@ -4,6 +4,7 @@
 //! - `model`   tensor math only (tch): config, checkpoint loading, one decoder for every architecture
 //! - `gguf`    llama.cpp's GGUF files: header, metadata and tensors, dequantized (no tch)
 //! - `text`    strings <-> token ids: tokenizer, chat template, streaming detokenisation, phases
+//! - `backend` the plain messages between a running model and its callers (no tch, no HTTP)
 //! - `runtime` the decode loop, sampling and the per-token trace; emits plain data (no Tensor)
 //! - `trace`   the plain per-token records every consumer reads
 //! - `session` saved conversations (JSON, atomic writes) with their per-token trace
@@ -17,6 +18,7 @@
 
 pub mod alloc;
 pub mod app;
+pub mod backend;
 pub mod cli;
 pub mod gguf;
 pub mod model;

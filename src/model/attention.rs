@@ -6,7 +6,7 @@ use super::cache::{GrowBuf, LayerCache};
 use super::config::ModelConfig;
 use super::layers::{Linear, RmsNorm};
 use super::loader::Loader;
-use super::rope::Rotary;
+use super::rope::{Positions, Rotary};
 use super::ModelError;
 
 pub struct Attention {
@@ -76,11 +76,11 @@ impl Attention {
         }
     }
 
-    /// `x [B,S,hidden]` at positions `start..start+S`; appends to `cache`.
+    /// `x [B,S,hidden]` at positions `pos`; appends to `cache`.
     pub fn forward(
         &self,
         x: &Tensor,
-        start: i64,
+        pos: &Positions,
         rot: &Rotary,
         cache: &mut LayerCache,
         mask: Option<&Tensor>,
@@ -98,7 +98,7 @@ impl Attention {
             q = qn.forward(&q);
             k = kn.forward(&k);
         }
-        let (cos, sin) = rot.cos_sin(start, s, x.kind());
+        let (cos, sin) = rot.cos_sin_for(pos, s, x.kind());
         let q = self.rotate(rot, &q.transpose(1, 2), &cos, &sin);
         let k = self.rotate(rot, &k.transpose(1, 2), &cos, &sin);
         let LayerCache::Standard { k: kc, v: vc } = cache else {
@@ -106,7 +106,7 @@ impl Attention {
         };
         let k_all = kc.append(&k);
         let v_all = vc.append(&v);
-        let causal = s > 1 && start == 0 && mask.is_none();
+        let causal = s > 1 && pos.start == 0 && mask.is_none();
         let out = Tensor::scaled_dot_product_attention(
             &q,
             &k_all,
@@ -124,13 +124,23 @@ impl Attention {
     }
 }
 
-/// Boolean mask `[S, start+S]`: query i may attend key j iff j <= start + i. `None` when the plain
-/// causal flag (no cache) or no mask (one query) suffices.
-pub fn causal_mask(start: i64, s: i64, device: tch::Device) -> Option<Tensor> {
-    if s == 1 || start == 0 {
+/// Boolean mask: query i may attend key j iff j <= start + i, and in a ragged batch only from
+/// its row's first real column (`pad`, leading padding per row; empty when there is none).
+/// `[S, start+S]`, or `[B, 1, S, start+S]` with padding. `None` when the plain causal flag (no
+/// cache) or no mask (one query) suffices.
+pub fn causal_mask(start: i64, s: i64, pad: &[i64], device: tch::Device) -> Option<Tensor> {
+    if pad.is_empty() && (s == 1 || start == 0) {
         return None;
     }
     let q = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(1) + start;
     let k = Tensor::arange(start + s, (Kind::Int64, device)).unsqueeze(0);
-    Some(k.le_tensor(&q))
+    let causal = k.le_tensor(&q);
+    if pad.is_empty() {
+        return Some(causal);
+    }
+    let first = Tensor::from_slice(pad)
+        .to_device(device)
+        .view([pad.len() as i64, 1, 1, 1]);
+    let real = k.view([1, 1, 1, start + s]).ge_tensor(&first);
+    Some(causal.view([1, 1, s, start + s]).logical_and(&real))
 }

@@ -13,7 +13,7 @@ use super::config::ModelConfig;
 use super::gemv::{self, Scalar};
 use super::layers::{Linear, RmsNorm};
 use super::loader::Loader;
-use super::rope::Rotary;
+use super::rope::{Positions, Rotary};
 use super::ModelError;
 
 enum QueryProj {
@@ -107,7 +107,7 @@ impl Mla {
     pub fn forward(
         &self,
         x: &Tensor,
-        start: i64,
+        pos: &Positions,
         rot: &Rotary,
         cache: &mut LayerCache,
         mask: Option<&Tensor>,
@@ -136,9 +136,13 @@ impl Mla {
         let ckv = self.kv_a_layernorm.forward(&compressed[0]);
         let k_pe = &compressed[1];
 
-        let (cos, sin) = rot.cos_sin(start, s, x.kind());
+        let (cos, sin) = rot.cos_sin_for(pos, s, x.kind());
         let q_pe = rot.apply(q_pe, &cos, &sin);
-        let k_pe = rot.apply(k_pe, &cos, &sin); // [B,S,Dr], one key for all heads
+        // [B,S,Dr], one key for all heads (per-row tables are [B,1,S,Dr]: give it that head axis).
+        let k_pe = match pos.per_row {
+            None => rot.apply(k_pe, &cos, &sin),
+            Some(_) => rot.apply(&k_pe.unsqueeze(1), &cos, &sin).squeeze_dim(1),
+        };
 
         let LayerCache::Latent {
             ckv: ckv_cache,
@@ -151,9 +155,9 @@ impl Mla {
         let pe_all = pe_cache.append(&k_pe); // [B,T,Dr]
 
         let out = if s == 1 {
-            self.absorbed(q_nope, &q_pe, &ckv_all, &pe_all)
+            self.absorbed(q_nope, &q_pe, &ckv_all, &pe_all, mask)
         } else {
-            self.expanded(q_nope, &q_pe, &ckv_all, &pe_all, start, mask)
+            self.expanded(q_nope, &q_pe, &ckv_all, &pe_all, pos.start, mask)
         }; // [B,H,S,Dv]
         self.o_proj
             .forward(&out.transpose(1, 2).reshape([b, s, self.heads * self.v_dim]))
@@ -207,10 +211,20 @@ impl Mla {
         scores.softmax(-1, Kind::Float).matmul(&v).to_kind(kind)
     }
 
-    fn absorbed(&self, q_nope: &Tensor, q_pe: &Tensor, ckv: &Tensor, pe: &Tensor) -> Tensor {
-        let direct = match ckv.kind() {
-            Kind::Float => self.absorbed_direct::<f32>(q_nope, q_pe, ckv, pe),
-            Kind::BFloat16 => self.absorbed_direct::<half::bf16>(q_nope, q_pe, ckv, pe),
+    /// One query position per row. `mask` (`[B,1,1,T]`, true where a key may be seen) is only
+    /// there in a ragged batch, to hide the padding in front of shorter rows.
+    fn absorbed(
+        &self,
+        q_nope: &Tensor,
+        q_pe: &Tensor,
+        ckv: &Tensor,
+        pe: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Tensor {
+        let direct = match (mask, ckv.kind()) {
+            (Some(_), _) => None,
+            (None, Kind::Float) => self.absorbed_direct::<f32>(q_nope, q_pe, ckv, pe),
+            (None, Kind::BFloat16) => self.absorbed_direct::<half::bf16>(q_nope, q_pe, ckv, pe),
             _ => None,
         };
         if let Some(out) = direct {
@@ -235,6 +249,13 @@ impl Mla {
             .reshape([b, h * s, self.rank]); // [B,H·S,C]
         let scores = q_lat.bmm(&ckv.transpose(1, 2))
             + q_pe.reshape([b, h * s, self.rope]).bmm(&pe.transpose(1, 2)); // [B,H·S,T]
+        let scores = match mask {
+            Some(m) => {
+                let t = ckv.size()[1];
+                scores.masked_fill(&m.view([b, 1, t]).logical_not(), f64::NEG_INFINITY)
+            }
+            None => scores,
+        };
         let probs = (scores * self.scale)
             .softmax(-1, Kind::Float)
             .to_kind(ckv.kind());

@@ -30,7 +30,7 @@ use loader::Loader;
 use mla::Mla;
 use moe::Moe;
 pub use probe::{NoProbe, Probe};
-use rope::Rotary;
+use rope::{Positions, Rotary};
 use source::WeightSource;
 
 /// Everything that can go wrong while loading a model. Each message is one line naming the file
@@ -385,17 +385,19 @@ impl Model {
     pub fn hidden(&self, ids: &Tensor, cache: &mut KvCache, probe: &mut dyn Probe) -> Tensor {
         let (_, s) = ids.size2().expect("ids are [batch, seq]");
         let start = cache.len();
-        let mask = causal_mask(start, s, self.device);
+        let pad = cache.padding().to_vec();
+        let mask = causal_mask(start, s, &pad, self.device);
+        let pos = Positions::after(start, s, &pad, self.device);
         let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
             let x = layer.input_layernorm.forward(&h);
             let lc = &mut cache.layers[i];
             let a = match &layer.self_attn {
                 AttentionBlock::Standard(att) => {
-                    att.forward(&x, start, &self.rotary, lc, mask.as_ref())
+                    att.forward(&x, &pos, &self.rotary, lc, mask.as_ref())
                 }
                 AttentionBlock::Latent(mla) => {
-                    mla.forward(&x, start, &self.rotary, lc, mask.as_ref())
+                    mla.forward(&x, &pos, &self.rotary, lc, mask.as_ref())
                 }
             };
             h = h + a;

@@ -95,6 +95,28 @@ pub struct Rotary {
     tables: RefCell<Option<(Tensor, Tensor, Kind)>>,
 }
 
+/// Where the new tokens of a forward pass sit: the `S` tokens of every row continue after
+/// `start` cached columns, and in a ragged batch (rows of different lengths, see
+/// [`super::cache::KvCache`]) each row's positions are its own, given per row and token.
+pub struct Positions {
+    pub start: i64,
+    /// `[B, S]` positions (int64), when rows differ.
+    pub per_row: Option<Tensor>,
+}
+
+impl Positions {
+    /// Positions of `s` new tokens after a cache of `start` columns with `pad` leading padding
+    /// columns per row (empty: none).
+    pub fn after(start: i64, s: i64, pad: &[i64], device: Device) -> Self {
+        let per_row = (!pad.is_empty()).then(|| {
+            let steps = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0) + start;
+            let pad = Tensor::from_slice(pad).to_device(device).unsqueeze(1);
+            steps - pad
+        });
+        Self { start, per_row }
+    }
+}
+
 impl Rotary {
     pub fn new(rope: &RopeConfig, dim: usize, interleaved: bool, device: Device) -> Self {
         let (inv_freq, attention_factor) = inv_freq(rope, dim);
@@ -156,6 +178,22 @@ impl Rotary {
         }
         let (c, s, _) = tables.as_ref().expect("tables were just built");
         (c.narrow(0, start, len), s.narrow(0, start, len))
+    }
+
+    /// cos and sin for `pos`: `[S, dim]` when every row starts at the same position, else
+    /// `[B, 1, S, dim]` (broadcast over heads).
+    pub fn cos_sin_for(&self, pos: &Positions, len: i64, kind: Kind) -> (Tensor, Tensor) {
+        let Some(rows) = &pos.per_row else {
+            return self.cos_sin(pos.start, len, kind);
+        };
+        let (cos, sin) = self.cos_sin(0, pos.start + len, kind);
+        let (b, s) = rows.size2().expect("per-row positions are [batch, seq]");
+        let flat = rows.view([-1]);
+        let pick = |t: &Tensor| {
+            let d = t.size()[1];
+            t.index_select(0, &flat).view([b, 1, s, d])
+        };
+        (pick(&cos), pick(&sin))
     }
 
     /// Rotates `x [..., seq, dim]` by the positions `cos`/`sin` describe (`[seq, dim]`).

@@ -10,7 +10,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::model::{parse_device, parse_quant, DType, Model};
@@ -21,39 +20,7 @@ use crate::runtime::{
 use crate::text::{ChatMessage, TextCodec};
 use crate::trace::{FinishReason, GenStats, PromptToken, TokenRecord};
 
-/// What the workbench needs to know about the loaded model (plain data, saved with sessions).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// The model folder's name.
-    pub id: String,
-    pub dir: PathBuf,
-    pub model_type: String,
-    /// A fingerprint of config.json and the weight files (see [`checkpoint_hash`]).
-    pub checkpoint_hash: String,
-    pub device: String,
-    pub dtype: String,
-    pub num_layers: usize,
-    /// Decoder layers with routed experts.
-    #[serde(default)]
-    pub moe_layers: Vec<usize>,
-    #[serde(default)]
-    pub n_experts: usize,
-    /// Experts chosen per token.
-    #[serde(default)]
-    pub top_k: usize,
-    /// `max_position_embeddings`: the context the conversation must fit in.
-    pub context: usize,
-    #[serde(default)]
-    pub eos_ids: Vec<u32>,
-    /// `<think>` and `</think>`.
-    #[serde(default)]
-    pub think_ids: Option<(u32, u32)>,
-    /// Sampling defaults from generation_config.json (R1's recommendation where it is silent).
-    pub sampling: SamplingParams,
-    /// generation_config.json's `max_new_tokens`, if any.
-    #[serde(default)]
-    pub max_new_tokens: Option<usize>,
-}
+pub use crate::backend::ModelInfo;
 
 /// What to generate: the reply to the last user message of `messages`.
 #[derive(Debug, Clone, PartialEq)]
@@ -305,7 +272,7 @@ fn score_job(
     Ok((trace, top_text))
 }
 
-fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, ModelInfo)> {
+pub(crate) fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, ModelInfo)> {
     use anyhow::Context;
     if let Some(t) = config.threads {
         tch::set_num_threads(t.max(1));
@@ -415,6 +382,8 @@ fn run_job(
                     .collect(),
                 token: token.clone(),
             }),
+            // The job's end is reported below, with its statistics.
+            GenEvent::Finished { .. } => Ok(()),
         };
     };
     let gen = generate_cached(model, Some(codec), &req, prefix, cancel, &mut on_event)?;
@@ -484,11 +453,11 @@ impl Fnv {
     }
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     let msg = p
         .downcast_ref::<String>()
         .cloned()

@@ -1,7 +1,10 @@
-//! THE decode loop. Chat, `thinkbench generate`, evaluation and GRPO rollouts all call
-//! `generate`: prefill the prompt once, then step every row of the batch one token at a time until
-//! each row stops, recording for every token what the model saw and chose.
+//! THE decode loop ([`Decoder`]). Chat, `thinkbench generate`, evaluation, GRPO rollouts and
+//! `thinkbench serve` all run through it: each request's prompt is prefilled once, its rows join
+//! the batch, and every step feeds one token per live row through the model — rows of different
+//! requests at their own positions — recording for every token what the model saw and chose.
 
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -107,6 +110,8 @@ pub enum GenEvent<'a> {
     Prompt(&'a [PromptToken]),
     /// Row `row` produced a token.
     Token { row: usize, token: &'a TokenRecord },
+    /// Row `row` ended (after its last `Token`).
+    Finished { row: usize, reason: FinishReason },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +165,12 @@ impl RoutingRecorder {
     }
 }
 
+/// One row of the running batch: a completion being generated for one admitted request.
 struct Row {
+    /// The request it belongs to (the caller's tag) and its index among that request's rows.
+    tag: u64,
+    index: usize,
+    req: Rc<GenerateRequest>,
     sampler: Sampler,
     phase: PhaseTracker,
     detok: StreamDecoder,
@@ -170,6 +180,23 @@ struct Row {
     finish: Option<FinishReason>,
     /// Reasoning tokens generated so far (for the thinking budget).
     thought: usize,
+    /// The logits that choose this row's next token.
+    logits: Vec<f32>,
+}
+
+impl Row {
+    fn records_routing(&self, model: &Model) -> bool {
+        self.req.trace_routing && !model.moe_layers().is_empty()
+    }
+}
+
+/// What a request keeps while its rows run: everything its [`Generation`] is made of.
+struct Pending {
+    prompt: Vec<PromptToken>,
+    completions: Vec<Option<Completion>>,
+    generated: usize,
+    prefill_secs: f64,
+    decode_start: Instant,
 }
 
 /// Logits `[B,1,V]` as one f32 vector per row.
@@ -182,6 +209,417 @@ fn rows_of(logits: &Tensor) -> Vec<Vec<f32>> {
     (0..b)
         .map(|r| Vec::<f32>::try_from(l.get(r)).expect("f32 logits"))
         .collect()
+}
+
+/// The decode loop over a batch whose rows come and go: requests are [`Decoder::admit`]ted
+/// (their prompt prefilled on its own, then its rows join the batch) and every [`Decoder::step`]
+/// chooses one token for every live row and feeds them all through the model in one forward
+/// pass, each row at its own position (a ragged [`KvCache`]). A finished row leaves the batch at
+/// the next step. `generate` runs one request through it; `thinkbench serve` keeps it running.
+pub struct Decoder<'m> {
+    model: &'m Model,
+    codec: Option<&'m TextCodec>,
+    /// Ids past the tokenizer's vocabulary are padding rows of the embedding: never sampled.
+    allowed: usize,
+    think_ids: Option<(u32, u32)>,
+    /// One cache row per entry of `rows`, finished rows included until they are dropped.
+    cache: KvCache,
+    rows: Vec<Row>,
+    pending: HashMap<u64, Pending>,
+    cancelled: Vec<u64>,
+}
+
+impl<'m> Decoder<'m> {
+    pub fn new(model: &'m Model, codec: Option<&'m TextCodec>) -> Self {
+        let vocab = model.vocab_size();
+        Self {
+            model,
+            codec,
+            allowed: codec.map_or(vocab, |c| c.vocab_size().min(vocab)),
+            think_ids: codec.and_then(TextCodec::think_ids),
+            cache: model.new_cache(),
+            rows: Vec::new(),
+            pending: HashMap::new(),
+            cancelled: Vec::new(),
+        }
+    }
+
+    /// Rows still generating.
+    pub fn live_rows(&self) -> usize {
+        self.rows.iter().filter(|r| r.finish.is_none()).count()
+    }
+
+    /// Whether any admitted request has not been returned by [`Decoder::step`] yet.
+    pub fn is_busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Ends every row of request `tag` as `Cancelled` at the next step.
+    pub fn cancel(&mut self, tag: u64) {
+        self.cancelled.push(tag);
+    }
+
+    /// Prefills `req`'s prompt (reusing what `prefix` holds of it) and adds its `n` rows to the
+    /// batch; they choose their first token at the next step. Events carry `tag`.
+    pub fn admit(
+        &mut self,
+        tag: u64,
+        req: &GenerateRequest,
+        prefix: Option<&mut PrefixCache>,
+        on_event: &mut dyn FnMut(u64, GenEvent),
+    ) -> Result<(), GenerateError> {
+        let _no_grad = tch::no_grad_guard();
+        let model = self.model;
+        let vocab = model.vocab_size();
+        if req.prompt_ids.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        if let Some(&id) = req.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(GenerateError::BadTokenId { id, vocab });
+        }
+        let n = req.n.max(1);
+        let p = req.prompt_ids.len();
+        let mut rec = RoutingRecorder::new(req.trace_routing && !model.moe_layers().is_empty());
+        let mut scratch = PrefixCache::new();
+        let prefix = prefix.unwrap_or(&mut scratch);
+        // Reuse the longest shared prefix, but always run at least the last prompt token: its
+        // logits choose the first new token.
+        let shared = prefix
+            .ids
+            .iter()
+            .zip(&req.prompt_ids)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = shared.min(p - 1);
+        let mut cache = match prefix.cache.take() {
+            Some(mut c) if keep > 0 => {
+                c.truncate(keep as i64);
+                c
+            }
+            _ => model.new_cache(),
+        };
+        let keep = cache.len() as usize;
+        let mut prompt_routing: Vec<Vec<LayerRouting>> = std::mem::take(&mut prefix.routing);
+        prompt_routing.truncate(keep);
+        prompt_routing.resize(keep, Vec::new());
+        prefix.ids.clear();
+
+        let new_ids: Vec<i64> = req.prompt_ids[keep..].iter().map(|&i| i as i64).collect();
+        let t0 = Instant::now();
+        let logits = model.forward(
+            &Tensor::from_slice(&new_ids)
+                .view([1, new_ids.len() as i64])
+                .to_device(model.device),
+            &mut cache,
+            &mut rec,
+            false,
+        );
+        let first = rows_of(&logits).remove(0);
+        let prefill_secs = t0.elapsed().as_secs_f64();
+        prompt_routing.extend(rec.take(new_ids.len()));
+        let prompt: Vec<PromptToken> = req
+            .prompt_ids
+            .iter()
+            .zip(prompt_routing)
+            .map(|(&id, routing)| PromptToken { id, routing })
+            .collect();
+        on_event(tag, GenEvent::Prompt(&prompt));
+
+        let mut pending = Pending {
+            prompt,
+            completions: (0..n).map(|_| None).collect(),
+            generated: 0,
+            prefill_secs,
+            decode_start: Instant::now(),
+        };
+        if req.max_new_tokens == 0 {
+            // Nothing to generate: the request is returned by the next step, and the prompt
+            // stays cached for the next call.
+            for (r, slot) in pending.completions.iter_mut().enumerate() {
+                *slot = Some(Completion {
+                    tokens: Vec::new(),
+                    text: String::new(),
+                    finish_reason: FinishReason::Length,
+                });
+                on_event(
+                    tag,
+                    GenEvent::Finished {
+                        row: r,
+                        reason: FinishReason::Length,
+                    },
+                );
+            }
+            let fed = cache.len() as usize;
+            *prefix = PrefixCache {
+                ids: req.prompt_ids[..fed].to_vec(),
+                routing: pending.prompt[..fed]
+                    .iter()
+                    .map(|t| t.routing.clone())
+                    .collect(),
+                cache: Some(cache),
+            };
+            self.pending.insert(tag, pending);
+            return Ok(());
+        }
+        self.pending.insert(tag, pending);
+        let shared_req = Rc::new(req.clone());
+        let think_ids = self.think_ids;
+        let rows = (0..n).map(|r| Row {
+            tag,
+            index: r,
+            req: Rc::clone(&shared_req),
+            sampler: Sampler::for_row(req.sampling.clone(), r),
+            phase: PhaseTracker::new(think_ids, &req.prompt_ids),
+            detok: StreamDecoder::new(),
+            history: req.prompt_ids.clone(),
+            tokens: Vec::new(),
+            text: String::new(),
+            finish: None,
+            thought: 0,
+            logits: first.clone(),
+        });
+        if n > 1 {
+            cache.repeat_batch(n as i64);
+        }
+        self.drop_finished();
+        self.cache.append_rows(cache);
+        self.rows.extend(rows);
+        Ok(())
+    }
+
+    /// Drops finished rows, and their cache rows, from the batch.
+    fn drop_finished(&mut self) {
+        if self.rows.iter().all(|r| r.finish.is_none()) {
+            return;
+        }
+        let keep: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.rows[i].finish.is_none())
+            .collect();
+        self.cache.keep_rows(&keep);
+        self.rows.retain(|r| r.finish.is_none());
+    }
+
+    /// One decode step: every live row chooses a token from its logits, and the new tokens go
+    /// through the model together (their routing is known once they have, and their logits
+    /// choose the next ones). Returns the requests whose rows have all finished.
+    pub fn step(&mut self, on_event: &mut dyn FnMut(u64, GenEvent)) -> Vec<(u64, Generation)> {
+        let _no_grad = tch::no_grad_guard();
+        let model = self.model;
+        for tag in std::mem::take(&mut self.cancelled) {
+            for i in 0..self.rows.len() {
+                if self.rows[i].tag == tag && self.rows[i].finish.is_none() {
+                    self.rows[i].finish = Some(FinishReason::Cancelled);
+                    self.complete(i, on_event);
+                }
+            }
+        }
+        if self.live_rows() == 0 {
+            // Nothing to step; a lone finished row stays cached for `generate_cached`.
+            return self.take_done();
+        }
+        self.drop_finished();
+
+        let mut fresh = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            choose_token(row, self.codec, self.think_ids, self.allowed);
+            if let Some(p) = self.pending.get_mut(&row.tag) {
+                p.generated += 1;
+            }
+            fresh.push(i);
+        }
+        // Tokens whose routing is not recorded are reported now; the others once fed.
+        for &i in &fresh {
+            let row = &self.rows[i];
+            if !row.records_routing(model) {
+                on_event(row.tag, token_event(row));
+            }
+        }
+        // Feed every row that goes on, and the rows that just ended if their last token's
+        // routing is wanted; the rest leave the batch now.
+        let fed: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| self.rows[i].finish.is_none() || self.rows[i].records_routing(model))
+            .collect();
+        let mut routed: Vec<usize> = Vec::new();
+        if !fed.is_empty() {
+            if fed.len() < self.rows.len() {
+                for i in 0..self.rows.len() {
+                    if !fed.contains(&i) {
+                        self.complete(i, on_event);
+                    }
+                }
+                self.cache.keep_rows(&fed);
+                let mut kept = Vec::with_capacity(fed.len());
+                for (i, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
+                    if fed.contains(&i) {
+                        kept.push(row);
+                    }
+                }
+                self.rows = kept;
+            }
+            let b = self.rows.len();
+            let mut rec = RoutingRecorder::new(self.rows.iter().any(|r| r.records_routing(model)));
+            let ids: Vec<i64> = self
+                .rows
+                .iter()
+                .map(|r| r.history.last().copied().unwrap_or(0) as i64)
+                .collect();
+            let ids = Tensor::from_slice(&ids)
+                .view([b as i64, 1])
+                .to_device(model.device);
+            let logits = model.forward(&ids, &mut self.cache, &mut rec, false);
+            let mut routing = rec.take(b);
+            let live = self.rows.iter().any(|r| r.finish.is_none());
+            let next = if live { rows_of(&logits) } else { Vec::new() };
+            for (i, row) in self.rows.iter_mut().enumerate() {
+                if row.finish.is_none() {
+                    row.logits = next[i].clone();
+                }
+                if row.records_routing(model) {
+                    row.tokens
+                        .last_mut()
+                        .expect("a token was just chosen")
+                        .routing = std::mem::take(&mut routing[i]);
+                    routed.push(i);
+                }
+            }
+        }
+        for &i in &routed {
+            on_event(self.rows[i].tag, token_event(&self.rows[i]));
+        }
+        for i in 0..self.rows.len() {
+            if self.rows[i].finish.is_some() {
+                self.complete(i, on_event);
+            }
+        }
+        self.take_done()
+    }
+
+    /// Records row `i`'s completion with its request (once) and reports that it finished.
+    fn complete(&mut self, i: usize, on_event: &mut dyn FnMut(u64, GenEvent)) {
+        let row = &mut self.rows[i];
+        let Some(pending) = self.pending.get_mut(&row.tag) else {
+            return;
+        };
+        let slot = &mut pending.completions[row.index];
+        if slot.is_some() {
+            return;
+        }
+        let reason = row.finish.unwrap_or(FinishReason::Length);
+        let mut text = std::mem::take(&mut row.text);
+        if let Some(c) = self.codec {
+            text.push_str(&row.detok.finish(c));
+        }
+        *slot = Some(Completion {
+            tokens: std::mem::take(&mut row.tokens),
+            text,
+            finish_reason: reason,
+        });
+        on_event(
+            row.tag,
+            GenEvent::Finished {
+                row: row.index,
+                reason,
+            },
+        );
+    }
+
+    /// Removes and returns the requests whose every row has a completion.
+    fn take_done(&mut self) -> Vec<(u64, Generation)> {
+        let done: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.completions.iter().all(Option::is_some))
+            .map(|(&tag, _)| tag)
+            .collect();
+        let rate = |tokens: usize, secs: f64| {
+            if secs > 0.0 {
+                tokens as f64 / secs
+            } else {
+                0.0
+            }
+        };
+        done.into_iter()
+            .map(|tag| {
+                let p = self.pending.remove(&tag).expect("listed above");
+                let prompt_tokens = p.prompt.len();
+                let gen = Generation {
+                    stats: GenStats {
+                        prompt_tokens,
+                        generated_tokens: p.generated,
+                        prefill_tokens_per_s: rate(prompt_tokens, p.prefill_secs),
+                        decode_tokens_per_s: rate(
+                            p.generated,
+                            p.decode_start.elapsed().as_secs_f64(),
+                        ),
+                    },
+                    prompt: p.prompt,
+                    completions: p.completions.into_iter().flatten().collect(),
+                };
+                (tag, gen)
+            })
+            .collect()
+    }
+
+    /// The cache, when it holds exactly one row (the last request's, kept for the next call).
+    fn into_single_cache(self) -> Option<KvCache> {
+        (self.rows.len() == 1 && self.cache.padding().is_empty()).then_some(self.cache)
+    }
+}
+
+/// Chooses `row`'s next token from its logits (or closes its thought when the budget is spent),
+/// records it, and decides whether the row has finished.
+fn choose_token(
+    row: &mut Row,
+    codec: Option<&TextCodec>,
+    think_ids: Option<(u32, u32)>,
+    allowed: usize,
+) {
+    let req = Rc::clone(&row.req);
+    let over_budget = req.think_budget.is_some_and(|b| row.thought >= b);
+    let forced = match (think_ids, over_budget, row.phase.current()) {
+        (Some((_, close)), true, Phase::Think) => Some(close),
+        _ => None,
+    };
+    let id = forced.unwrap_or_else(|| row.sampler.sample(&row.logits, allowed, &row.history));
+    let stats = if req.token_stats {
+        token_stats(&row.logits, id, req.top_logprobs)
+    } else {
+        TokenStats {
+            logprob: f32::NAN,
+            entropy: f32::NAN,
+            top: Vec::new(),
+        }
+    };
+    let phase = row.phase.push(id);
+    if phase == Phase::Think {
+        row.thought += 1;
+    }
+    let text = codec.map(|c| row.detok.push(c, id)).unwrap_or_default();
+    row.text.push_str(&text);
+    row.history.push(id);
+    row.tokens.push(TokenRecord {
+        id,
+        text,
+        logprob: stats.logprob,
+        top: stats.top,
+        entropy: stats.entropy,
+        phase,
+        routing: Vec::new(),
+        forced: forced.is_some(),
+    });
+    let eos = !req.ignore_eos && req.eos_ids.contains(&id);
+    if eos || hits_stop_string(&row.text, &req.stop_strings) {
+        row.finish = Some(FinishReason::Stop);
+    } else if row.tokens.len() >= req.max_new_tokens {
+        row.finish = Some(FinishReason::Length);
+    }
+}
+
+fn token_event(row: &Row) -> GenEvent<'_> {
+    GenEvent::Token {
+        row: row.index,
+        token: row.tokens.last().expect("a token was just chosen"),
+    }
 }
 
 /// Generates from scratch.
@@ -205,220 +643,69 @@ pub fn generate_cached(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(GenEvent),
 ) -> Result<Generation, GenerateError> {
-    let _no_grad = tch::no_grad_guard();
-    let vocab = model.vocab_size();
-    if req.prompt_ids.is_empty() {
-        return Err(GenerateError::EmptyPrompt);
-    }
-    if let Some(&id) = req.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
-        return Err(GenerateError::BadTokenId { id, vocab });
-    }
-    // Ids past the tokenizer's vocabulary are padding rows of the embedding: never sampled.
-    let allowed = codec.map_or(vocab, |c| c.vocab_size().min(vocab));
-    let n = req.n.max(1);
-    let think_ids = codec.and_then(TextCodec::think_ids);
-    let mut rec = RoutingRecorder::new(req.trace_routing && !model.moe_layers().is_empty());
-    let p = req.prompt_ids.len();
-    // Reuse the longest shared prefix, but always run at least the last prompt token: its logits
-    // choose the first new token.
-    let shared = prefix
-        .ids
-        .iter()
-        .zip(&req.prompt_ids)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let keep = shared.min(p - 1);
-    let mut cache = match prefix.cache.take() {
-        Some(mut c) if keep > 0 => {
-            c.truncate(keep as i64);
-            c
-        }
-        _ => model.new_cache(),
-    };
-    let keep = cache.len() as usize;
-    let mut prompt_routing: Vec<Vec<LayerRouting>> = std::mem::take(&mut prefix.routing);
-    prompt_routing.truncate(keep);
-    prompt_routing.resize(keep, Vec::new());
-    prefix.ids.clear();
-
-    let new_ids: Vec<i64> = req.prompt_ids[keep..].iter().map(|&i| i as i64).collect();
-    let t0 = Instant::now();
-    let logits = model.forward(
-        &Tensor::from_slice(&new_ids)
-            .view([1, new_ids.len() as i64])
-            .to_device(model.device),
-        &mut cache,
-        &mut rec,
-        false,
-    );
-    let mut row_logits = rows_of(&logits);
-    let prefill_secs = t0.elapsed().as_secs_f64();
-    prompt_routing.extend(rec.take(new_ids.len()));
-    let prompt: Vec<PromptToken> = req
-        .prompt_ids
-        .iter()
-        .zip(prompt_routing)
-        .map(|(&id, routing)| PromptToken { id, routing })
-        .collect();
-    on_event(GenEvent::Prompt(&prompt));
-    if n > 1 {
-        cache.repeat_batch(n as i64);
-        row_logits = vec![row_logits.remove(0); n];
-    }
-
-    let mut rows: Vec<Row> = (0..n)
-        .map(|r| Row {
-            sampler: Sampler::for_row(req.sampling.clone(), r),
-            phase: PhaseTracker::new(think_ids, &req.prompt_ids),
-            detok: StreamDecoder::new(),
-            history: req.prompt_ids.clone(),
-            tokens: Vec::new(),
-            text: String::new(),
-            finish: None,
-            thought: 0,
-        })
-        .collect();
-
-    let t1 = Instant::now();
-    let mut generated = 0usize;
-    for step in 0..req.max_new_tokens {
+    let mut decoder = Decoder::new(model, codec);
+    let mut forward = |_tag: u64, ev: GenEvent| on_event(ev);
+    decoder.admit(0, req, Some(prefix), &mut forward)?;
+    loop {
         if cancel.load(Ordering::Relaxed) {
-            rows.iter_mut()
-                .filter(|r| r.finish.is_none())
-                .for_each(|r| r.finish = Some(FinishReason::Cancelled));
-            break;
+            decoder.cancel(0);
         }
-        // Choose one token for every live row from the logits of its last position.
-        let mut feed = vec![0i64; n];
-        let mut fresh: Vec<usize> = Vec::new();
-        for (r, row) in rows.iter_mut().enumerate() {
-            if row.finish.is_some() {
-                feed[r] = row.history.last().copied().unwrap_or(0) as i64;
-                continue;
-            }
-            let logits = &row_logits[r];
-            let over_budget = req.think_budget.is_some_and(|b| row.thought >= b);
-            let forced = match (think_ids, over_budget, row.phase.current()) {
-                (Some((_, close)), true, Phase::Think) => Some(close),
-                _ => None,
-            };
-            let id = forced.unwrap_or_else(|| row.sampler.sample(logits, allowed, &row.history));
-            let stats = if req.token_stats {
-                token_stats(logits, id, req.top_logprobs)
-            } else {
-                TokenStats {
-                    logprob: f32::NAN,
-                    entropy: f32::NAN,
-                    top: Vec::new(),
-                }
-            };
-            let phase = row.phase.push(id);
-            if phase == Phase::Think {
-                row.thought += 1;
-            }
-            let text = codec.map(|c| row.detok.push(c, id)).unwrap_or_default();
-            row.text.push_str(&text);
-            row.history.push(id);
-            row.tokens.push(TokenRecord {
-                id,
-                text,
-                logprob: stats.logprob,
-                top: stats.top,
-                entropy: stats.entropy,
-                phase,
-                routing: Vec::new(),
-                forced: forced.is_some(),
-            });
-            generated += 1;
-            feed[r] = id as i64;
-            fresh.push(r);
-            if !req.ignore_eos && req.eos_ids.contains(&id) {
-                row.finish = Some(FinishReason::Stop);
-            } else if hits_stop_string(&row.text, &req.stop_strings) {
-                row.finish = Some(FinishReason::Stop);
-            } else if step + 1 == req.max_new_tokens {
-                row.finish = Some(FinishReason::Length);
-            }
-        }
-        let all_done = rows.iter().all(|r| r.finish.is_some());
-        // Feed the new tokens: their routing is known once they pass through the model, and their
-        // logits choose the next ones. The last step only needs this for the routing trace.
-        if !all_done || rec.on {
-            let ids = Tensor::from_slice(&feed)
-                .view([n as i64, 1])
-                .to_device(model.device);
-            let logits = model.forward(&ids, &mut cache, &mut rec, false);
-            let mut routing = rec.take(n);
-            if !all_done {
-                row_logits = rows_of(&logits);
-            }
-            for &r in &fresh {
-                rows[r]
-                    .tokens
-                    .last_mut()
-                    .expect("token just pushed")
-                    .routing = std::mem::take(&mut routing[r]);
-            }
-        }
-        for &r in &fresh {
-            on_event(GenEvent::Token {
-                row: r,
-                token: rows[r].tokens.last().expect("token just pushed"),
-            });
-        }
-        if all_done {
-            break;
-        }
-    }
-    let decode_secs = t1.elapsed().as_secs_f64();
-    if n == 1 {
-        // Everything fed through the model stays cached for the next call.
-        let fed = cache.len() as usize;
-        let mut ids = req.prompt_ids.clone();
-        let mut routing: Vec<Vec<LayerRouting>> =
-            prompt.iter().map(|t| t.routing.clone()).collect();
-        for t in &rows[0].tokens {
-            ids.push(t.id);
-            routing.push(t.routing.clone());
-        }
-        ids.truncate(fed);
-        routing.truncate(fed);
-        *prefix = PrefixCache {
-            cache: Some(cache),
-            ids,
-            routing,
+        let Some((_, gen)) = decoder.step(&mut forward).pop() else {
+            continue;
         };
-    }
-    let completions = rows
-        .into_iter()
-        .map(|mut row| {
-            if let Some(c) = codec {
-                row.text.push_str(&row.detok.finish(c));
+        if req.max_new_tokens > 0 {
+            if let Some(cache) = decoder.into_single_cache() {
+                // Everything fed through the model stays cached for the next call.
+                let fed = cache.len() as usize;
+                let tokens = &gen.completions[0].tokens;
+                let mut ids = req.prompt_ids.clone();
+                ids.extend(tokens.iter().map(|t| t.id));
+                let mut routing: Vec<Vec<LayerRouting>> =
+                    gen.prompt.iter().map(|t| t.routing.clone()).collect();
+                routing.extend(tokens.iter().map(|t| t.routing.clone()));
+                ids.truncate(fed);
+                routing.truncate(fed);
+                *prefix = PrefixCache {
+                    cache: Some(cache),
+                    ids,
+                    routing,
+                };
             }
-            Completion {
-                tokens: row.tokens,
-                text: row.text,
-                finish_reason: row.finish.unwrap_or(FinishReason::Length),
-            }
-        })
-        .collect();
-    let rate = |tokens: usize, secs: f64| {
-        if secs > 0.0 {
-            tokens as f64 / secs
-        } else {
-            0.0
         }
-    };
-    Ok(Generation {
-        prompt,
-        completions,
-        stats: GenStats {
-            prompt_tokens: p,
-            generated_tokens: generated,
-            prefill_tokens_per_s: rate(p, prefill_secs),
-            decode_tokens_per_s: rate(generated, decode_secs),
-        },
-    })
+        return Ok(gen);
+    }
+}
+
+/// Generates every request of `reqs` (each with its own prompt) through one batch, at most
+/// `max_rows` rows decoding together (a request waits for room; an empty batch takes any).
+/// Results come in the order given, each as it would come from [`generate`] alone.
+pub fn generate_batch(
+    model: &Model,
+    codec: Option<&TextCodec>,
+    reqs: &[GenerateRequest],
+    max_rows: usize,
+) -> Result<Vec<Generation>, GenerateError> {
+    let mut decoder = Decoder::new(model, codec);
+    let mut out: Vec<Option<Generation>> = (0..reqs.len()).map(|_| None).collect();
+    let mut next = 0;
+    let mut quiet = |_: u64, _: GenEvent| {};
+    while next < reqs.len() || decoder.is_busy() {
+        while let Some(req) = reqs.get(next) {
+            let live = decoder.live_rows();
+            if live > 0 && live + req.n.max(1) > max_rows {
+                break;
+            }
+            decoder.admit(next as u64, req, None, &mut quiet)?;
+            next += 1;
+        }
+        for (tag, generation) in decoder.step(&mut quiet) {
+            out[tag as usize] = Some(generation);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|g| g.expect("every admitted request finishes"))
+        .collect())
 }
 
 fn hits_stop_string(text: &str, stops: &[String]) -> bool {

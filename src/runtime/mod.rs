@@ -4,11 +4,12 @@
 pub mod engine;
 pub mod generate;
 pub mod sampling;
+pub mod scheduler;
 pub mod score;
 
 pub use generate::{
-    generate, generate_cached, Completion, GenEvent, GenerateError, GenerateRequest, Generation,
-    PrefixCache,
+    generate, generate_batch, generate_cached, Completion, Decoder, GenEvent, GenerateError,
+    GenerateRequest, Generation, PrefixCache,
 };
 pub use sampling::{Sampler, SamplingParams};
 pub use score::{score, ScoreOptions, ScoredTrace};

@@ -1,6 +1,7 @@
 //! The one integration-test binary (every test binary links libtorch, so there is only one).
 
 mod bad_input;
+mod batching;
 mod builtin;
 mod cli;
 mod common;

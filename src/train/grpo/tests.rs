@@ -766,9 +766,11 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
                 head_budget: slice3,
             };
             let got = accumulate(&t.model, &mut sliced, &objective, it, &mut counter);
+            // Relative 1e-4: the sums run over every token in f32, and libtorch's reductions
+            // split differently with the thread count (1e-5 failed once under a parallel run).
             let close = |a: f64, b: f64, what: &str| {
                 assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                     "{aggregation}, iteration {it}: {what} {a} vs {b}"
                 )
             };
