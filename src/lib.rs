@@ -7,6 +7,7 @@
 //! - `backend` the plain messages between a running model and its callers (no tch, no HTTP)
 //! - `runtime` the decode loop, sampling and the per-token trace; emits plain data (no Tensor)
 //! - `trace`   the plain per-token records every consumer reads
+//! - `serve`   the OpenAI-compatible HTTP server over a `backend` (no tch)
 //! - `session` saved conversations (JSON, atomic writes) with their per-token trace
 //! - `app`     the workbench's state and `update(Action) -> Vec<Command>`; no I/O, no tch
 //! - `ui`      draws `&App` with ratatui; nothing else
@@ -24,6 +25,7 @@ pub mod gguf;
 pub mod model;
 pub mod runner;
 pub mod runtime;
+pub mod serve;
 pub mod session;
 pub mod text;
 pub mod trace;

@@ -38,6 +38,9 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Ask a model questions without the interface and save the conversation as a session.
     Record(cli::record::RecordArgs),
+    /// Serve the model over the OpenAI API (chat and completions, streamed or not), with its
+    /// reasoning, log-probabilities and routed experts; concurrent requests share decode steps.
+    Serve(cli::serve::ServeArgs),
     /// Reopen a saved session in the workbench (the inspectors work without the model).
     Open {
         /// A session file (sessions/*.json, or one from the session list).
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Some(Command::Merge(args)) => cli::merge::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),
         Some(Command::Record(args)) => cli::record::run(args),
+        Some(Command::Serve(args)) => cli::serve::run(args),
         Some(Command::Open { file, workbench }) => cli::workbench::run(workbench, Some(file)),
         None => cli::demo::run(cli.workbench.model.as_deref(), &cli.workbench),
     };

@@ -10,5 +10,6 @@ pub mod prompt;
 pub mod record;
 pub mod reward;
 pub mod runtime_args;
+pub mod serve;
 pub mod train;
 pub mod workbench;

@@ -613,6 +613,17 @@ fn choose_token(
     } else if row.tokens.len() >= req.max_new_tokens {
         row.finish = Some(FinishReason::Length);
     }
+    if let (Some(_), Some(c)) = (row.finish, codec) {
+        // Text the decoder still holds (a character split across tokens) belongs to the last
+        // token, so whoever streams tokens gets all of it.
+        let tail = row.detok.finish(c);
+        row.text.push_str(&tail);
+        row.tokens
+            .last_mut()
+            .expect("pushed above")
+            .text
+            .push_str(&tail);
+    }
 }
 
 fn token_event(row: &Row) -> GenEvent<'_> {

@@ -215,9 +215,20 @@ impl TextCodec {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<ChatPrompt> {
+        self.encode_chat_with(messages, add_generation_prompt, &serde_json::Map::new())
+    }
+
+    /// [`Self::encode_chat`] with extra template variables (a server's `chat_template_kwargs`,
+    /// e.g. `{"enable_thinking": false}`); see [`ChatTemplate::render_with`].
+    pub fn encode_chat_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ChatPrompt> {
         let template = self.chat_template()?;
         let special = self.special_token_strings();
-        let text = template.render(messages, add_generation_prompt, &special)?;
+        let text = template.render_with(messages, add_generation_prompt, &special, extra)?;
 
         let mut used = ReservedChars::default();
         used.add(template.source());
@@ -227,6 +238,10 @@ impl TextCodec {
         }
         for (_, s) in &special {
             used.add(s);
+        }
+        for (name, v) in extra {
+            used.add(name);
+            used.add(&v.to_string());
         }
         for s in &self.control {
             used.add(s);
@@ -249,7 +264,7 @@ impl TextCodec {
             let ids = self.encode_raw(&text)?;
             return Ok(ChatPrompt { text, ids });
         }
-        let shielded = template.render(&protected, add_generation_prompt, &special)?;
+        let shielded = template.render_with(&protected, add_generation_prompt, &special, extra)?;
         let ids = self.encode_shielded(&shielded, &sentinels.by_char)?;
         Ok(ChatPrompt { text, ids })
     }
@@ -915,5 +930,30 @@ pub(crate) mod tests {
             c.render_chat(&[ChatMessage::user("x")], true).unwrap(),
             "[x]"
         );
+    }
+
+    #[test]
+    fn chat_template_kwargs_change_the_rendering_and_the_ids() {
+        let c = r1_like_codec();
+        let msgs = [ChatMessage::user("hi <think>")];
+        let extra: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"add_generation_prompt": false, "messages": []}"#).unwrap();
+        // Fixed variables are not replaced: the same prompt as without extras.
+        assert_eq!(
+            c.encode_chat_with(&msgs, true, &extra).unwrap(),
+            c.encode_chat(&msgs, true).unwrap()
+        );
+        // Other names are template variables; one may replace a special token, as in
+        // transformers.
+        let extra: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(r#"{"bos_token": "[B]"}"#).unwrap();
+        let with = c.encode_chat_with(&msgs, false, &extra).unwrap();
+        let without = c.encode_chat(&msgs, false).unwrap();
+        assert_eq!(
+            with.text,
+            without.text.replacen("<｜begin▁of▁sentence｜>", "[B]", 1)
+        );
+        // The typed `<think>` stays text either way.
+        assert!(!with.ids.contains(&THINK));
     }
 }

@@ -93,6 +93,9 @@ pub struct ChatTemplate {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// The variables every rendering sets from its own arguments; extra variables cannot replace them.
+pub const FIXED_VARIABLES: [&str; 4] = ["messages", "tools", "documents", "add_generation_prompt"];
+
 impl ChatTemplate {
     /// Compiles `source` with transformers' jinja settings.
     pub fn new(source: &str, origin: impl Into<String>) -> Result<Self> {
@@ -140,6 +143,26 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         special_tokens: &[(&str, &str)],
     ) -> Result<String> {
+        self.render_with(
+            messages,
+            add_generation_prompt,
+            special_tokens,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`Self::render`] with extra template variables, as transformers'
+    /// `apply_chat_template(..., **kwargs)` passes them (`{"enable_thinking": false}`, what a
+    /// server's `chat_template_kwargs` carries). An extra variable replaces a special token of
+    /// the same name, as there; the names in [`FIXED_VARIABLES`] are the caller's arguments and
+    /// are never replaced (transformers would refuse them as duplicate arguments).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        special_tokens: &[(&str, &str)],
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String> {
         let mut ctx: Vec<(String, Value)> = vec![
             ("messages".into(), Value::from_serialize(messages)),
             ("tools".into(), Value::from(())),
@@ -152,6 +175,13 @@ impl ChatTemplate {
         for (name, s) in special_tokens {
             ctx.push(((*name).into(), Value::from(*s)));
         }
+        for (name, v) in extra {
+            if !FIXED_VARIABLES.contains(&name.as_str()) {
+                ctx.push((name.clone(), Value::from_serialize(v)));
+            }
+        }
+        // Collecting into a map keeps the last value of a repeated name: extras win over
+        // special tokens.
         let ctx: Value = ctx.into_iter().collect();
         let render_error = |e: Error| TextError::Render {
             origin: self.origin.clone(),
@@ -846,6 +876,29 @@ pub(crate) mod tests {
         let t = ChatTemplate::new(src, "t").unwrap();
         let got = t.render(&[], true, &[("bos_token", "<s>")]).unwrap();
         assert_eq!(got, "True|True|<s>|False|True");
+    }
+
+    #[test]
+    fn extra_variables_reach_the_template_but_not_its_arguments() {
+        let src = "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>{% endif %}\
+                   {{ bos_token }}|{{ messages|length }}|{{ add_generation_prompt }}|{{ tools is none }}|{{ k.n if k is defined }}";
+        let t = ChatTemplate::new(src, "t").unwrap();
+        let extra: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            r#"{"enable_thinking": false, "bos_token": "<B>", "messages": [], "tools": [1],
+                "add_generation_prompt": false, "k": {"n": 3}}"#,
+        )
+        .unwrap();
+        let got = t
+            .render_with(
+                &[ChatMessage::user("u")],
+                true,
+                &[("bos_token", "<s>")],
+                &extra,
+            )
+            .unwrap();
+        assert_eq!(got, "<think>\n\n</think><B>|1|True|True|3");
+        let plain = t.render(&[ChatMessage::user("u")], true, &[("bos_token", "<s>")]);
+        assert_eq!(plain.unwrap(), "<s>|1|True|True|");
     }
 
     #[test]

@@ -12,5 +12,6 @@ mod grpo;
 mod parity;
 mod quant;
 mod scoring;
+mod serve;
 mod text;
 mod workbench;
