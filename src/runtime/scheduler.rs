@@ -14,8 +14,8 @@ use crate::backend::{Backend, Counters, ModelInfo, Progress, Refused, Submission
 use crate::model::Model;
 use crate::runtime::engine::{load, one_line, panic_text, EngineConfig};
 use crate::runtime::{Decoder, GenEvent, GenerateRequest};
-use crate::trace::FinishReason;
 use crate::text::TextCodec;
+use crate::trace::FinishReason;
 
 /// The handle: implements [`Backend`]. Dropping it lets the thread end once its batch drains.
 pub struct BatchEngine {
