@@ -24,6 +24,13 @@ cp "$results" target/bench-results.jsonl
 echo "raw results: target/bench-results.jsonl" >&2
 # How close prefill is to what libtorch's GEMM and the cores themselves allow.
 "$py" scripts/bench_prefill_ceiling.py --threads "$threads" | tee target/bench-prefill-ceiling.txt
+# `thinkbench serve`: aggregate tokens/s at 1, 4 and 16 concurrent clients, time to first token,
+# overhead against `generate`, and a bounded load-and-fault run with the server's memory.
+echo "bench: serve (built-in model, then the 1.5B shape)" >&2
+python3 scripts/bench_serve.py --threads "$threads" | tee target/bench-serve.txt
+python3 scripts/bench_serve.py --model "$models/qwen2_1p5b_shape" --label "1.5B shape (qwen2)" \
+  --dtype bf16 --threads "$threads" --max-tokens 16 --per-client 1 --fault-rounds 0 \
+  --overhead-runs 3 | tee -a target/bench-serve.txt
 # GRPO: seconds per training step beside TRL's GRPOTrainer (scripts/bench_grpo.sh).
 scripts/bench_grpo.sh | tee target/bench-grpo.txt
 # GRPO's peak memory with a 152k vocabulary and 512-token completions (the head in slices).

@@ -4,11 +4,13 @@ clients, time to first token, the server's overhead against `thinkbench generate
 and a bounded load-and-fault run (malformed requests, disconnects mid-stream, a full queue) with
 the server's memory before and after. Standard library only; the server listens on 127.0.0.1.
 
-usage: bench_serve.py --model DIR [--threads N] [--max-tokens N] [--label NAME]
+usage: bench_serve.py [--model DIR] [--dtype f32|bf16] [--threads N] [--max-tokens N]
+                      [--per-client N] [--fault-rounds N] [--label NAME]
 """
 import argparse
 import http.client
 import json
+import math
 import os
 import socket
 import statistics
@@ -20,8 +22,11 @@ import time
 BIN = "./target/release/thinkbench"
 
 
+DTYPE = "f32"
+
+
 def start_server(model, threads, extra=()):
-    args = [BIN, "serve", "--port", "0", "--threads", str(threads)]
+    args = [BIN, "serve", "--port", "0", "--threads", str(threads), "--dtype", DTYPE]
     if model:
         args += ["--model", model]
     proc = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE, text=True)
@@ -29,6 +34,25 @@ def start_server(model, threads, extra=()):
     addr = line.split("listening on http://")[1].split()[0]
     host, port = addr.split(":")
     return proc, host, int(port)
+
+
+def servable(model):
+    """The bench checkpoints have weights but no tokenizer: pair one with the built-in model's
+    tokenizer (in a folder of links beside it). Sampling stays inside that tokenizer's ids; the
+    model still computes its whole vocabulary, which is what the load costs."""
+    if not model or os.path.exists(os.path.join(model, "tokenizer.json")):
+        return model
+    paired = model.rstrip("/") + "-with-builtin-tokenizer"
+    os.makedirs(paired, exist_ok=True)
+    for name in os.listdir(model):
+        link = os.path.join(paired, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(os.path.join(model, name)), link)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        link = os.path.join(paired, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(os.path.join("models/thinkbench-tiny", name)), link)
+    return paired
 
 
 def rss_mib(pid):
@@ -97,19 +121,25 @@ def load(host, port, clients, per_client, body):
         "tokens": tokens,
         "tok_per_s": tokens / wall,
         "ttft_p50_ms": 1000 * statistics.median(ttft),
-        "ttft_p90_ms": 1000 * ttft[int(0.9 * (len(ttft) - 1))],
+        "ttft_p90_ms": 1000 * ttft[min(len(ttft) - 1, math.ceil(0.9 * len(ttft)) - 1)],
     }
 
 
 def generate_seconds(model, threads, prompt, max_tokens):
-    """Prefill + decode seconds of `thinkbench generate` on the same prompt (its own stats, so
-    process start and model loading are left out, as they are for the running server)."""
+    """Prefill + decode seconds of `thinkbench generate` on the same prompt, from the rates it
+    reports (so process start and model loading are left out, as they are for the running
+    server). Without --json it records log-probabilities (top 5) but no routing, as the server's
+    request below asks."""
     args = [BIN, "generate", "--prompt", prompt, "--max-new-tokens", str(max_tokens),
-            "--temperature", "0", "--ignore-eos", "--threads", str(threads), "--json"]
+            "--temperature", "0", "--ignore-eos", "--threads", str(threads), "--dtype", DTYPE,
+            "--top-logprobs", "5"]
     args += ["--model", model or "models/thinkbench-tiny"]
-    out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
-    s = out["stats"]
-    return s["prompt_tokens"] / s["prefill_tokens_per_s"] + s["generated_tokens"] / s["decode_tokens_per_s"]
+    err = subprocess.run(args, check=True, capture_output=True, text=True).stderr
+    # "[P prompt tokens, G generated, prefill X tok/s, decode Y tok/s, finish: ...]"
+    f = err.strip().splitlines()[-1].strip("[]").split(", ")
+    p, g = int(f[0].split()[0]), int(f[1].split()[0])
+    prefill, decode = float(f[2].split()[1]), float(f[3].split()[1])
+    return p / prefill + g / decode
 
 
 def fault_run(host, port, pid, rounds):
@@ -156,9 +186,13 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--per-client", type=int, default=4)
-    ap.add_argument("--fault-rounds", type=int, default=10)
+    ap.add_argument("--fault-rounds", type=int, default=10, help="0 skips the fault run")
+    ap.add_argument("--dtype", default="f32")
+    ap.add_argument("--overhead-runs", type=int, default=9)
     args = ap.parse_args()
-    model = args.model or None
+    global DTYPE
+    DTYPE = args.dtype
+    model = servable(args.model) or None
     body = {"prompt": "Question: what is 12 + 30? Think step by step.", "max_tokens": args.max_tokens,
             "temperature": 0.6, "ignore_eos": True}
 
@@ -168,15 +202,16 @@ def main():
         rows = [load(host, port, c, args.per_client if c > 1 else 2 * args.per_client, body)
                 for c in (1, 4, 16)]
         base = rows[0]["tok_per_s"]
-        print(f"serve [{args.label}, {args.threads} threads, {args.max_tokens} tokens per request]")
+        print(f"serve [{args.label}, {args.dtype}, {args.threads} threads, {args.max_tokens} tokens per request]")
         print(f"  {'clients':>7} {'requests':>8} {'tok/s':>9} {'vs 1':>6} {'TTFT p50':>9} {'TTFT p90':>9}")
         for r in rows:
             print(f"  {r['clients']:>7} {r['requests']:>8} {r['tok_per_s']:>9.1f} "
                   f"{r['tok_per_s'] / base:>5.2f}x {r['ttft_p50_ms']:>7.1f}ms {r['ttft_p90_ms']:>7.1f}ms")
         # Overhead at one client: server wall time per request against generate's own timing.
-        server_s = statistics.median(request(host, port, dict(body, temperature=0))[3] for _ in range(5))
+        server_s = statistics.median(request(host, port, dict(body, temperature=0, logprobs=5))[3]
+                                     for _ in range(args.overhead_runs))
         gen_s = statistics.median(generate_seconds(model, args.threads, body["prompt"], args.max_tokens)
-                                  for _ in range(3))
+                                  for _ in range(args.overhead_runs))
         print(f"  one request: server {1000 * server_s:.1f} ms (HTTP included), generate "
               f"{1000 * gen_s:.1f} ms: overhead {100 * (server_s / gen_s - 1):+.1f}%")
         print(json.dumps({"bench": "serve", "label": args.label, "rows": rows,
@@ -185,6 +220,8 @@ def main():
         proc.terminate()
         proc.wait()
 
+    if args.fault_rounds == 0:
+        return
     # The fault run on a server with a small queue, so bursts overflow it.
     proc, host, port = start_server(model, args.threads, ["--max-batch", "4", "--max-queue", "4"])
     try:

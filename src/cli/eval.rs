@@ -40,6 +40,9 @@ pub struct EvalArgs {
     /// Evaluate on training-split problems instead of held-out ones.
     #[arg(long)]
     pub train_split: bool,
+    /// Problems decoding together (continuous batching); 1 runs them one at a time.
+    #[arg(long, default_value_t = crate::train::eval::EVAL_BATCH)]
+    pub batch: usize,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
@@ -101,6 +104,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         } else {
             Split::HeldOut
         },
+        batch: args.batch,
     };
     let show = !args.json && std::io::stderr().is_terminal();
     let mut correct = 0;

@@ -68,7 +68,7 @@ use super::optim::{lr_at, AdamW};
 use super::problems::{Problem, Source};
 use super::recipe::{GrpoRecipe, ZeroStd};
 use super::rewards::{reflection_words, RewardInput, Rewards, Scored};
-use super::rollout::{eos_ids, rollout, Group};
+use super::rollout::{eos_ids, rollouts, Group};
 use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{claim_output_dir, ensure_writable, metadata, ModelFiles};
 use super::task::{content_hash, Split};
@@ -345,53 +345,60 @@ impl<'a> Trainer<'a> {
     /// The step's groups: rollouts of the drawn prompts, scored; zero-std groups handled per the
     /// recipe (kept, skipped, or replaced by fresh prompts).
     /// One group per problem; with rollout workers, problem i goes to worker i mod workers
-    /// (worker 0 is this thread and the policy itself, the others hold replicas). Each group's
-    /// sampling seed is its own, so the result does not depend on the number of workers.
+    /// (worker 0 is this thread and the policy itself, the others hold replicas), and each
+    /// worker decodes its groups together. Each group's sampling seed is its own, so the result
+    /// does not depend on the number of workers (up to float rounding between batch shapes).
     fn rollouts(&mut self, problems: &[Problem], seeds: &[u64]) -> Result<Vec<Group>> {
         let g = &self.r.generation;
-        if self.replicas.is_empty() || problems.len() < 2 {
-            return problems
-                .iter()
-                .zip(seeds)
-                .map(|(p, &seed)| rollout(&self.model, &self.codec, p, g, &self.eos, seed))
-                .collect();
-        }
-        let workers = self.replicas.len() + 1;
         let (codec, eos) = (&self.codec, &self.eos);
-        let mine = |k: usize| -> Vec<usize> { (k..problems.len()).step_by(workers).collect() };
-        let mut results: Vec<Option<Result<Group>>> = (0..problems.len()).map(|_| None).collect();
-        std::thread::scope(|scope| {
+        // The problems (and seeds) of worker k.
+        let workers = self.replicas.len() + 1;
+        let share = |k: usize| -> (Vec<usize>, Vec<&Problem>, Vec<u64>) {
+            let idx: Vec<usize> = (k..problems.len()).step_by(workers).collect();
+            let ps = idx.iter().map(|&i| &problems[i]).collect();
+            let ss = idx.iter().map(|&i| seeds[i]).collect();
+            (idx, ps, ss)
+        };
+        if self.replicas.is_empty() || problems.len() < 2 {
+            let all: Vec<&Problem> = problems.iter().collect();
+            return rollouts(&self.model, codec, &all, g, eos, seeds);
+        }
+        let mut results: Vec<Option<Group>> = (0..problems.len()).map(|_| None).collect();
+        let mut place = |idx: Vec<usize>, groups: Vec<Group>| {
+            for (i, group) in idx.into_iter().zip(groups) {
+                results[i] = Some(group);
+            }
+        };
+        std::thread::scope(|scope| -> Result<()> {
             let handles: Vec<_> = self
                 .replicas
                 .iter_mut()
                 .enumerate()
                 .map(|(w, rep)| {
-                    let idx = mine(w + 1);
+                    let (idx, ps, ss) = share(w + 1);
                     // `&mut`: a model may be used by one thread at a time (its rope tables are
                     // cached in a RefCell).
                     let (model, codec) = (&mut rep.model, &rep.codec);
                     scope.spawn(move || {
                         // A new thread starts with libtorch's default thread count.
                         tch::set_num_threads(1);
-                        idx.into_iter()
-                            .map(|i| (i, rollout(&*model, codec, &problems[i], g, eos, seeds[i])))
-                            .collect::<Vec<_>>()
+                        rollouts(&*model, codec, &ps, g, eos, &ss).map(|groups| (idx, groups))
                     })
                 })
                 .collect();
-            for i in mine(0) {
-                results[i] = Some(rollout(&self.model, codec, &problems[i], g, eos, seeds[i]));
-            }
+            let (idx, ps, ss) = share(0);
+            let mine = rollouts(&self.model, codec, &ps, g, eos, &ss);
             for h in handles {
-                for (i, r) in h.join().expect("a rollout worker panicked") {
-                    results[i] = Some(r);
-                }
+                let (idx, groups) = h.join().expect("a rollout worker panicked")?;
+                place(idx, groups);
             }
-        });
-        results
+            place(idx, mine?);
+            Ok(())
+        })?;
+        Ok(results
             .into_iter()
             .map(|r| r.expect("every problem was rolled out"))
-            .collect()
+            .collect())
     }
 
     /// Copies the policy's weights (and router biases) into the rollout replicas.
@@ -695,6 +702,7 @@ impl<'a> Trainer<'a> {
                 temperature: 0.0,
                 top_p: 1.0,
                 split: Split::HeldOut,
+                batch: super::eval::EVAL_BATCH,
             };
             let (rep, _) = evaluate(&self.model, &self.codec, task, &opts, &mut |_, _, _| {})
                 .map_err(|e| anyhow!(e))?;

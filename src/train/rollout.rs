@@ -1,15 +1,14 @@
-//! Rollouts: G completions of one prompt through THE decode loop (`runtime::generate` with
-//! `n = G`: one prefill, G rows sampled with their own seeds), in eval mode without gradients.
+//! Rollouts: G completions of each prompt through THE decode loop (`runtime::generate_batch`,
+//! each request with `n = G`: one prefill per prompt, G rows sampled with their own seeds, the
+//! groups of a step decoding together), in eval mode without gradients.
 //! What comes back is plain data: token ids, text, whether each row ended on end-of-sentence.
-
-use std::sync::atomic::AtomicBool;
 
 use anyhow::{anyhow, Result};
 
 use super::problems::Problem;
 use super::recipe::GenerationSection;
 use crate::model::Model;
-use crate::runtime::{generate, GenerateRequest, SamplingParams};
+use crate::runtime::{generate_batch, GenerateRequest, SamplingParams};
 use crate::text::{ChatMessage, TextCodec};
 use crate::trace::FinishReason;
 
@@ -51,54 +50,62 @@ pub fn prompt_ids(codec: &TextCodec, problem: &Problem) -> Result<Vec<u32>> {
         .ids)
 }
 
-/// Draws `gen.group_size` completions of `problem`, seeded by `seed` (row r uses
-/// `sampling::row_seed(seed, r)`).
-pub fn rollout(
+/// Rows decoded together at most. Groups of different prompts share decode steps (continuous
+/// batching); on a CPU a step of many rows costs little more than a step of one for small models.
+pub const ROLLOUT_ROWS: usize = 64;
+
+/// Draws `gen.group_size` completions of every problem, problem `i` seeded by `seeds[i]` (row r
+/// uses `sampling::row_seed(seeds[i], r)`), the groups decoding together in one batch.
+pub fn rollouts(
     model: &Model,
     codec: &TextCodec,
-    problem: &Problem,
+    problems: &[&Problem],
     gen: &GenerationSection,
     eos: &[u32],
-    seed: u64,
-) -> Result<Group> {
-    let ids = prompt_ids(codec, problem)?;
-    let req = GenerateRequest {
-        max_new_tokens: gen.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: gen.temperature,
-            top_p: gen.top_p,
-            top_k: 0,
-            min_p: 0.0,
-            repetition_penalty: 1.0,
-            seed,
-        },
-        eos_ids: eos.to_vec(),
-        top_logprobs: 0,
-        token_stats: false,
-        trace_routing: false,
-        n: gen.group_size,
-        ..GenerateRequest::new(ids.clone())
-    };
-    let g = generate(
-        model,
-        Some(codec),
-        &req,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .map_err(|e| anyhow!("rollout: {e}"))?;
-    let samples = g
-        .completions
-        .into_iter()
-        .map(|c| Sample {
-            ids: c.ids(),
-            finished: c.finish_reason == FinishReason::Stop,
-            text: c.text,
+    seeds: &[u64],
+) -> Result<Vec<Group>> {
+    let reqs = problems
+        .iter()
+        .zip(seeds)
+        .map(|(problem, &seed)| {
+            Ok(GenerateRequest {
+                max_new_tokens: gen.max_new_tokens,
+                sampling: SamplingParams {
+                    temperature: gen.temperature,
+                    top_p: gen.top_p,
+                    top_k: 0,
+                    min_p: 0.0,
+                    repetition_penalty: 1.0,
+                    seed,
+                },
+                eos_ids: eos.to_vec(),
+                top_logprobs: 0,
+                token_stats: false,
+                trace_routing: false,
+                n: gen.group_size,
+                ..GenerateRequest::new(prompt_ids(codec, problem)?)
+            })
         })
-        .collect();
-    Ok(Group {
-        problem: problem.clone(),
-        prompt_ids: ids,
-        samples,
-    })
+        .collect::<Result<Vec<_>>>()?;
+    let rows = ROLLOUT_ROWS.max(gen.group_size);
+    let generations = generate_batch(model, Some(codec), &reqs, rows)
+        .map_err(|e| anyhow!("rollout: {e}"))?;
+    Ok(problems
+        .iter()
+        .zip(reqs)
+        .zip(generations)
+        .map(|((problem, req), g)| Group {
+            problem: (*problem).clone(),
+            prompt_ids: req.prompt_ids,
+            samples: g
+                .completions
+                .into_iter()
+                .map(|c| Sample {
+                    ids: c.ids(),
+                    finished: c.finish_reason == FinishReason::Stop,
+                    text: c.text,
+                })
+                .collect(),
+        })
+        .collect())
 }

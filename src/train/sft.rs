@@ -560,6 +560,7 @@ fn run_eval(
         temperature: 0.0,
         top_p: 1.0,
         split: Split::HeldOut,
+        batch: super::eval::EVAL_BATCH,
     };
     let (report, _) =
         evaluate(&t.model, &t.codec, task, &opts, &mut |_, _, _| {}).map_err(|e| anyhow!(e))?;

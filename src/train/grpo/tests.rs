@@ -39,15 +39,16 @@ fn weights(dir: &Path) -> BTreeMap<String, Tensor> {
 fn rows_with(trainer: &Trainer, advantages: &[f64]) -> Vec<Row> {
     let src = Source::from_recipe(&trainer.r.data, 1).unwrap();
     let p = &src.draw(0, 0, 1)[0];
-    let g = rollout(
+    let g = rollouts(
         &trainer.model,
         &trainer.codec,
-        p,
+        &[p],
         &trainer.r.generation,
         &trainer.eos,
-        5,
+        &[5],
     )
-    .unwrap();
+    .unwrap()
+    .remove(0);
     g.samples
         .iter()
         .zip(advantages)
