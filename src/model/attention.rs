@@ -142,5 +142,13 @@ pub fn causal_mask(start: i64, s: i64, pad: &[i64], device: tch::Device) -> Opti
         .to_device(device)
         .view([pad.len() as i64, 1, 1, 1]);
     let real = k.view([1, 1, 1, start + s]).ge_tensor(&first);
-    Some(causal.view([1, 1, s, start + s]).logical_and(&real))
+    // A padding query (a left-padded prompt's front) sees itself, so that its row of scores is
+    // not all masked (softmax would give NaN, which would reach real rows through its values).
+    let itself = k.eq_tensor(&q).view([1, 1, s, start + s]);
+    Some(
+        causal
+            .view([1, 1, s, start + s])
+            .logical_and(&real)
+            .logical_or(&itself),
+    )
 }

@@ -147,6 +147,20 @@ impl KvCache {
         }
     }
 
+    /// Declares the leading padding of each row of an empty cache, before a prefill of
+    /// left-padded prompts of different lengths.
+    pub fn set_padding(&mut self, pad: Vec<i64>) {
+        debug_assert!(
+            self.len == 0,
+            "padding is declared before the first forward pass"
+        );
+        self.pad = if pad.iter().all(|&p| p == 0) {
+            Vec::new()
+        } else {
+            pad
+        };
+    }
+
     /// Leading padding columns of each row, or an empty slice when there are none.
     pub fn padding(&self) -> &[i64] {
         &self.pad

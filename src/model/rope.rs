@@ -102,6 +102,8 @@ pub struct Positions {
     pub start: i64,
     /// `[B, S]` positions (int64), when rows differ.
     pub per_row: Option<Tensor>,
+    /// The per-row cos/sin tables, gathered by the first layer and reused by the others.
+    tables: RefCell<Option<(Tensor, Tensor)>>,
 }
 
 impl Positions {
@@ -111,9 +113,14 @@ impl Positions {
         let per_row = (!pad.is_empty()).then(|| {
             let steps = Tensor::arange(s, (Kind::Int64, device)).unsqueeze(0) + start;
             let pad = Tensor::from_slice(pad).to_device(device).unsqueeze(1);
-            steps - pad
+            // Padding tokens of a left-padded prefill would sit before 0; they are masked anyway.
+            (steps - pad).clamp_min(0)
         });
-        Self { start, per_row }
+        Self {
+            start,
+            per_row,
+            tables: RefCell::new(None),
+        }
     }
 }
 
@@ -186,6 +193,11 @@ impl Rotary {
         let Some(rows) = &pos.per_row else {
             return self.cos_sin(pos.start, len, kind);
         };
+        if let Some((c, s)) = pos.tables.borrow().as_ref() {
+            if c.kind() == kind {
+                return (c.shallow_clone(), s.shallow_clone());
+            }
+        }
         let (cos, sin) = self.cos_sin(0, pos.start + len, kind);
         let (b, s) = rows.size2().expect("per-row positions are [batch, seq]");
         let flat = rows.view([-1]);
@@ -193,7 +205,9 @@ impl Rotary {
             let d = t.size()[1];
             t.index_select(0, &flat).view([b, 1, s, d])
         };
-        (pick(&cos), pick(&sin))
+        let tables = (pick(&cos), pick(&sin));
+        *pos.tables.borrow_mut() = Some((tables.0.shallow_clone(), tables.1.shallow_clone()));
+        tables
     }
 
     /// Rotates `x [..., seq, dim]` by the positions `cos`/`sin` describe (`[seq, dim]`).

@@ -268,29 +268,57 @@ impl<'m> Decoder<'m> {
         prefix: Option<&mut PrefixCache>,
         on_event: &mut dyn FnMut(u64, GenEvent),
     ) -> Result<(), GenerateError> {
-        let _no_grad = tch::no_grad_guard();
-        let model = self.model;
-        let vocab = model.vocab_size();
+        self.admit_all(&[(tag, req)], prefix, on_event)
+    }
+
+    /// Whether `req` can be admitted: a non-empty prompt of ids inside the vocabulary.
+    pub fn check(&self, req: &GenerateRequest) -> Result<(), GenerateError> {
+        let vocab = self.model.vocab_size();
         if req.prompt_ids.is_empty() {
             return Err(GenerateError::EmptyPrompt);
         }
         if let Some(&id) = req.prompt_ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(GenerateError::BadTokenId { id, vocab });
         }
-        let n = req.n.max(1);
-        let p = req.prompt_ids.len();
-        let mut rec = RoutingRecorder::new(req.trace_routing && !model.moe_layers().is_empty());
+        Ok(())
+    }
+
+    /// Admits several requests with one prefill: their prompts go through the model together,
+    /// left-padded to the longest (the padding is masked, as in the decode steps), so requests
+    /// arriving together read the weights once. `prefix` is used only for a single request.
+    pub fn admit_all(
+        &mut self,
+        reqs: &[(u64, &GenerateRequest)],
+        prefix: Option<&mut PrefixCache>,
+        on_event: &mut dyn FnMut(u64, GenEvent),
+    ) -> Result<(), GenerateError> {
+        let _no_grad = tch::no_grad_guard();
+        for (_, req) in reqs {
+            self.check(req)?;
+        }
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let model = self.model;
         let mut scratch = PrefixCache::new();
-        let prefix = prefix.unwrap_or(&mut scratch);
-        // Reuse the longest shared prefix, but always run at least the last prompt token: its
-        // logits choose the first new token.
+        let prefix = match prefix {
+            Some(p) if reqs.len() == 1 => p,
+            _ => &mut scratch,
+        };
+        // Reuse the longest shared prefix (one request only), but always run at least the last
+        // prompt token: its logits choose the first new token.
+        let first_prompt = &reqs[0].1.prompt_ids;
         let shared = prefix
             .ids
             .iter()
-            .zip(&req.prompt_ids)
+            .zip(first_prompt)
             .take_while(|(a, b)| a == b)
             .count();
-        let keep = shared.min(p - 1);
+        let keep = if reqs.len() == 1 {
+            shared.min(first_prompt.len() - 1)
+        } else {
+            0
+        };
         let mut cache = match prefix.cache.take() {
             Some(mut c) if keep > 0 => {
                 c.truncate(keep as i64);
@@ -299,88 +327,124 @@ impl<'m> Decoder<'m> {
             _ => model.new_cache(),
         };
         let keep = cache.len() as usize;
-        let mut prompt_routing: Vec<Vec<LayerRouting>> = std::mem::take(&mut prefix.routing);
-        prompt_routing.truncate(keep);
-        prompt_routing.resize(keep, Vec::new());
+        let mut reused: Vec<Vec<LayerRouting>> = std::mem::take(&mut prefix.routing);
+        reused.truncate(keep);
+        reused.resize(keep, Vec::new());
         prefix.ids.clear();
 
-        let new_ids: Vec<i64> = req.prompt_ids[keep..].iter().map(|&i| i as i64).collect();
+        // New ids per request, left-padded to the longest.
+        let width = reqs
+            .iter()
+            .map(|(_, r)| r.prompt_ids.len() - keep)
+            .max()
+            .unwrap_or(0);
+        let pad: Vec<i64> = reqs
+            .iter()
+            .map(|(_, r)| (width - (r.prompt_ids.len() - keep)) as i64)
+            .collect();
+        let mut ids: Vec<i64> = Vec::with_capacity(reqs.len() * width);
+        for ((_, r), &p) in reqs.iter().zip(&pad) {
+            ids.extend(std::iter::repeat_n(0, p as usize));
+            ids.extend(r.prompt_ids[keep..].iter().map(|&i| i as i64));
+        }
+        if pad.iter().any(|&p| p > 0) {
+            cache.set_padding(pad.clone());
+        }
+        let routing_wanted = reqs.iter().any(|(_, r)| r.trace_routing);
+        let mut rec = RoutingRecorder::new(routing_wanted && !model.moe_layers().is_empty());
         let t0 = Instant::now();
         let logits = model.forward(
-            &Tensor::from_slice(&new_ids)
-                .view([1, new_ids.len() as i64])
+            &Tensor::from_slice(&ids)
+                .view([reqs.len() as i64, width as i64])
                 .to_device(model.device),
             &mut cache,
             &mut rec,
             false,
         );
-        let first = rows_of(&logits).remove(0);
+        let firsts = rows_of(&logits);
         let prefill_secs = t0.elapsed().as_secs_f64();
-        prompt_routing.extend(rec.take(new_ids.len()));
-        let prompt: Vec<PromptToken> = req
-            .prompt_ids
-            .iter()
-            .zip(prompt_routing)
-            .map(|(&id, routing)| PromptToken { id, routing })
-            .collect();
-        on_event(tag, GenEvent::Prompt(&prompt));
+        let mut routing = rec.take(reqs.len() * width).into_iter();
 
-        let mut pending = Pending {
-            prompt,
-            completions: (0..n).map(|_| None).collect(),
-            generated: 0,
-            prefill_secs,
-            decode_start: Instant::now(),
-        };
-        if req.max_new_tokens == 0 {
-            // Nothing to generate: the request is returned by the next step, and the prompt
-            // stays cached for the next call.
-            for (r, slot) in pending.completions.iter_mut().enumerate() {
-                *slot = Some(Completion {
+        // Which cache row each new batch row copies (request i's row, n times).
+        let mut expand: Vec<usize> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
+        for (i, ((tag, req), first)) in reqs.iter().zip(firsts).enumerate() {
+            let (tag, n) = (*tag, req.n.max(1));
+            let mut prompt_routing = if i == 0 { reused.clone() } else { Vec::new() };
+            prompt_routing.extend(routing.by_ref().take(width).skip(pad[i] as usize).map(|r| {
+                if req.trace_routing {
+                    r
+                } else {
+                    Vec::new()
+                }
+            }));
+            let prompt: Vec<PromptToken> = req
+                .prompt_ids
+                .iter()
+                .zip(prompt_routing)
+                .map(|(&id, routing)| PromptToken { id, routing })
+                .collect();
+            on_event(tag, GenEvent::Prompt(&prompt));
+            let mut pending = Pending {
+                prompt,
+                completions: (0..n).map(|_| None).collect(),
+                generated: 0,
+                prefill_secs,
+                decode_start: Instant::now(),
+            };
+            if req.max_new_tokens == 0 {
+                // Nothing to generate: the request is returned by the next step.
+                for (r, slot) in pending.completions.iter_mut().enumerate() {
+                    *slot = Some(Completion {
+                        tokens: Vec::new(),
+                        text: String::new(),
+                        finish_reason: FinishReason::Length,
+                    });
+                    on_event(
+                        tag,
+                        GenEvent::Finished {
+                            row: r,
+                            reason: FinishReason::Length,
+                        },
+                    );
+                }
+                self.pending.insert(tag, pending);
+                continue;
+            }
+            self.pending.insert(tag, pending);
+            let shared_req = Rc::new((*req).clone());
+            for r in 0..n {
+                expand.push(i);
+                rows.push(Row {
+                    tag,
+                    index: r,
+                    req: Rc::clone(&shared_req),
+                    sampler: Sampler::for_row(req.sampling.clone(), r),
+                    phase: PhaseTracker::new(self.think_ids, &req.prompt_ids),
+                    detok: StreamDecoder::new(),
+                    history: req.prompt_ids.clone(),
                     tokens: Vec::new(),
                     text: String::new(),
-                    finish_reason: FinishReason::Length,
+                    finish: None,
+                    thought: 0,
+                    logits: first.clone(),
                 });
-                on_event(
-                    tag,
-                    GenEvent::Finished {
-                        row: r,
-                        reason: FinishReason::Length,
-                    },
-                );
             }
-            let fed = cache.len() as usize;
-            *prefix = PrefixCache {
-                ids: req.prompt_ids[..fed].to_vec(),
-                routing: pending.prompt[..fed]
-                    .iter()
-                    .map(|t| t.routing.clone())
-                    .collect(),
-                cache: Some(cache),
-            };
-            self.pending.insert(tag, pending);
+        }
+        if rows.is_empty() {
+            if reqs.len() == 1 {
+                // A lone request with nothing to generate: its prompt stays cached.
+                let fed = cache.len() as usize;
+                let prompt = &self.pending[&reqs[0].0].prompt;
+                *prefix = PrefixCache {
+                    ids: reqs[0].1.prompt_ids[..fed].to_vec(),
+                    routing: prompt[..fed].iter().map(|t| t.routing.clone()).collect(),
+                    cache: Some(cache),
+                };
+            }
             return Ok(());
         }
-        self.pending.insert(tag, pending);
-        let shared_req = Rc::new(req.clone());
-        let think_ids = self.think_ids;
-        let rows = (0..n).map(|r| Row {
-            tag,
-            index: r,
-            req: Rc::clone(&shared_req),
-            sampler: Sampler::for_row(req.sampling.clone(), r),
-            phase: PhaseTracker::new(think_ids, &req.prompt_ids),
-            detok: StreamDecoder::new(),
-            history: req.prompt_ids.clone(),
-            tokens: Vec::new(),
-            text: String::new(),
-            finish: None,
-            thought: 0,
-            logits: first.clone(),
-        });
-        if n > 1 {
-            cache.repeat_batch(n as i64);
-        }
+        cache.keep_rows(&expand);
         self.drop_finished();
         self.cache.append_rows(cache);
         self.rows.extend(rows);
@@ -687,6 +751,10 @@ pub fn generate_cached(
     }
 }
 
+/// Most tokens (padding included) one joint prefill feeds: prompts admitted together are padded
+/// to the longest, and attention over them holds `batch × width²` scores.
+pub const PREFILL_BUDGET: usize = 4096;
+
 /// Generates every request of `reqs` (each with its own prompt) through one batch, at most
 /// `max_rows` rows decoding together (a request waits for room; an empty batch takes any).
 /// Results come in the order given, each as it would come from [`generate`] alone.
@@ -701,14 +769,23 @@ pub fn generate_batch(
     let mut next = 0;
     let mut quiet = |_: u64, _: GenEvent| {};
     while next < reqs.len() || decoder.is_busy() {
+        // The requests that fit join together, with one prefill.
+        let mut joining: Vec<(u64, &GenerateRequest)> = Vec::new();
+        let mut rows = decoder.live_rows();
+        let mut width = 0;
         while let Some(req) = reqs.get(next) {
-            let live = decoder.live_rows();
-            if live > 0 && live + req.n.max(1) > max_rows {
+            let (w, n) = (width.max(req.prompt_ids.len()), joining.len() + 1);
+            if rows > 0 && rows + req.n.max(1) > max_rows
+                || !joining.is_empty() && n * w > PREFILL_BUDGET
+            {
                 break;
             }
-            decoder.admit(next as u64, req, None, &mut quiet)?;
+            width = w;
+            rows += req.n.max(1);
+            joining.push((next as u64, req));
             next += 1;
         }
+        decoder.admit_all(&joining, None, &mut quiet)?;
         for (tag, generation) in decoder.step(&mut quiet) {
             out[tag as usize] = Some(generation);
         }

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use crate::backend::{Backend, Counters, ModelInfo, Progress, Refused, Submission};
 use crate::model::Model;
 use crate::runtime::engine::{load, one_line, panic_text, EngineConfig};
+use crate::runtime::generate::PREFILL_BUDGET;
 use crate::runtime::{Decoder, GenEvent, GenerateRequest};
 use crate::text::TextCodec;
 use crate::trace::FinishReason;
@@ -172,41 +173,58 @@ fn run_batches(
             c.completed += dropped;
             c.cancelled += dropped;
         });
-        // Admit in arrival order while the batch has room (an empty batch takes any request).
+        // Admit in arrival order while the batch has room (an empty batch takes any request);
+        // the requests admitted together share one prefill.
+        let mut joining: Vec<(u64, Submission, GenerateRequest)> = Vec::new();
+        let mut rows = decoder.live_rows();
+        let mut width = 0;
         while let Some(job) = waiting.front() {
-            let live = decoder.live_rows();
-            if live > 0 && live + job.n.max(1) > max_batch {
+            let (w, k) = (width.max(job.prompt_ids.len()), joining.len() + 1);
+            if rows > 0 && rows + job.n.max(1) > max_batch
+                || !joining.is_empty() && k * w > PREFILL_BUDGET
+            {
                 break;
             }
             let job = waiting.pop_front().expect("front exists");
-            let tag = next_tag;
-            next_tag += 1;
             let req = request_of(&job, &eos_ids);
+            if let Err(e) = decoder.check(&req) {
+                count(&|c| c.completed += 1);
+                let _ = job.events.send(Progress::Failed {
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            rows += job.n.max(1);
+            width = w;
+            joining.push((next_tag, job, req));
+            next_tag += 1;
+        }
+        if !joining.is_empty() {
+            let reqs: Vec<(u64, &GenerateRequest)> =
+                joining.iter().map(|(tag, _, req)| (*tag, req)).collect();
             let admitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                decoder.admit(tag, &req, None, &mut |_, ev| report(&job, ev))
+                decoder.admit_all(&reqs, None, &mut |tag, ev| {
+                    if let Some((_, job, _)) = joining.iter().find(|(t, _, _)| *t == tag) {
+                        report(job, ev);
+                    }
+                })
             }));
-            match admitted {
-                Ok(Ok(())) => {
-                    running.insert(tag, job);
-                }
-                Ok(Err(e)) => {
-                    count(&|c| c.completed += 1);
-                    let _ = job.events.send(Progress::Failed {
-                        error: e.to_string(),
-                    });
-                }
-                Err(p) => {
-                    count(&|c| c.completed += 1 + running.len() as u64);
-                    let _ = job.events.send(Progress::Failed {
-                        error: panic_text(&p),
-                    });
-                    fail_all(
-                        &mut running,
-                        &mut decoder,
-                        model,
-                        codec,
-                        "the batch was reset",
-                    );
+            let error = match admitted {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(p) => Some(panic_text(&p)),
+            };
+            match error {
+                None => running.extend(joining.into_iter().map(|(tag, job, _)| (tag, job))),
+                Some(error) => {
+                    // The batch's cache may be half written: everything fails and starts afresh.
+                    count(&|c| c.completed += (joining.len() + running.len()) as u64);
+                    for (_, job, _) in joining {
+                        let _ = job.events.send(Progress::Failed {
+                            error: error.clone(),
+                        });
+                    }
+                    fail_all(&mut running, &mut decoder, model, codec, &error);
                 }
             }
         }

@@ -270,8 +270,7 @@ pub fn evaluate(
                 request_for(model, codec, ex, opts, content_hash(&[opts.seed, i as u64]))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let gens =
-            generate_batch(model, Some(codec), &reqs, batch).map_err(|e| e.to_string())?;
+        let gens = generate_batch(model, Some(codec), &reqs, batch).map_err(|e| e.to_string())?;
         for (ex, gen) in chunk.iter().zip(&gens) {
             let s = grade(codec, task, ex, gen, &mut load);
             progress(items.len() + 1, list.len(), &s);

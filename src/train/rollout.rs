@@ -88,8 +88,8 @@ pub fn rollouts(
         })
         .collect::<Result<Vec<_>>>()?;
     let rows = ROLLOUT_ROWS.max(gen.group_size);
-    let generations = generate_batch(model, Some(codec), &reqs, rows)
-        .map_err(|e| anyhow!("rollout: {e}"))?;
+    let generations =
+        generate_batch(model, Some(codec), &reqs, rows).map_err(|e| anyhow!("rollout: {e}"))?;
     Ok(problems
         .iter()
         .zip(reqs)

@@ -147,3 +147,50 @@ fn a_cancelled_request_leaves_the_batch_and_the_rest_finish_unchanged() {
     }
     assert_rows_match(&done[&1], &alone(&model, &keep), "kept request");
 }
+
+/// Requests admitted together share one prefill of their left-padded prompts; each still comes
+/// out as it does alone, prompt routing included.
+#[test]
+fn requests_prefilled_together_equal_their_runs_alone() {
+    for name in ["deepseek_v3_plain", "deepseek_v2_lite", "qwen3", "llama"] {
+        let model = Model::load(&models_dir().join(name), DType::F32, test_device()).unwrap();
+        let reqs = [
+            request(vec![3, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49], 6, 1, None),
+            request(vec![5, 6], 5, 2, Some(9)),
+            request(vec![11, 12, 13, 14, 15], 0, 1, None),
+            request(vec![20, 21, 22, 23], 7, 1, None),
+        ];
+        let joint: Vec<(u64, &GenerateRequest)> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, r))
+            .collect();
+        let mut decoder = Decoder::new(&model, None);
+        let mut on_event = |_: u64, _: GenEvent| {};
+        decoder.admit_all(&joint, None, &mut on_event).unwrap();
+        let mut done: HashMap<u64, Generation> = HashMap::new();
+        while decoder.is_busy() {
+            done.extend(decoder.step(&mut on_event));
+        }
+        for (i, req) in reqs.iter().enumerate() {
+            let want = alone(&model, req);
+            let got = &done[&(i as u64)];
+            if req.max_new_tokens == 0 {
+                assert!(got.completions.iter().all(|c| c.tokens.is_empty()));
+                let experts = |g: &Generation| -> Vec<Vec<Vec<u32>>> {
+                    g.prompt
+                        .iter()
+                        .map(|t| t.routing.iter().map(|l| l.experts.clone()).collect())
+                        .collect()
+                };
+                assert_eq!(
+                    experts(got),
+                    experts(&want),
+                    "{name} request {i}: prompt routing"
+                );
+                continue;
+            }
+            assert_rows_match(got, &want, &format!("{name} request {i} (joint prefill)"));
+        }
+    }
+}
