@@ -185,7 +185,7 @@ def main():
     ap.add_argument("--label", default="built-in")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--per-client", type=int, default=4)
+    ap.add_argument("--per-client", type=int, default=12)
     ap.add_argument("--fault-rounds", type=int, default=10, help="0 skips the fault run")
     ap.add_argument("--dtype", default="f32")
     ap.add_argument("--overhead-runs", type=int, default=9)
