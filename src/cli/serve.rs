@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::backend::Backend;
@@ -16,7 +16,7 @@ use crate::text::TextCodec;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Model directory in the Hugging Face layout (default: the built-in model).
+    /// Model directory in the Hugging Face layout, or a GGUF file (default: the built-in model).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Address to listen on; 0.0.0.0 exposes the server to the network.
@@ -49,8 +49,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let api_key = match &args.api_key_env {
         None => None,
         Some(var) => {
-            let key = std::env::var(var)
-                .with_context(|| format!("--api-key-env {var}: the variable is not set"))?;
+            let key = std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("--api-key-env {var}: the variable is not set (or not UTF-8)")
+            })?;
             if key.trim().is_empty() {
                 bail!("--api-key-env {var}: the variable is empty");
             }
