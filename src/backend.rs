@@ -26,6 +26,10 @@ pub struct ModelInfo {
     pub checkpoint_hash: String,
     pub device: String,
     pub dtype: String,
+    /// How the linear layers are stored when not in `dtype`: `q8_0`/`q4_0` (`--quant`), or
+    /// `gguf-quantized` for a GGUF file's block-quantized tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quant: Option<String>,
     pub num_layers: usize,
     /// Decoder layers with routed experts.
     #[serde(default)]

@@ -20,6 +20,7 @@ pub fn model(moe_layers: usize, n_experts: usize, top_k: usize) -> ModelInfo {
         checkpoint_hash: "fnv1a64:0123456789abcdef".into(),
         device: "cpu".into(),
         dtype: "f32".into(),
+        quant: None,
         num_layers: moe_layers + 1,
         moe_layers: (1..=moe_layers).collect(),
         n_experts,

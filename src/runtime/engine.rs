@@ -283,7 +283,11 @@ pub(crate) fn load(config: &EngineConfig) -> anyhow::Result<(Model, TextCodec, M
     let codec = TextCodec::load(&config.model_dir)?;
     let quant = config.quant.as_deref().map(parse_quant).transpose()?;
     let model = Model::load_quantized(&config.model_dir, dtype, device, quant)?;
-    let info = model_info(&model, &codec, &config.device, &config.model_dir);
+    let mut info = model_info(&model, &codec, &config.device, &config.model_dir);
+    info.quant = config
+        .quant
+        .clone()
+        .or_else(|| (!model.quantized_weights.is_empty()).then(|| "gguf-quantized".to_string()));
     Ok((model, codec, info))
 }
 
@@ -315,6 +319,7 @@ fn model_info(model: &Model, codec: &TextCodec, device: &str, dir: &Path) -> Mod
         model_type: model.config.model_type.name().to_string(),
         device: device.to_string(),
         dtype: model.dtype.name().to_string(),
+        quant: None,
         num_layers: model.num_layers(),
         moe_layers: model.moe_layers(),
         n_experts: model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts),

@@ -120,6 +120,9 @@ pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     if !m.device.is_empty() {
         parts.push(m.device.clone());
         parts.push(m.dtype.clone());
+        if let Some(q) = &m.quant {
+            parts.push(q.clone());
+        }
     }
     if m.context > 0 {
         parts.push(format!("ctx {}/{}", app.context_used(), m.context));

@@ -49,6 +49,18 @@ fn chat_with_folded_thoughts() {
 }
 
 #[test]
+fn the_status_bar_names_quantized_weights() {
+    let mut app = sample::chat();
+    let plain = screen(&app, 80, 24);
+    assert!(!plain.contains("q8_0"), "{plain}");
+    let mut info = app.model_info().clone();
+    info.quant = Some("q8_0".into());
+    app.model = Some(info);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("cpu · f32 · q8_0"), "{s}");
+}
+
+#[test]
 fn thought_streams_in_its_pane() {
     let app = sample::streaming();
     snap("streaming", &app);
