@@ -106,20 +106,11 @@ impl GrowBuf {
 
     /// Repeats the (batch-1) contents `n` times along dim 0, e.g. one prompt for G rollouts.
     pub fn repeat_batch(&mut self, n: i64) {
-        if let Some(b) = &self.buf {
-            let filled = b.narrow(self.dim, 0, self.len);
+        if let Some(filled) = self.filled() {
             let mut reps = vec![1i64; filled.dim()];
             reps[0] = n;
-            let mut grown = filled.repeat(reps.as_slice());
-            if self.len > 0 {
-                // keep some headroom so the next appends do not reallocate at once
-                let mut shape = grown.size();
-                shape[self.dim as usize] = (self.len * 2).max(64);
-                let fresh = Tensor::zeros(shape.as_slice(), (grown.kind(), grown.device()));
-                fresh.narrow(self.dim, 0, self.len).copy_(&grown);
-                grown = fresh;
-            }
-            self.buf = Some(grown);
+            // Held with headroom, so the next appends do not reallocate at once.
+            self.adopt(&filled.repeat(reps.as_slice()));
         }
     }
 }
@@ -171,13 +162,15 @@ impl KvCache {
         if !self.pad.is_empty() {
             return self.pad.len();
         }
-        self.layers
-            .first()
-            .and_then(|l| match l {
-                LayerCache::Standard { k, .. } => k.filled(),
-                LayerCache::Latent { ckv, .. } => ckv.filled(),
-            })
-            .map_or(0, |t| t.size()[0] as usize)
+        self.first_filled().map_or(0, |t| t.size()[0] as usize)
+    }
+
+    /// The first layer's first buffer, filled part (its rows and device are every buffer's).
+    fn first_filled(&self) -> Option<Tensor> {
+        self.layers.first().and_then(|l| match l {
+            LayerCache::Standard { k, .. } => k.filled(),
+            LayerCache::Latent { ckv, .. } => ckv.filled(),
+        })
     }
 
     fn bufs(&mut self) -> Vec<&mut GrowBuf> {
@@ -256,14 +249,7 @@ impl KvCache {
             return;
         }
         let index: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-        let device = self
-            .layers
-            .first()
-            .and_then(|l| match l {
-                LayerCache::Standard { k, .. } => k.filled(),
-                LayerCache::Latent { ckv, .. } => ckv.filled(),
-            })
-            .map_or(tch::Device::Cpu, |t| t.device());
+        let device = self.first_filled().map_or(tch::Device::Cpu, |t| t.device());
         let index = Tensor::from_slice(&index).to_device(device);
         for b in self.bufs() {
             b.select(&index, skip);

@@ -94,6 +94,19 @@ impl PrefixCache {
         Self::default()
     }
 
+    /// Holds `cache` with the ids (and their routing) it was fed; entries past what the cache
+    /// holds are dropped.
+    fn holding(cache: KvCache, mut ids: Vec<u32>, mut routing: Vec<Vec<LayerRouting>>) -> Self {
+        let fed = cache.len() as usize;
+        ids.truncate(fed);
+        routing.truncate(fed);
+        Self {
+            cache: Some(cache),
+            ids,
+            routing,
+        }
+    }
+
     /// Token ids whose keys and values are held.
     pub fn ids(&self) -> &[u32] {
         &self.ids
@@ -434,13 +447,12 @@ impl<'m> Decoder<'m> {
         if rows.is_empty() {
             if reqs.len() == 1 {
                 // A lone request with nothing to generate: its prompt stays cached.
-                let fed = cache.len() as usize;
                 let prompt = &self.pending[&reqs[0].0].prompt;
-                *prefix = PrefixCache {
-                    ids: reqs[0].1.prompt_ids[..fed].to_vec(),
-                    routing: prompt[..fed].iter().map(|t| t.routing.clone()).collect(),
-                    cache: Some(cache),
-                };
+                *prefix = PrefixCache::holding(
+                    cache,
+                    reqs[0].1.prompt_ids.clone(),
+                    prompt.iter().map(|t| t.routing.clone()).collect(),
+                );
             }
             return Ok(());
         }
@@ -453,14 +465,19 @@ impl<'m> Decoder<'m> {
 
     /// Drops finished rows, and their cache rows, from the batch.
     fn drop_finished(&mut self) {
-        if self.rows.iter().all(|r| r.finish.is_none()) {
+        self.retain_rows(|r| r.finish.is_none());
+    }
+
+    /// Keeps the rows for which `keep` holds, with their cache rows.
+    fn retain_rows(&mut self, keep: impl Fn(&Row) -> bool) {
+        let kept: Vec<usize> = (0..self.rows.len())
+            .filter(|&i| keep(&self.rows[i]))
+            .collect();
+        if kept.len() == self.rows.len() {
             return;
         }
-        let keep: Vec<usize> = (0..self.rows.len())
-            .filter(|&i| self.rows[i].finish.is_none())
-            .collect();
-        self.cache.keep_rows(&keep);
-        self.rows.retain(|r| r.finish.is_none());
+        self.cache.keep_rows(&kept);
+        self.rows.retain(|r| keep(r));
     }
 
     /// One decode step: every live row chooses a token from its logits, and the new tokens go
@@ -483,43 +500,28 @@ impl<'m> Decoder<'m> {
         }
         self.drop_finished();
 
-        let mut fresh = Vec::with_capacity(self.rows.len());
-        for (i, row) in self.rows.iter_mut().enumerate() {
+        // Every row left is live: each chooses a token. Tokens whose routing is not recorded
+        // are reported now; the others once fed.
+        for row in self.rows.iter_mut() {
             choose_token(row, self.codec, self.think_ids, self.allowed);
             if let Some(p) = self.pending.get_mut(&row.tag) {
                 p.generated += 1;
             }
-            fresh.push(i);
-        }
-        // Tokens whose routing is not recorded are reported now; the others once fed.
-        for &i in &fresh {
-            let row = &self.rows[i];
             if !row.records_routing(model) {
                 on_event(row.tag, token_event(row));
             }
         }
         // Feed every row that goes on, and the rows that just ended if their last token's
         // routing is wanted; the rest leave the batch now.
-        let fed: Vec<usize> = (0..self.rows.len())
-            .filter(|&i| self.rows[i].finish.is_none() || self.rows[i].records_routing(model))
-            .collect();
+        let fed = |r: &Row| r.finish.is_none() || r.records_routing(model);
         let mut routed: Vec<usize> = Vec::new();
-        if !fed.is_empty() {
-            if fed.len() < self.rows.len() {
-                for i in 0..self.rows.len() {
-                    if !fed.contains(&i) {
-                        self.complete(i, on_event);
-                    }
+        if self.rows.iter().any(fed) {
+            for i in 0..self.rows.len() {
+                if !fed(&self.rows[i]) {
+                    self.complete(i, on_event);
                 }
-                self.cache.keep_rows(&fed);
-                let mut kept = Vec::with_capacity(fed.len());
-                for (i, row) in std::mem::take(&mut self.rows).into_iter().enumerate() {
-                    if fed.contains(&i) {
-                        kept.push(row);
-                    }
-                }
-                self.rows = kept;
             }
+            self.retain_rows(fed);
             let b = self.rows.len();
             let mut rec = RoutingRecorder::new(self.rows.iter().any(|r| r.records_routing(model)));
             let ids: Vec<i64> = self
@@ -533,10 +535,10 @@ impl<'m> Decoder<'m> {
             let logits = model.forward(&ids, &mut self.cache, &mut rec, false);
             let mut routing = rec.take(b);
             let live = self.rows.iter().any(|r| r.finish.is_none());
-            let next = if live { rows_of(&logits) } else { Vec::new() };
+            let mut next = if live { rows_of(&logits) } else { Vec::new() };
             for (i, row) in self.rows.iter_mut().enumerate() {
                 if row.finish.is_none() {
-                    row.logits = next[i].clone();
+                    row.logits = std::mem::take(&mut next[i]);
                 }
                 if row.records_routing(model) {
                     row.tokens
@@ -731,20 +733,13 @@ pub fn generate_cached(
         if req.max_new_tokens > 0 {
             if let Some(cache) = decoder.into_single_cache() {
                 // Everything fed through the model stays cached for the next call.
-                let fed = cache.len() as usize;
                 let tokens = &gen.completions[0].tokens;
                 let mut ids = req.prompt_ids.clone();
                 ids.extend(tokens.iter().map(|t| t.id));
                 let mut routing: Vec<Vec<LayerRouting>> =
                     gen.prompt.iter().map(|t| t.routing.clone()).collect();
                 routing.extend(tokens.iter().map(|t| t.routing.clone()));
-                ids.truncate(fed);
-                routing.truncate(fed);
-                *prefix = PrefixCache {
-                    cache: Some(cache),
-                    ids,
-                    routing,
-                };
+                *prefix = PrefixCache::holding(cache, ids, routing);
             }
         }
         return Ok(gen);
@@ -754,6 +749,41 @@ pub fn generate_cached(
 /// Most tokens (padding included) one joint prefill feeds: prompts admitted together are padded
 /// to the longest, and attention over them holds `batch × width²` scores.
 pub const PREFILL_BUDGET: usize = 4096;
+
+/// Which waiting requests, taken in order, join the batch at this step: while the batch has
+/// room for their rows (an empty batch takes any request) and their joint prefill stays within
+/// [`PREFILL_BUDGET`].
+pub struct JoinPlan {
+    rows: usize,
+    max_rows: usize,
+    joining: usize,
+    width: usize,
+}
+
+impl JoinPlan {
+    pub fn new(decoder: &Decoder, max_rows: usize) -> Self {
+        Self {
+            rows: decoder.live_rows(),
+            max_rows,
+            joining: 0,
+            width: 0,
+        }
+    }
+
+    /// Whether `req` joins too; if so it is counted.
+    pub fn take(&mut self, req: &GenerateRequest) -> bool {
+        let (rows, width) = (req.n.max(1), self.width.max(req.prompt_ids.len()));
+        let no_room = self.rows > 0 && self.rows + rows > self.max_rows;
+        let too_wide = self.joining > 0 && (self.joining + 1) * width > PREFILL_BUDGET;
+        if no_room || too_wide {
+            return false;
+        }
+        self.rows += rows;
+        self.width = width;
+        self.joining += 1;
+        true
+    }
+}
 
 /// Generates every request of `reqs` (each with its own prompt) through one batch, at most
 /// `max_rows` rows decoding together (a request waits for room; an empty batch takes any).
@@ -771,17 +801,8 @@ pub fn generate_batch(
     while next < reqs.len() || decoder.is_busy() {
         // The requests that fit join together, with one prefill.
         let mut joining: Vec<(u64, &GenerateRequest)> = Vec::new();
-        let mut rows = decoder.live_rows();
-        let mut width = 0;
-        while let Some(req) = reqs.get(next) {
-            let (w, n) = (width.max(req.prompt_ids.len()), joining.len() + 1);
-            if rows > 0 && rows + req.n.max(1) > max_rows
-                || !joining.is_empty() && n * w > PREFILL_BUDGET
-            {
-                break;
-            }
-            width = w;
-            rows += req.n.max(1);
+        let mut plan = JoinPlan::new(&decoder, max_rows);
+        while let Some(req) = reqs.get(next).filter(|r| plan.take(r)) {
             joining.push((next as u64, req));
             next += 1;
         }

@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use crate::backend::{Backend, Counters, ModelInfo, Progress, Refused, Submission};
 use crate::model::Model;
 use crate::runtime::engine::{load, one_line, panic_text, EngineConfig};
-use crate::runtime::generate::PREFILL_BUDGET;
+use crate::runtime::generate::JoinPlan;
 use crate::runtime::{Decoder, GenEvent, GenerateRequest};
 use crate::text::TextCodec;
 use crate::trace::FinishReason;
@@ -48,8 +48,9 @@ impl BatchEngine {
                         return;
                     }
                 };
+                let eos_ids = info.eos_ids.clone();
                 let _ = ready_tx.send(Ok(info));
-                run_batches(&model, &codec, rx, max_batch.max(1), &shared);
+                run_batches(&model, &codec, &eos_ids, rx, max_batch.max(1), &shared);
             })?;
         match ready_rx.recv() {
             Ok(Ok(info)) => Ok(Self {
@@ -124,20 +125,12 @@ fn gone(job: &Submission) -> bool {
 fn run_batches(
     model: &Model,
     codec: &TextCodec,
+    eos_ids: &[u32],
     jobs: Receiver<Submission>,
     max_batch: usize,
     counters: &Mutex<Counters>,
 ) {
     let count = |f: &dyn Fn(&mut Counters)| f(&mut counters.lock().expect("counters lock"));
-    let eos_ids = {
-        let mut ids = codec.eos_ids().to_vec();
-        for id in model.config.eos_ids() {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        ids
-    };
     let mut decoder = Decoder::new(model, Some(codec));
     let mut waiting: VecDeque<Submission> = VecDeque::new();
     let mut running: HashMap<u64, Submission> = HashMap::new();
@@ -176,26 +169,21 @@ fn run_batches(
         // Admit in arrival order while the batch has room (an empty batch takes any request);
         // the requests admitted together share one prefill.
         let mut joining: Vec<(u64, Submission, GenerateRequest)> = Vec::new();
-        let mut rows = decoder.live_rows();
-        let mut width = 0;
+        let mut plan = JoinPlan::new(&decoder, max_batch);
         while let Some(job) = waiting.front() {
-            let (w, k) = (width.max(job.prompt_ids.len()), joining.len() + 1);
-            if rows > 0 && rows + job.n.max(1) > max_batch
-                || !joining.is_empty() && k * w > PREFILL_BUDGET
-            {
-                break;
-            }
-            let job = waiting.pop_front().expect("front exists");
-            let req = request_of(&job, &eos_ids);
+            let req = request_of(job, eos_ids);
             if let Err(e) = decoder.check(&req) {
+                let job = waiting.pop_front().expect("front exists");
                 count(&|c| c.completed += 1);
                 let _ = job.events.send(Progress::Failed {
                     error: e.to_string(),
                 });
                 continue;
             }
-            rows += job.n.max(1);
-            width = w;
+            if !plan.take(&req) {
+                break;
+            }
+            let job = waiting.pop_front().expect("front exists");
             joining.push((next_tag, job, req));
             next_tag += 1;
         }

@@ -103,12 +103,6 @@ fn request_for(
     let prompt = codec
         .encode_chat(&[ChatMessage::user(ex.prompt.clone())], true)
         .map_err(|e| e.to_string())?;
-    let mut eos_ids = codec.eos_ids().to_vec();
-    for id in model.config.eos_ids() {
-        if !eos_ids.contains(&id) {
-            eos_ids.push(id);
-        }
-    }
     Ok(GenerateRequest {
         max_new_tokens: opts.max_new_tokens,
         sampling: SamplingParams {
@@ -117,7 +111,7 @@ fn request_for(
             seed: sample_seed,
             ..SamplingParams::greedy()
         },
-        eos_ids,
+        eos_ids: super::rollout::eos_ids(model, codec),
         top_logprobs: 0,
         trace_routing: !model.moe_layers().is_empty(),
         ..GenerateRequest::new(prompt.ids)
