@@ -5,6 +5,8 @@
 //! - `gguf`    llama.cpp's GGUF files: header, metadata and tensors, dequantized (no tch)
 //! - `text`    strings <-> token ids: tokenizer, chat template, streaming detokenisation, phases
 //! - `backend` the plain messages between a running model and its callers (no tch, no HTTP)
+//! - `remote`  a model behind an OpenAI-compatible server, as a chat backend (no tch)
+//! - `engines` the one factory that starts a chat backend, local or remote
 //! - `runtime` the decode loop, sampling and the per-token trace; emits plain data (no Tensor)
 //! - `trace`   the plain per-token records every consumer reads
 //! - `serve`   the OpenAI-compatible HTTP server over a `backend` (no tch)
@@ -21,8 +23,10 @@ pub mod alloc;
 pub mod app;
 pub mod backend;
 pub mod cli;
+pub mod engines;
 pub mod gguf;
 pub mod model;
+pub mod remote;
 pub mod runner;
 pub mod runtime;
 pub mod serve;

@@ -17,7 +17,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::app::{Action, App, Command, EngineState, Overrides, TrainAction, TrainCommand};
-use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, GenSpec, Job, ScoreSpec};
+use crate::backend::chat::{
+    Engine, EngineConfig, EngineEvent, EngineSource, GenSpec, Job, RemoteConfig, ScoreSpec,
+};
 use crate::session::{self, Session};
 use crate::train_view::watcher::{WatchRequest, Watcher};
 use crate::train_view::{run as train_run, ProcessState};
@@ -36,6 +38,8 @@ pub struct RunOptions {
     pub threads: Option<i32>,
     /// `--quant`: q8_0 or q4_0 linear layers.
     pub quant: Option<String>,
+    /// `--remote`: chat with a model behind a server instead of `model`.
+    pub remote: Option<RemoteConfig>,
     pub sessions_dir: PathBuf,
     pub inline: bool,
     /// A session file to open.
@@ -93,25 +97,14 @@ struct CompareEngines {
 }
 
 async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
-    let (tx, mut engine_rx) = mpsc::unbounded_channel::<EngineEvent>();
-    let (engine, state) = match &opts.model {
-        Some(dir) => {
-            let name = dir.file_name().map_or(dir.display().to_string(), |n| {
+    let state = match (&opts.remote, &opts.model) {
+        (Some(r), _) => EngineState::Loading(r.url.clone()),
+        (None, Some(dir)) => {
+            EngineState::Loading(dir.file_name().map_or(dir.display().to_string(), |n| {
                 n.to_string_lossy().into_owned()
-            });
-            let engine = Engine::spawn(
-                EngineConfig {
-                    model_dir: dir.clone(),
-                    device: opts.device.clone(),
-                    dtype: opts.dtype.clone(),
-                    threads: opts.threads,
-                    quant: opts.quant.clone(),
-                },
-                tx,
-            );
-            (Some(engine), EngineState::Loading(name))
+            }))
         }
-        None => (None, EngineState::Absent),
+        (None, None) => EngineState::Absent,
     };
     let opened = opts.open.is_some();
     let mut app = App::new(session, state, opts.overrides.clone());
@@ -135,7 +128,7 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
     };
     let term = tui::init(opts.inline).context("set up the terminal")?;
     let mut r = Runner {
-        engine,
+        engine: None,
         cancels: HashMap::new(),
         sessions_dir: opts.sessions_dir.clone(),
         term,
@@ -149,16 +142,20 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
         watcher,
         background,
         compare: None,
-        chat_model: opts.model.clone(),
+        chat_model: opts.remote.is_none().then(|| opts.model.clone()).flatten(),
         scorer: None,
     };
+    let chat = match (&opts.remote, &opts.model) {
+        (Some(remote), _) => Some(EngineSource::Remote(remote.clone())),
+        (None, Some(dir)) => Some(EngineSource::Local(r.local(dir))),
+        (None, None) => None,
+    };
+    r.engine = chat.map(|source| r.spawn_engine(source, Action::Engine));
     if let Some(path) = &opts.train {
         let cmds = app.update(Action::Train(TrainAction::Open(path.clone())));
         r.execute(&mut app, cmds)?;
     }
-    let result = r
-        .event_loop(&mut app, &mut engine_rx, &mut background_rx)
-        .await;
+    let result = r.event_loop(&mut app, &mut background_rx).await;
     // Whatever happened, the session is saved and the terminal given back.
     r.save(&mut app);
     tui::restore();
@@ -183,10 +180,42 @@ async fn run_loop(opts: RunOptions, session: Session) -> Result<()> {
 }
 
 impl Runner {
+    /// How a model folder loads on this machine: the command line's device, precision, threads
+    /// and quantization.
+    fn local(&self, dir: &Path) -> EngineConfig {
+        EngineConfig {
+            model_dir: dir.to_path_buf(),
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+            threads: self.threads,
+            quant: self.quant.clone(),
+        }
+    }
+
+    /// Starts a backend whose events reach the app as the actions `tag` makes of them (the chat
+    /// engine's as `Engine`, the A/B's tagged with their side, the scorer's as `Scorer`).
+    fn spawn_engine(
+        &self,
+        source: EngineSource,
+        tag: impl Fn(EngineEvent) -> Action + Send + 'static,
+    ) -> Engine {
+        let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
+        let to_app = self.background.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if to_app.send(tag(event)).is_err() {
+                    break;
+                }
+            }
+        });
+        crate::engines::spawn(source, tx)
+    }
+}
+
+impl Runner {
     async fn event_loop(
         &mut self,
         app: &mut App,
-        engine_rx: &mut mpsc::UnboundedReceiver<EngineEvent>,
         background_rx: &mut mpsc::UnboundedReceiver<Action>,
     ) -> Result<()> {
         let mut input = EventStream::new();
@@ -197,7 +226,6 @@ impl Runner {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut dirty = true;
         let mut last_draw = Instant::now() - FRAME;
-        let mut engine_open = true;
         self.draw(app)?;
         loop {
             let mut draw_now = false;
@@ -218,22 +246,8 @@ impl Runner {
                 _ = sigterm.recv() => break,
                 _ = sighup.recv() => break,
                 _ = sigint.recv() => break,
-                ev = engine_rx.recv(), if engine_open => match ev {
-                    Some(ev) => {
-                        self.clock(app);
-                        let mut cmds = app.update(Action::Engine(ev));
-                        // Take everything already waiting before drawing once.
-                        for _ in 0..512 {
-                            match engine_rx.try_recv() {
-                                Ok(ev) => cmds.extend(app.update(Action::Engine(ev))),
-                                Err(_) => break,
-                            }
-                        }
-                        self.execute(app, cmds)?;
-                        dirty = true;
-                    }
-                    None => engine_open = false,
-                },
+                // Engines' events and background results: everything already waiting is
+                // taken before drawing once.
                 Some(a) = background_rx.recv() => {
                     self.clock(app);
                     let mut cmds = app.update(a);
@@ -490,28 +504,9 @@ impl Runner {
             .is_none_or(|s| !same(&s.dir, &model_dir))
         {
             // Dropping the old scorer ends its thread once its job is done.
-            let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
-            let to_app = self.background.clone();
-            tokio::spawn(async move {
-                while let Some(event) = rx.recv().await {
-                    if to_app
-                        .send(Action::Train(TrainAction::Scorer(event)))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+            let engine = self.spawn_engine(EngineSource::Local(self.local(&model_dir)), |ev| {
+                Action::Train(TrainAction::Scorer(ev))
             });
-            let engine = Engine::spawn(
-                EngineConfig {
-                    model_dir: model_dir.clone(),
-                    device: self.device.clone(),
-                    dtype: self.dtype.clone(),
-                    threads: self.threads,
-                    quant: self.quant.clone(),
-                },
-                tx,
-            );
             self.scorer = Some(ScorerEngine {
                 dir: model_dir,
                 engine,
@@ -541,26 +536,10 @@ impl Runner {
             // Dropping the old pair ends their threads once their jobs stop.
             self.compare = None;
             let engines = [0, 1].map(|side| {
-                let (tx, mut rx) = mpsc::unbounded_channel::<EngineEvent>();
-                let to_app = self.background.clone();
-                tokio::spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        let a = Action::Train(TrainAction::Compare { side, event });
-                        if to_app.send(a).is_err() {
-                            break;
-                        }
-                    }
-                });
-                Engine::spawn(
-                    EngineConfig {
-                        model_dir: dirs[side].clone(),
-                        device: self.device.clone(),
-                        dtype: self.dtype.clone(),
-                        threads: self.threads,
-                        quant: self.quant.clone(),
-                    },
-                    tx,
-                )
+                let source = EngineSource::Local(self.local(&dirs[side]));
+                self.spawn_engine(source, move |event| {
+                    Action::Train(TrainAction::Compare { side, event })
+                })
             });
             self.compare = Some(CompareEngines {
                 dirs: dirs.clone(),

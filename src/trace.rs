@@ -59,4 +59,19 @@ pub struct GenStats {
     pub generated_tokens: usize,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Tokens the model reasoned with, as a server counts them
+    /// (`completion_tokens_details.reasoning_tokens`): all a closed model admits to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<usize>,
+    /// Prompt tokens a server took from its cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<usize>,
+}
+
+/// What the decode loop would have recorded: the prompt with its routing, and every completion
+/// token with its logprob, alternatives, entropy, phase and routing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoredTrace {
+    pub prompt: Vec<PromptToken>,
+    pub tokens: Vec<TokenRecord>,
 }

@@ -921,6 +921,44 @@ impl App {
                 }
                 Vec::new()
             }
+            EngineEvent::Info(info) => {
+                // What the backend gives changed (a server refused log-probabilities): the
+                // interface offers what is there now, and the session records it.
+                let info = *info;
+                if self
+                    .session
+                    .model
+                    .as_ref()
+                    .is_none_or(|m| m.remote == info.remote)
+                {
+                    self.session.model = Some(info.clone());
+                    self.unsaved = true;
+                }
+                self.model = Some(info);
+                Vec::new()
+            }
+            EngineEvent::Note { text } => {
+                self.notice(text);
+                Vec::new()
+            }
+            EngineEvent::Revised {
+                job,
+                prompt,
+                tokens,
+            } => {
+                let Some(g) = self.generating.as_ref().filter(|g| g.job == job) else {
+                    return Vec::new();
+                };
+                let m = &mut self.session.conversation.nodes[g.node].message;
+                if let Some(p) = prompt {
+                    m.prompt = p;
+                }
+                // Tokens already shown keep their place; the backend's view of them wins.
+                let kept = m.tokens.len().saturating_sub(tokens.len());
+                m.tokens.truncate(kept);
+                m.tokens.extend(tokens);
+                Vec::new()
+            }
             EngineEvent::LoadFailed(e) => {
                 self.notice(format!("the model failed to load: {e}"));
                 self.engine = EngineState::Failed(e);

@@ -30,6 +30,8 @@ pub fn model(moe_layers: usize, n_experts: usize, top_k: usize) -> ModelInfo {
         think_ids: Some((THINK, END_THINK)),
         sampling: SamplingParams::default(),
         max_new_tokens: None,
+        remote: None,
+        capabilities: Default::default(),
     }
 }
 
@@ -205,6 +207,7 @@ fn finished(
         generated_tokens: n,
         prefill_tokens_per_s: 812.0,
         decode_tokens_per_s: 41.5,
+        ..GenStats::default()
     });
     msg
 }

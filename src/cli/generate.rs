@@ -11,13 +11,13 @@ use serde_json::json;
 
 use crate::model::Model;
 use crate::runtime::{generate, GenEvent, GenerateRequest, SamplingParams};
-use crate::text::{ChatMessage, Phase, TextCodec};
+use crate::text::{ChatMessage, GenerationDefaults, Phase, TextCodec};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Model directory in the Hugging Face layout.
-    #[arg(long)]
-    pub model: PathBuf,
+    /// Model directory in the Hugging Face layout, or a GGUF file; default: the built-in model.
+    #[arg(long, conflicts_with = "remote")]
+    pub model: Option<PathBuf>,
     /// Raw text, tokenised as is (no chat template).
     #[arg(long, group = "input")]
     pub prompt: Option<String>,
@@ -56,18 +56,27 @@ pub struct GenerateArgs {
     pub stop: Vec<String>,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
+    #[command(flatten)]
+    pub remote: super::remote_args::RemoteArgs,
     /// Print exactly one JSON object with the per-token trace.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    if let Some(remote) = args.remote.config() {
+        return super::generate_remote::run(args, remote);
+    }
+    let model_dir = args
+        .model
+        .clone()
+        .unwrap_or_else(super::demo::default_model);
     let (dtype, device) = args.runtime.apply()?;
-    let tokenizer_present = args.model.join("tokenizer.json").exists();
+    let tokenizer_present = model_dir.join("tokenizer.json").exists();
     let codec = if args.prompt_ids.is_some() && !tokenizer_present {
         None
     } else {
-        Some(TextCodec::load(&args.model)?)
+        Some(TextCodec::load(&model_dir)?)
     };
     let prompt_ids = match (&args.prompt, &args.chat, &args.prompt_ids) {
         (Some(text), _, _) => codec
@@ -88,36 +97,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         (_, _, Some(ids)) => ids.clone(),
         _ => bail!("give one of --prompt TEXT, --chat TEXT or --prompt-ids 1,2,3"),
     };
-    let model = Model::load_quantized(&args.model, dtype, device, args.runtime.quant()?)?;
+    let model = Model::load_quantized(&model_dir, dtype, device, args.runtime.quant()?)?;
 
     let defaults = codec
         .as_ref()
         .map(|c| c.generation_defaults().clone())
         .unwrap_or_default();
-    let base = SamplingParams::default();
-    let sampling = SamplingParams {
-        temperature: args
-            .temperature
-            .or(defaults.temperature.map(|t| t as f32))
-            .unwrap_or(base.temperature),
-        top_p: args
-            .top_p
-            .or(defaults.top_p.map(|p| p as f32))
-            .unwrap_or(base.top_p),
-        top_k: args
-            .top_k
-            .or(defaults.top_k.map(|k| k as usize))
-            .unwrap_or(base.top_k),
-        min_p: args
-            .min_p
-            .or(defaults.min_p.map(|p| p as f32))
-            .unwrap_or(base.min_p),
-        repetition_penalty: args
-            .repetition_penalty
-            .or(defaults.repetition_penalty.map(|p| p as f32))
-            .unwrap_or(1.0),
-        seed: args.seed,
-    };
+    let sampling = sampling(args, &defaults);
     let mut eos_ids: Vec<u32> = codec
         .as_ref()
         .map(|c| c.eos_ids().to_vec())
@@ -150,6 +136,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             return;
         }
         if let GenEvent::Token { token, .. } = ev {
+            // The end-of-sequence marker is not prose (the JSON trace keeps it).
+            if req.eos_ids.contains(&token.id) {
+                return;
+            }
             if phase != Some(token.phase) && token.phase == Phase::Answer && phase.is_some() {
                 let _ = out.write_all(b"\n");
             }
@@ -182,4 +172,32 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The sampling settings: the flags, else generation_config.json's, else R1's recommendation.
+pub(super) fn sampling(args: &GenerateArgs, defaults: &GenerationDefaults) -> SamplingParams {
+    let base = SamplingParams::default();
+    SamplingParams {
+        temperature: args
+            .temperature
+            .or(defaults.temperature.map(|t| t as f32))
+            .unwrap_or(base.temperature),
+        top_p: args
+            .top_p
+            .or(defaults.top_p.map(|p| p as f32))
+            .unwrap_or(base.top_p),
+        top_k: args
+            .top_k
+            .or(defaults.top_k.map(|k| k as usize))
+            .unwrap_or(base.top_k),
+        min_p: args
+            .min_p
+            .or(defaults.min_p.map(|p| p as f32))
+            .unwrap_or(base.min_p),
+        repetition_penalty: args
+            .repetition_penalty
+            .or(defaults.repetition_penalty.map(|p| p as f32))
+            .unwrap_or(1.0),
+        seed: args.seed,
+    }
 }

@@ -9,13 +9,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::app::{Action, App, Command, EngineState, Overrides};
-use crate::runtime::engine::{Engine, EngineConfig, EngineEvent, Job};
+use crate::backend::chat::{EngineConfig, EngineEvent, EngineSource, Job};
 use crate::session::{self, Session};
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
     /// Model directory; default: the built-in model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     pub model: Option<PathBuf>,
     /// Where to write the session (JSON).
     #[arg(long)]
@@ -34,6 +34,8 @@ pub struct RecordArgs {
     /// Regenerate the first reply this many extra times (each a branch), to show branches.
     #[arg(long, default_value_t = 0)]
     pub branches: usize,
+    #[command(flatten)]
+    pub remote: super::remote_args::RemoteArgs,
     /// The user messages, asked in order.
     #[arg(required = true)]
     pub questions: Vec<String>,
@@ -45,16 +47,17 @@ pub fn run(args: &RecordArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(super::demo::default_model);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Engine::spawn(
-        EngineConfig {
+    let source = match args.remote.config() {
+        Some(remote) => EngineSource::Remote(remote),
+        None => EngineSource::Local(EngineConfig {
             model_dir: model.clone(),
             device: "cpu".into(),
             dtype: "f32".into(),
             threads: None,
             quant: None,
-        },
-        tx,
-    );
+        }),
+    };
+    let engine = crate::engines::spawn(source, tx);
     let mut session = Session::new(session::now_secs());
     session.name = args.name.clone();
     if let Some(stem) = args.out.file_stem() {
@@ -62,7 +65,12 @@ pub fn run(args: &RecordArgs) -> Result<()> {
     }
     let mut app = App::new(
         session,
-        EngineState::Loading(model.display().to_string()),
+        EngineState::Loading(
+            args.remote
+                .remote
+                .clone()
+                .unwrap_or(model.display().to_string()),
+        ),
         Overrides {
             temperature: args.temperature,
             max_tokens: args.max_tokens,

@@ -14,7 +14,7 @@ use crate::session::{self, Session};
 #[derive(Debug, Clone, Default, Args)]
 pub struct WorkbenchArgs {
     /// Model directory (Hugging Face layout); default: the built-in model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     pub model: Option<PathBuf>,
     /// Where sessions are saved; default: the platform data dir (e.g. ~/.local/share/thinkbench/sessions).
     #[arg(long)]
@@ -25,6 +25,8 @@ pub struct WorkbenchArgs {
     pub inline: bool,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
+    #[command(flatten)]
+    pub remote: super::remote_args::RemoteArgs,
     /// Close the thought after this many reasoning tokens (default: unlimited).
     #[arg(long)]
     pub think_budget: Option<usize>,
@@ -43,7 +45,8 @@ pub struct WorkbenchArgs {
 }
 
 /// Opens the workbench; with `open`, on a saved session (whose model is loaded too when its
-/// folder is still there, so the conversation can go on; the inspectors never need it).
+/// folder is still there, so the conversation can go on; the inspectors never need it). A
+/// session recorded from a server reopens offline unless `--remote` names one again.
 pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         bail!("the workbench needs a terminal; for scripts use `thinkbench generate --json`");
@@ -78,6 +81,7 @@ pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
         dtype: args.runtime.dtype.clone(),
         threads: args.runtime.threads,
         quant: args.runtime.quant.clone(),
+        remote: args.remote.config(),
         sessions_dir,
         inline: args.inline,
         open: open.map(Path::to_path_buf),

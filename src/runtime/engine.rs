@@ -7,8 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -17,155 +15,20 @@ use crate::runtime::{
     generate_cached, score, GenEvent, GenerateRequest, PrefixCache, SamplingParams, ScoreOptions,
     ScoredTrace,
 };
-use crate::text::{ChatMessage, TextCodec};
-use crate::trace::{FinishReason, GenStats, PromptToken, TokenRecord};
+use crate::text::TextCodec;
+use crate::trace::{FinishReason, GenStats};
 
+pub use crate::backend::chat::{
+    Engine, EngineConfig, EngineEvent, EngineSource, GenSpec, Job, RemoteConfig, ScoreSpec,
+};
 pub use crate::backend::ModelInfo;
 
-/// What to generate: the reply to the last user message of `messages`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GenSpec {
-    /// The caller's id for this job; every event about it carries it.
-    pub job: u64,
-    /// The conversation so far, ending with a user message. Assistant messages carry only their
-    /// answer (R1's template drops earlier reasoning; so do we).
-    pub messages: Vec<ChatMessage>,
-    /// Token ids of the reply generated so far, fed after the template's generation prompt
-    /// ("keep thinking" continues a thought from here). Empty for a fresh reply.
-    pub continue_from: Vec<u32>,
-    pub sampling: SamplingParams,
-    pub max_new_tokens: usize,
-    pub think_budget: Option<usize>,
-    pub top_logprobs: usize,
-}
-
-/// What to score: a finished sequence's ids (a GRPO rollout, tokenised again), to get back the
-/// trace the decode loop would have recorded while generating it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoreSpec {
-    pub job: u64,
-    /// The rendered prompt (chat template and generation prompt included).
-    pub prompt_ids: Vec<u32>,
-    pub completion_ids: Vec<u32>,
-    pub top_logprobs: usize,
-}
-
-/// A job for the engine thread.
-pub enum Job {
-    Generate {
-        spec: GenSpec,
-        /// Set to stop the job; checked before every decode step.
-        cancel: Arc<AtomicBool>,
-    },
-    /// Re-score a finished sequence (one pass, no sampling); answered with `Scored` or `Failed`.
-    Score(ScoreSpec),
-}
-
-/// What the engine thread reports. Plain data only.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineEvent {
-    /// The model is loaded and ready for jobs.
-    Ready(Box<ModelInfo>),
-    /// Loading failed; no job will run.
-    LoadFailed(String),
-    /// The prompt of `job` went through the model. `reused` of its tokens came from the cache.
-    Prompt {
-        job: u64,
-        tokens: Vec<PromptToken>,
-        reused: usize,
-    },
-    /// One generated token, with the text of each of its top alternatives.
-    Token {
-        job: u64,
-        token: TokenRecord,
-        top_text: Vec<String>,
-    },
-    Finished {
-        job: u64,
-        reason: FinishReason,
-        stats: GenStats,
-    },
-    /// A `Score` job's result: the trace, the text of every alternative it names, and the model
-    /// that scored it (whose weights the probabilities are).
-    Scored {
-        job: u64,
-        model: Box<ModelInfo>,
-        trace: ScoredTrace,
-        top_text: Vec<(u32, String)>,
-    },
-    /// The job could not run or broke off; one line.
-    Failed { job: u64, error: String },
-}
-
-/// How to load the model.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub model_dir: PathBuf,
-    pub device: String,
-    pub dtype: String,
-    pub threads: Option<i32>,
-    /// q8_0 or q4_0 (`--quant`).
-    pub quant: Option<String>,
-}
-
-/// The UI side's handle. Dropping it (or [`Engine::shutdown`]) ends the thread once the running
-/// job stops.
-pub struct Engine {
-    jobs: Option<std::sync::mpsc::Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Engine {
-    /// Starts the thread; it loads the model first and reports `Ready` or `LoadFailed`.
-    pub fn spawn(config: EngineConfig, events: UnboundedSender<EngineEvent>) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("thinkbench-engine".into())
-            .spawn(move || engine_main(config, rx, events))
-            .expect("spawn the engine thread");
-        Self {
-            jobs: Some(tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// Queues a job; false if the engine thread is gone.
-    pub fn submit(&self, job: Job) -> bool {
-        self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
-    }
-
-    /// Closes the job channel and waits for the thread to finish its current job.
-    pub fn shutdown(mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Engine {
-    /// Like [`Engine::shutdown`], but gives up waiting after `limit` (a job that ignores its cancel
-    /// flag, e.g. a long prefill, must not hold the terminal hostage).
-    pub fn shutdown_within(mut self, limit: std::time::Duration) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let until = std::time::Instant::now() + limit;
-            while !t.is_finished() && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // Closing the channel is enough: the thread ends after its current job. Not joined here
-        // so that a quitting UI never waits on a long prefill.
-        self.jobs.take();
-    }
+/// Starts the local engine: a thread that loads the model, reports `Ready` or `LoadFailed`, and
+/// runs jobs until the handle is dropped.
+pub fn spawn(config: EngineConfig, events: UnboundedSender<EngineEvent>) -> Engine {
+    Engine::start("thinkbench-engine", move |jobs| {
+        engine_main(config, jobs, events)
+    })
 }
 
 fn engine_main(
@@ -329,6 +192,8 @@ fn model_info(model: &Model, codec: &TextCodec, device: &str, dir: &Path) -> Mod
         think_ids: codec.think_ids(),
         sampling,
         max_new_tokens: defaults.max_new_tokens,
+        remote: None,
+        capabilities: Default::default(),
     }
 }
 

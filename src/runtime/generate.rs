@@ -617,6 +617,7 @@ impl<'m> Decoder<'m> {
                             p.generated,
                             p.decode_start.elapsed().as_secs_f64(),
                         ),
+                        ..GenStats::default()
                     },
                     prompt: p.prompt,
                     completions: p.completions.into_iter().flatten().collect(),

@@ -46,13 +46,7 @@ impl Default for ScoreOptions {
     }
 }
 
-/// What the decode loop would have recorded: the prompt with its routing, and every completion
-/// token with its logprob, alternatives, entropy, phase and routing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScoredTrace {
-    pub prompt: Vec<PromptToken>,
-    pub tokens: Vec<TokenRecord>,
-}
+pub use crate::trace::ScoredTrace;
 
 /// Positions per forward call for a vocabulary of `vocab` ids.
 pub fn chunk_len(vocab: usize) -> usize {

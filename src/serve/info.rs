@@ -15,20 +15,29 @@ pub(crate) async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// OpenAI's model list, with vLLM's `max_model_len` (the context) and `root` (the folder).
+/// OpenAI's model list, with vLLM's `max_model_len` (the context) and `root` (the folder), and
+/// for a MoE model the shape of the routing `return_routed_experts` gives (`routing`: layers,
+/// the layers that route, experts, top-k), so a client needs no config.json to read it.
 pub(crate) async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let info = shared.backend.info();
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": info.id,
-            "object": "model",
-            "created": unix_now(),
-            "owned_by": "thinkbench",
-            "root": info.dir.display().to_string(),
-            "max_model_len": info.context,
-        }],
-    }))
+    let mut entry = json!({
+        "id": info.id,
+        "object": "model",
+        "created": unix_now(),
+        "owned_by": "thinkbench",
+        "root": info.dir.display().to_string(),
+        "max_model_len": info.context,
+    });
+    if !info.moe_layers.is_empty() {
+        entry["routing"] = json!({
+            "model_type": info.model_type,
+            "num_layers": info.num_layers,
+            "moe_layers": info.moe_layers,
+            "n_experts": info.n_experts,
+            "top_k": info.top_k,
+        });
+    }
+    Json(json!({"object": "list", "data": [entry]}))
 }
 
 /// `GET /metrics`: the engine's counters in Prometheus' text format (vLLM, SGLang and llama.cpp's

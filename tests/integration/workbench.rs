@@ -309,7 +309,7 @@ mod engine {
     #[test]
     fn turns_budget_keep_thinking_cancel_and_overflow() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let engine = Engine::spawn(
+        let engine = thinkbench::runtime::engine::spawn(
             EngineConfig {
                 model_dir: crate::common::models_dir().join("deepseek_v3_qlora"),
                 device: "cpu".into(),

@@ -2,8 +2,13 @@
 //! tensors, no HTTP types), so the workbench, `serve` and their tests build on it without libtorch.
 //!
 //! - [`ModelInfo`]: what a caller needs to know about the loaded model.
+//! - [`Capabilities`]: what a backend can give (the interface offers only that, and says why not).
+//! - [`chat`]: the workbench's jobs and events, and the [`chat::Engine`] handle every backend
+//!   (the local libtorch engine, a remote server) is driven through.
 //! - [`Submission`] / [`Progress`]: one request to the batching engine (`thinkbench serve`) and
 //!   what it reports back, row by row, as the shared decode steps go.
+
+pub mod chat;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -51,6 +56,92 @@ pub struct ModelInfo {
     /// generation_config.json's `max_new_tokens`, if any.
     #[serde(default)]
     pub max_new_tokens: Option<usize>,
+    /// Where the model runs when it is not on this machine (`--remote`): the server and the
+    /// model's name there. Never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSource>,
+    /// What this backend can give. Sessions saved before backends declared it were local.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+impl ModelInfo {
+    /// How the status bar and session lists name where the model runs.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => format!("{} @ {}", r.model, r.url),
+            None => self.id.clone(),
+        }
+    }
+}
+
+/// A model served elsewhere, reached over its OpenAI-compatible API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteSource {
+    /// The `/v1` base URL.
+    pub url: String,
+    /// The model's name on that server.
+    pub model: String,
+    /// What kind of server it said it is (`owned_by` in `/v1/models`: vllm, sglang, llamacpp,
+    /// thinkbench, ...), when it said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
+}
+
+/// What a backend can give. The local engine gives everything; a server gives what its API
+/// returns. Each missing capability carries the one line the interface shows where the user
+/// looks for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Token ids come back. Without them (most servers) a token's id in the trace is a stand-in
+    /// derived from its text ([`stand_in_id`]), consistent within and across sessions.
+    pub token_ids: bool,
+    /// Why there are no log-probabilities; `None` when there are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_logprobs: Option<String>,
+    /// The most alternatives per token the backend returns.
+    pub max_top_logprobs: usize,
+    /// Entropy is over the full distribution (local), or only over the alternatives that came
+    /// back (a server), which bounds it from below.
+    pub full_entropy: bool,
+    /// Why there is no routing; `None` when there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_routing: Option<String>,
+    /// Routing comes with the gate weights (local, `thinkbench serve`), or as chosen experts
+    /// only (SGLang, vLLM).
+    pub routing_weights: bool,
+    /// Re-scoring a finished sequence (opening a GRPO rollout in the chat).
+    pub scoring: bool,
+    /// A thinking budget, and continuing a thought the budget closed ("keep thinking").
+    pub think_budget: bool,
+}
+
+impl Default for Capabilities {
+    /// The local engine's: everything.
+    fn default() -> Self {
+        Self {
+            token_ids: true,
+            no_logprobs: None,
+            max_top_logprobs: 20,
+            full_entropy: true,
+            no_routing: None,
+            routing_weights: true,
+            scoring: true,
+            think_budget: true,
+        }
+    }
+}
+
+/// The id a token gets in the trace when the server names it only by its text: FNV-1a of the
+/// text with the top bit set, so it never collides with a real vocabulary id (< 2^31) and the
+/// same text gets the same id in every session.
+pub fn stand_in_id(text: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in text.as_bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h | 0x8000_0000
 }
 
 /// One request for the batching engine: `n` completions of one prompt. Its rows join the running
