@@ -7,7 +7,7 @@ use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
 use super::theme;
-use crate::app::{App, EngineState, Focus};
+use crate::app::{keymap, App, EngineState, Focus};
 
 pub fn draw_title(frame: &mut Frame, area: Rect, app: &App) {
     let left = format!(" thinkbench · {}", app.session.title());
@@ -179,38 +179,9 @@ pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(line).style(theme::status()), area);
 }
 
+/// The key hints for what the screen shows (the chat's or the Train tab's), from the key table.
 pub fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
-    let hints: &[(&str, &str)] = match (app.focus, app.generating.is_some()) {
-        (Focus::Input, true) => &[
-            ("Esc", "stop"),
-            ("Tab", "transcript"),
-            ("F2", "routing"),
-            ("F3", "tokens"),
-            ("F1", "keys"),
-        ],
-        (Focus::Input, false) => &[
-            ("Enter", "send"),
-            ("Tab", "transcript"),
-            ("F1", "keys"),
-            ("F6", "train"),
-            ("F2", "routing"),
-            ("F3", "tokens"),
-            ("F4", "settings"),
-            ("F5", "sessions"),
-        ],
-        (Focus::Transcript, _) => &[
-            ("←→", "token"),
-            ("↑↓", "message"),
-            ("t", "thought"),
-            ("r", "routing"),
-            ("p", "tokens"),
-            ("R", "regen"),
-            ("e", "edit"),
-            ("?", "keys"),
-            ("[]", "branch"),
-        ],
-    };
-    draw_key_hints(frame, area, hints);
+    draw_key_hints(frame, area, &keymap::hint_bar(app));
 }
 
 /// One line of `key what` pairs, as many as fit the width (the first ones matter most).

@@ -6,7 +6,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::{chrome::truncate, theme};
-use crate::app::keymap::HELP;
+use crate::app::keymap;
 use crate::app::settings::FIELDS;
 use crate::app::{App, SessionsPanel, SettingsPanel};
 
@@ -30,22 +30,22 @@ fn frame_block(title: &str) -> Block<'static> {
 }
 
 pub fn draw_help(frame: &mut Frame, area: Rect, scroll: usize) {
-    let key_w = HELP
-        .iter()
-        .map(|(_, k, _)| k.chars().count())
+    let key_w = keymap::listed()
+        .map(|b| b.label.chars().count())
         .max()
         .unwrap_or(10)
         + 2;
     let mut lines = Vec::new();
     let mut section = "";
-    for (s, k, what) in HELP {
-        if *s != section {
-            section = s;
-            lines.push(Line::from(Span::styled(s.to_string(), theme::heading())));
+    for b in keymap::listed() {
+        let heading = b.context.heading();
+        if heading != section {
+            section = heading;
+            lines.push(Line::from(Span::styled(heading, theme::heading())));
         }
         lines.push(Line::from(vec![
-            Span::styled(format!("  {k:<key_w$}"), theme::hint_key()),
-            Span::raw(what.to_string()),
+            Span::styled(format!("  {:<key_w$}", b.label), theme::hint_key()),
+            Span::raw(b.what),
         ]));
     }
     let two_cols = area.width >= 150;

@@ -308,83 +308,22 @@ fn cmd(c: TrainCommand) -> Vec<Command> {
     vec![Command::Train(c)]
 }
 
-/// The key map of the Train tab (when no popup is open). F-keys and Ctrl-C are handled before.
-pub fn key_action(app: &mut App, key: Key) -> Option<Action> {
-    let t = &mut app.train;
-    let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-    let a = |x: TrainAction| Some(Action::Train(x));
-    if let Some(p) = &t.picker {
-        let _ = p;
-        return match key.code {
-            KeyCode::Up | KeyCode::Char('k') => a(TrainAction::PickerMove(-1)),
-            KeyCode::Down | KeyCode::Char('j') => a(TrainAction::PickerMove(1)),
-            KeyCode::Enter => a(TrainAction::PickerChoose),
-            KeyCode::Esc | KeyCode::Char('o') | KeyCode::Char('q') => a(TrainAction::ClosePicker),
-            _ => None,
-        };
-    }
-    if t.compare.editing {
-        let i = &mut t.compare.prompt;
-        match key.code {
-            KeyCode::Enter => {
-                t.compare.editing = false;
-                return a(TrainAction::RunCompare);
-            }
-            KeyCode::Esc => t.compare.editing = false,
-            _ => super::keymap::edit_line(i, key, ctrl),
-        }
-        return None;
-    }
-    if ctrl {
-        return None;
-    }
-    // Keys every pane shares.
+/// Typing the A/B prompt: Enter runs it, Esc stops typing, the rest edits the line. (The Train
+/// tab's other keys are plain actions, dispatched from the key table.)
+pub(crate) fn prompt_key(app: &mut App, key: Key) -> Option<Action> {
+    let c = &mut app.train.compare;
     match key.code {
-        KeyCode::Tab | KeyCode::BackTab => return a(TrainAction::NextPane),
-        KeyCode::Char('1') => return a(TrainAction::Show(TrainPane::Charts)),
-        KeyCode::Char('2') => return a(TrainAction::Show(TrainPane::Rollouts)),
-        KeyCode::Char('3') => return a(TrainAction::Show(TrainPane::Compare)),
-        KeyCode::Char('o') => return a(TrainAction::OpenPicker),
-        KeyCode::Char('x') => return a(TrainAction::Stop),
-        KeyCode::Char('?') => return Some(Action::ToggleHelp),
-        KeyCode::Char('q') => return Some(Action::Quit),
-        KeyCode::Esc => return Some(Action::ToggleView),
-        _ => {}
+        KeyCode::Enter => {
+            c.editing = false;
+            return Some(Action::Train(TrainAction::RunCompare));
+        }
+        KeyCode::Esc => c.editing = false,
+        _ => {
+            let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+            super::keymap::edit_line(&mut c.prompt, key, ctrl)
+        }
     }
-    match t.pane {
-        TrainPane::Charts => match key.code {
-            KeyCode::Left | KeyCode::Char('h') | KeyCode::PageUp => a(TrainAction::Page(-1)),
-            KeyCode::Right | KeyCode::Char('l') | KeyCode::PageDown => a(TrainAction::Page(1)),
-            _ => None,
-        },
-        TrainPane::Rollouts => match key.code {
-            KeyCode::Left | KeyCode::Char('h') => a(TrainAction::Step(-1)),
-            KeyCode::Right | KeyCode::Char('l') => a(TrainAction::Step(1)),
-            KeyCode::Char('H') => a(TrainAction::Step(-10)),
-            KeyCode::Char('L') => a(TrainAction::Step(10)),
-            KeyCode::Home | KeyCode::Char('g') => a(TrainAction::StepFirst),
-            KeyCode::End | KeyCode::Char('G') => a(TrainAction::StepLast),
-            KeyCode::Up | KeyCode::Char('k') => a(TrainAction::Completion(-1)),
-            KeyCode::Down | KeyCode::Char('j') => a(TrainAction::Completion(1)),
-            KeyCode::Char('[') | KeyCode::PageUp => a(TrainAction::Group(-1)),
-            KeyCode::Char(']') | KeyCode::PageDown => a(TrainAction::Group(1)),
-            KeyCode::Char('K') => a(TrainAction::ScrollText(-3)),
-            KeyCode::Char('J') => a(TrainAction::ScrollText(3)),
-            KeyCode::Enter => a(TrainAction::OpenInChat),
-            KeyCode::Char('c') => a(TrainAction::PromptFromRollout),
-            _ => None,
-        },
-        TrainPane::Compare => match key.code {
-            KeyCode::Left | KeyCode::Char('h') => a(TrainAction::Checkpoint(-1)),
-            KeyCode::Right | KeyCode::Char('l') => a(TrainAction::Checkpoint(1)),
-            KeyCode::Char('e') | KeyCode::Char('i') | KeyCode::Char('/') => {
-                a(TrainAction::EditPrompt)
-            }
-            KeyCode::Char('p') => a(TrainAction::PromptFromRollout),
-            KeyCode::Enter => a(TrainAction::RunCompare),
-            _ => None,
-        },
-    }
+    None
 }
 
 impl App {

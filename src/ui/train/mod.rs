@@ -41,7 +41,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         }
     }
     draw_status(frame, status, app);
-    draw_hints(frame, hints, app);
+    super::chrome::draw_hints(frame, hints, app);
     if let Some(p) = &t.picker {
         draw_picker(frame, area, p);
     }
@@ -172,49 +172,6 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
     };
     let text = truncate(&text, area.width as usize);
     frame.render_widget(Paragraph::new(text).style(theme::status()), area);
-}
-
-fn draw_hints(frame: &mut Frame, area: Rect, app: &App) {
-    let t = &app.train;
-    let hints: &[(&str, &str)] = if t.picker.is_some() {
-        &[
-            ("↑↓", "choose"),
-            ("Enter", "launch / attach"),
-            ("Esc", "close"),
-        ]
-    } else if t.compare.editing {
-        &[("Enter", "run both"), ("Esc", "done editing")]
-    } else {
-        match (t.run.is_some(), t.pane) {
-            (false, _) => &[("o", "launch / attach"), ("F6", "chat"), ("F1", "keys")],
-            (true, TrainPane::Charts) => &[
-                ("←→", "more charts"),
-                ("Tab", "pane"),
-                ("o", "launch/attach"),
-                ("x", "stop"),
-                ("F6", "chat"),
-                ("F1", "keys"),
-            ],
-            (true, TrainPane::Rollouts) => &[
-                ("←→", "step"),
-                ("[]", "prompt"),
-                ("↑↓", "completion"),
-                ("JK", "scroll"),
-                ("Enter", "chat"),
-                ("c", "A/B it"),
-                ("F6", "chat"),
-            ],
-            (true, TrainPane::Compare) => &[
-                ("←→", "checkpoint"),
-                ("e", "prompt"),
-                ("p", "from rollout"),
-                ("Enter", "run"),
-                ("Tab", "pane"),
-                ("F6", "chat"),
-            ],
-        }
-    };
-    crate::ui::chrome::draw_key_hints(frame, area, hints);
 }
 
 fn draw_picker(frame: &mut Frame, area: Rect, p: &Picker) {
