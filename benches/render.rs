@@ -4,7 +4,9 @@
 //!    80×24 and 160×48, for a DeepSeek-V2-Lite-shaped trace (26 MoE layers, 64 experts, top-6)
 //!    and a DeepSeek-V3-shaped one (58 layers, 256 experts, top-8). Target: ≤ 5 ms per frame.
 //! 2. Keypress-to-screen latency while a reply streams: the real binary in a pseudo-terminal
-//!    with the stand-in model; each typed key is timed until a terminal emulator shows it.
+//!    with the stand-in model; each typed key is timed until a terminal emulator shows it. Once
+//!    with the model loaded in the workbench, once with the same model behind `thinkbench serve`
+//!    on loopback and the workbench on `--remote` (the reply then streams over HTTP).
 //!
 //! `cargo bench --bench render` (scripts/bench.sh runs it).
 
@@ -91,9 +93,44 @@ fn latency_model(scratch: &std::path::Path) -> (String, &'static str, String) {
     )
 }
 
-fn latency_bench() {
+/// The latency bench twice: the model in the workbench, then behind `thinkbench serve`.
+fn latency_benches() {
     let dir = std::env::temp_dir().join(format!("thinkbench-bench-{}", std::process::id()));
     let (model, dtype, label) = latency_model(&dir);
+    let local = ["--model", &model, "--dtype", dtype].map(String::from);
+    latency_bench(&format!("{label}, in the workbench"), &local, &dir);
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_thinkbench"))
+        .args(["serve", "--port", "0", "--model", &model, "--dtype", dtype])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start thinkbench serve");
+    let mut line = String::new();
+    let _ = std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    );
+    match line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+    {
+        Some(base) => {
+            let remote = ["--remote".to_string(), format!("{base}/v1")];
+            latency_bench(
+                &format!("{label}, behind thinkbench serve (--remote)"),
+                &remote,
+                &dir,
+            );
+        }
+        None => eprintln!("latency bench: thinkbench serve did not start: {line}"),
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn latency_bench(label: &str, chat: &[String], dir: &std::path::Path) {
     println!("keypress-to-screen: chatting with {label}");
     let pty = portable_pty::native_pty_system()
         .openpty(portable_pty::PtySize {
@@ -104,15 +141,12 @@ fn latency_bench() {
         })
         .expect("pty");
     let mut cmd = portable_pty::CommandBuilder::new(env!("CARGO_BIN_EXE_thinkbench"));
+    cmd.args(chat);
     cmd.args([
-        "--model",
-        &model,
         "--sessions-dir",
         dir.to_str().unwrap(),
         "--max-tokens",
         "240",
-        "--dtype",
-        dtype,
     ]);
     cmd.env("TERM", "xterm-256color");
     let mut child = pty.slave.spawn_command(cmd).expect("spawn");
@@ -191,7 +225,6 @@ fn latency_bench() {
     }
     send(b"\x11");
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     if samples.is_empty() {
         println!("keypress-to-screen while generating: no samples (the reply finished too fast)");
     } else {
@@ -237,6 +270,6 @@ fn main() {
         }
     }
     if want("latency") {
-        latency_bench();
+        latency_benches();
     }
 }

@@ -892,6 +892,10 @@ impl App {
             self.notice("this reply's thought was not cut by the budget");
             return Vec::new();
         };
+        if !self.model_info().capabilities.think_budget {
+            self.notice("this server cannot continue a thought (it needs the reply's token ids)");
+            return Vec::new();
+        }
         let kept = m.tokens[..cut].to_vec();
         let base = m.think_secs.unwrap_or(0.0);
         if self.is_generating_selected() || !self.can_generate() {

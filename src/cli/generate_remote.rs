@@ -52,7 +52,8 @@ pub fn run(args: &GenerateArgs, remote: RemoteConfig) -> Result<()> {
     let (reason, stats) = loop {
         match rx.blocking_recv().context("the remote backend stopped")? {
             EngineEvent::Token { token, .. } => {
-                if !args.json {
+                // The end-of-sequence marker is not prose (the JSON trace keeps it).
+                if !args.json && !info.eos_ids.contains(&token.id) {
                     if phase.is_some() && phase != Some(token.phase) && token.phase == Phase::Answer
                     {
                         let _ = out.write_all(b"\n");

@@ -96,8 +96,11 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             }
             let ev = rx.blocking_recv().context("the engine stopped")?;
             app.update(Action::Clock(t0.elapsed().as_secs_f64()));
-            if let EngineEvent::LoadFailed(e) = &ev {
-                bail!("{e}");
+            match &ev {
+                EngineEvent::LoadFailed(e) => bail!("{e}"),
+                EngineEvent::Note { text } => eprintln!("{text}"),
+                EngineEvent::Failed { error, .. } => bail!("{error}"),
+                _ => {}
             }
             app.update(Action::Engine(ev));
         }

@@ -65,6 +65,8 @@ pub struct Remote {
     /// The model list has been read (the model's name and the server's kind are known).
     discovered: bool,
     accepted: Accepted,
+    /// The thinking budget's absence was said.
+    said_no_budget: bool,
 }
 
 impl Remote {
@@ -87,6 +89,7 @@ impl Remote {
             shape,
             discovered: false,
             accepted: Accepted::default(),
+            said_no_budget: false,
             config,
         };
         r.info = r.describe("");
@@ -196,7 +199,11 @@ impl Remote {
         let model = self.config.model.clone().unwrap_or_default();
         let shape = self.shape.clone();
         let moe = shape.as_ref().is_some_and(|s| !s.moe_layers.is_empty());
-        let no_routing = if moe {
+        let no_routing = if let Some(api) = api_without_routing(server) {
+            Some(format!(
+                "{api} returns no routing (SGLang, vLLM and thinkbench serve do)"
+            ))
+        } else if moe {
             match server {
                 "vllm" if !self.config.routing_unstreamed => Some(
                     "vLLM returns routing only in non-streamed replies: start with --remote-routing".to_string(),
@@ -279,6 +286,13 @@ impl Remote {
                 Err(Discovery::NoSuchModel(e)) | Err(Discovery::Unavailable(e)) => return Err(e),
             }
         }
+        if spec.think_budget.is_some() && !self.said_no_budget {
+            self.said_no_budget = true;
+            self.note(
+                "a server has no thinking budget: the thought runs until the model closes it"
+                    .into(),
+            );
+        }
         if !spec.continue_from.is_empty() {
             return Err(
                 "a server cannot continue a thought that was cut (it needs token ids)".into(),
@@ -328,16 +342,17 @@ impl Remote {
         let mut done = false;
         let mut malformed = 0usize;
         let mut cut: Option<String> = None;
-        let send_tokens = |reply: &mut Reply, new: Vec<reply::NewToken>| {
+        let events = self.events.clone();
+        let send_tokens = move |reply: &mut Reply, new: Vec<reply::NewToken>| {
             for (token, top_text) in new {
-                let _ = self.events.send(EngineEvent::Token {
+                let _ = events.send(EngineEvent::Token {
                     job,
                     token,
                     top_text,
                 });
             }
             if std::mem::take(&mut reply.revised) {
-                let _ = self.events.send(EngineEvent::Revised {
+                let _ = events.send(EngineEvent::Revised {
                     job,
                     prompt: None,
                     tokens: reply.tokens.clone(),
@@ -398,6 +413,9 @@ impl Remote {
             match parsed {
                 Ok(chunk) => {
                     let new = reply.push(chunk);
+                    // The end-of-sequence marker is known as it arrives (before its token is
+                    // shown) when the server stops in the chunk that scores it.
+                    self.learn_end_of_sequence(&reply);
                     send_tokens(&mut reply, new);
                 }
                 Err(e) => {
@@ -503,15 +521,20 @@ impl Remote {
         if reply.routing.as_ref().is_some_and(|r| r.weights.is_some()) {
             caps.routing_weights = true;
         }
-        let mut changed = *caps != was;
+        if *caps != was {
+            self.changed();
+        }
+        self.learn_end_of_sequence(reply);
+    }
+
+    /// A reply that stopped on a token the server did not show names its end-of-sequence
+    /// marker: the transcript leaves it out of the prose from then on.
+    fn learn_end_of_sequence(&mut self, reply: &Reply) {
         if let Some(id) = reply.end_of_sequence() {
             if !self.info.eos_ids.contains(&id) {
                 self.info.eos_ids.push(id);
-                changed = true;
+                self.changed();
             }
-        }
-        if changed {
-            self.changed();
         }
     }
 
@@ -551,6 +574,17 @@ impl Remote {
 enum Discovery {
     NoSuchModel(String),
     Unavailable(String),
+}
+
+/// Servers known to return no routing, by what `/v1/models` says owns the model.
+fn api_without_routing(owned_by: &str) -> Option<&'static str> {
+    Some(match owned_by {
+        "deepseek" => "the DeepSeek API",
+        "openai" | "system" | "openai-internal" => "the OpenAI API",
+        "llamacpp" => "llama.cpp's server",
+        "library" | "ollama" => "Ollama",
+        _ => return None,
+    })
 }
 
 /// vLLM and thinkbench say `max_model_len`; llama.cpp `meta.n_ctx_train`.

@@ -30,6 +30,8 @@ pub struct Reply {
     splitter: ThinkSplitter,
     /// A tag has been seen in the content.
     tagged: bool,
+    /// A closing tag went by: every token after it is answer.
+    closed: bool,
     /// Bytes of a character whose last byte is in a later token.
     partial: Vec<u8>,
     /// Some chunk carried log-probabilities.
@@ -57,6 +59,7 @@ impl Default for Reply {
             reasoning_field: false,
             splitter: ThinkSplitter::new(false),
             tagged: false,
+            closed: false,
             partial: Vec::new(),
             logprobs_seen: false,
             ids: true,
@@ -245,10 +248,25 @@ impl Reply {
     fn phase_of(&mut self, token: &str, len: usize) -> Phase {
         self.unshown_last = false;
         if token.contains(CLOSE) {
-            // The closing tag belongs to the thought it closes (as locally).
+            // The closing tag belongs to the thought it closes (as locally), and so does every
+            // token before it: servers trim the thought's whitespace, so the text alone can
+            // leave a trailing newline unclaimed.
             self.current = Phase::Answer;
-            self.unclaimed[0] = 0;
+            self.closed = true;
+            self.unclaimed = [0, 0];
+            for t in &mut self.tokens {
+                if t.phase != Phase::Think {
+                    t.phase = Phase::Think;
+                    self.revised = true;
+                }
+            }
             return Phase::Think;
+        }
+        if self.closed {
+            let left = &mut self.unclaimed[slot(Phase::Answer)];
+            self.unshown_last = *left == 0 && len > 0;
+            *left = left.saturating_sub(len.max(1));
+            return Phase::Answer;
         }
         if token.contains(OPEN) {
             self.current = Phase::Think;

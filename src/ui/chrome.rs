@@ -117,7 +117,11 @@ pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
         )),
         EngineState::Ready => parts.push(m.id.clone()),
     }
-    if !m.device.is_empty() {
+    if let Some(r) = &m.remote {
+        // The server, without its scheme and /v1: where the model runs.
+        let host = r.url.split("://").last().unwrap_or(&r.url);
+        parts.push(format!("remote {}", host.trim_end_matches("/v1")));
+    } else if !m.device.is_empty() {
         parts.push(m.device.clone());
         parts.push(m.dtype.clone());
         if let Some(q) = &m.quant {

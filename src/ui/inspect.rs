@@ -16,7 +16,14 @@ use ratatui::Frame;
 use super::theme;
 use crate::app::{App, RoutingView};
 use crate::session::Message;
-use crate::trace::{Phase, TokenRecord};
+use crate::trace::{LayerRouting, Phase, TokenRecord};
+
+/// A dim note, wrapped to the pane (why something is not there).
+fn note(text: &str, width: usize) -> Vec<Line<'static>> {
+    let mut w = super::wrap::Wrapper::new(width.max(8), Vec::new());
+    w.push(text, theme::dim());
+    w.finish()
+}
 
 fn pane(title: String, focus: bool) -> Block<'static> {
     Block::new()
@@ -121,11 +128,18 @@ pub fn draw_routing(frame: &mut Frame, area: Rect, app: &App) {
     if inner.height == 0 {
         return;
     }
+    let no_routing = model.capabilities.no_routing.as_deref();
+    let width = inner.width as usize;
     let lines = match (app.inspected(), model.moe_layers.is_empty()) {
-        (_, true) => vec![Line::from(Span::styled(
-            "this model has no routed experts (dense): nothing to route",
-            theme::dim(),
-        ))],
+        (_, true) => note(
+            no_routing.unwrap_or("this model has no routed experts (dense): nothing to route"),
+            width,
+        ),
+        (Some((_, m)), _)
+            if no_routing.is_some() && m.tokens.iter().all(|t| t.routing.is_empty()) =>
+        {
+            note(no_routing.unwrap_or_default(), width)
+        }
         (None, _) => vec![Line::from(Span::styled(
             "select a reply (Tab, then ↑ ↓) to see its routing",
             theme::dim(),
@@ -184,9 +198,9 @@ fn token_routing(app: &App, m: &Message, width: usize, height: usize) -> Vec<Lin
         let mut values = vec![0.0f32; model.n_experts.max(1)];
         let r = t.routing.iter().find(|r| r.layer == layer);
         if let Some(r) = r {
-            for (&e, &w) in r.experts.iter().zip(&r.weights) {
+            for (e, w) in chosen(r, k) {
                 if let Some(v) = values.get_mut(e as usize) {
-                    *v += w;
+                    *v += w.unwrap_or(1.0);
                 }
             }
         }
@@ -199,17 +213,7 @@ fn token_routing(app: &App, m: &Message, width: usize, height: usize) -> Vec<Lin
         if with_list {
             spans.push(Span::raw(" "));
             if let Some(r) = r {
-                let mut pairs: Vec<(u32, f32)> = r
-                    .experts
-                    .iter()
-                    .copied()
-                    .zip(r.weights.iter().copied())
-                    .collect();
-                pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-                for (e, w) in pairs {
-                    spans.push(Span::styled(format!("e{e}"), theme::expert(e)));
-                    spans.push(Span::styled(format!(" {w:.2} "), theme::dim()));
-                }
+                spans.extend(expert_list(r, k));
             } else {
                 spans.push(Span::styled("(not traced)", theme::dim()));
             }
@@ -222,10 +226,12 @@ fn token_routing(app: &App, m: &Message, width: usize, height: usize) -> Vec<Lin
         } else {
             String::new()
         };
-        out.push(Line::from(Span::styled(
-            format!("░▒▓█ weight{group} · , . layer · v load"),
-            theme::dim(),
-        )));
+        let legend = if model.capabilities.routing_weights {
+            format!("░▒▓█ weight{group} · , . layer · v load")
+        } else {
+            format!("█ chosen{group} · the server sends no gate weights · , . layer · v load")
+        };
+        out.push(Line::from(Span::styled(legend, theme::dim())));
     }
     if !with_list {
         // Too narrow for the lists: the chosen layer's experts on one line.
@@ -234,15 +240,45 @@ fn token_routing(app: &App, m: &Message, width: usize, height: usize) -> Vec<Lin
             .and_then(|&l| t.routing.iter().find(|r| r.layer == l))
         {
             let mut spans = vec![Span::styled(format!("L{} ", r.layer), theme::hint_key())];
-            for (&e, &w) in r.experts.iter().zip(&r.weights) {
-                spans.push(Span::styled(format!("e{e}"), theme::expert(e)));
-                spans.push(Span::styled(format!(" {w:.2} "), theme::dim()));
-            }
+            spans.extend(expert_list(r, k));
             out.push(Line::from(spans));
         }
     }
     out.truncate(height);
     out
+}
+
+/// A layer's chosen experts with their gate weights, or without (`None`) when a server sent
+/// the experts alone. Fewer than `top_k` means the server padded some out: those are missing,
+/// never expert 0.
+fn chosen(r: &LayerRouting, _top_k: usize) -> Vec<(u32, Option<f32>)> {
+    if r.weights.len() == r.experts.len() {
+        r.experts
+            .iter()
+            .zip(&r.weights)
+            .map(|(&e, &w)| (e, Some(w)))
+            .collect()
+    } else {
+        r.experts.iter().map(|&e| (e, None)).collect()
+    }
+}
+
+/// The chosen experts as spans, heaviest first; missing (padded) slots as `–`.
+fn expert_list(r: &LayerRouting, top_k: usize) -> Vec<Span<'static>> {
+    let mut pairs = chosen(r, top_k);
+    pairs.sort_by(|a, b| b.1.unwrap_or(0.0).total_cmp(&a.1.unwrap_or(0.0)));
+    let mut spans = Vec::new();
+    for (e, w) in &pairs {
+        spans.push(Span::styled(format!("e{e}"), theme::expert(*e)));
+        spans.push(Span::styled(
+            w.map_or("  ".into(), |w| format!(" {w:.2} ")),
+            theme::dim(),
+        ));
+    }
+    for _ in pairs.len()..top_k {
+        spans.push(Span::styled("–  ", theme::dim()));
+    }
+    spans
 }
 
 /// Expert choices per layer over a reply, counted separately for its two phases.
@@ -352,32 +388,41 @@ pub fn draw_tokens(frame: &mut Frame, area: Rect, app: &App) {
 fn token_lines(app: &App, m: &Message, w: usize, h: usize) -> Vec<Line<'static>> {
     let idx = app.cursor.min(m.tokens.len() - 1);
     let t = &m.tokens[idx];
+    let caps = &app.model_info().capabilities;
     if t.logprob.is_nan() {
-        // A reply opened from a GRPO rollout log: its text was tokenised again, and the log
-        // keeps no probabilities; a scoring pass brings them (or could not).
+        // From a server that gives none; or a reply opened from a GRPO rollout log: its text
+        // was tokenised again, and the log keeps no probabilities; a scoring pass brings them
+        // (or could not).
         let scoring = app.inspected().and_then(|(node, _)| app.scoring_with(node));
-        let why = match scoring {
-            Some(label) => format!("scoring with {label}: probabilities and routing follow…"),
-            None => {
+        let why = match (scoring, &app.model_info().remote) {
+            (Some(label), _) => format!("scoring with {label}: probabilities and routing follow…"),
+            (None, Some(_)) => caps
+                .no_logprobs
+                .clone()
+                .unwrap_or_else(|| "the server sent no log-probabilities for this token".into()),
+            (None, None) => {
                 "not scored (a rollout log has no probabilities); R regenerates a full trace".into()
             }
         };
-        return vec![
-            Line::from(vec![
-                Span::styled(show_token(&t.text), theme::bold()),
-                Span::styled(format!("  id {} · {}", t.id, t.phase), theme::dim()),
-            ]),
-            Line::from(Span::styled(why, theme::dim())),
-        ];
+        return vec![Line::from(vec![
+            Span::styled(show_token(&t.text), theme::bold()),
+            Span::styled(
+                format!("  {} · {}", token_id(t.id, caps.token_ids), t.phase),
+                theme::dim(),
+            ),
+        ])]
+        .into_iter()
+        .chain(note(&why, w))
+        .collect();
     }
     let mut out = vec![Line::from(vec![
         Span::styled(show_token(&t.text), theme::bold()),
         Span::styled(
             format!(
-                "  id {} · p {:.3} · H {:.2} nats · {}{}",
-                t.id,
+                "  {} · p {:.3} · {} · {}{}",
+                token_id(t.id, caps.token_ids),
                 t.logprob.exp(),
-                t.entropy,
+                entropy_label(t, caps.full_entropy),
                 t.phase,
                 if t.forced {
                     " · forced by the budget"
@@ -408,6 +453,24 @@ fn token_lines(app: &App, m: &Message, w: usize, h: usize) -> Vec<Line<'static>>
         out.extend(entropy_strip(m, idx, w));
     }
     out
+}
+
+/// A token's id, or that the server named it only by its text.
+fn token_id(id: u32, known: bool) -> String {
+    if known {
+        format!("id {id}")
+    } else {
+        "id not sent".into()
+    }
+}
+
+/// The entropy, said to be over the returned alternatives when that is all a server gave.
+fn entropy_label(t: &TokenRecord, full: bool) -> String {
+    match (t.entropy.is_nan(), full) {
+        (true, _) => "H not known (no alternatives sent)".into(),
+        (false, true) => format!("H {:.2} nats", t.entropy),
+        (false, false) => format!("H≥{:.2} nats over {} returned", t.entropy, t.top.len()),
+    }
 }
 
 fn alt_line(app: &App, id: u32, p: f32, chosen: bool, bar_w: usize) -> Line<'static> {

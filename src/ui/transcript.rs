@@ -265,7 +265,17 @@ fn thought_lines(
         return out;
     }
     if n == 0 {
-        return Vec::new();
+        // A closed model reasons where nobody can read it; the count is all its API admits to.
+        return match m.stats.as_ref().and_then(|s| s.reasoning_tokens) {
+            Some(hidden) if hidden > 0 => vec![Line::from(vec![
+                g.clone(),
+                Span::styled(
+                    format!("▸ reasoned for {hidden} tokens · the server does not show them"),
+                    theme::thought_header(),
+                ),
+            ])],
+            _ => Vec::new(),
+        };
     }
     let dur = m
         .think_secs
@@ -294,9 +304,13 @@ fn thought_lines(
     }
 }
 
-/// The top expert of `layer` for a token (highest weight).
+/// The top expert of `layer` for a token (highest weight; the first listed when a server sent
+/// the experts without weights, as SGLang and vLLM list them by score).
 pub fn top_expert(t: &TokenRecord, layer: usize) -> Option<u32> {
     let r = t.routing.iter().find(|r| r.layer == layer)?;
+    if r.weights.is_empty() {
+        return r.experts.first().copied();
+    }
     r.experts
         .iter()
         .zip(&r.weights)

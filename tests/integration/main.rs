@@ -11,6 +11,7 @@ mod gguf_quant;
 mod grpo;
 mod parity;
 mod quant;
+mod remote;
 mod scoring;
 mod serve;
 mod text;

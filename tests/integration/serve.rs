@@ -14,13 +14,13 @@ use crate::common::*;
 const MODEL: &str = "models/thinkbench-tiny";
 const QUESTION: &str = "What is 17 + 25?";
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(extra: &[&str], env: &[(&str, &str)]) -> Server {
+    pub(crate) fn start(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_thinkbench"))
             .current_dir(repo())
             .args(["serve", "--port", "0", "--threads", "1"])
@@ -140,7 +140,7 @@ fn sse_events(body: impl Read) -> Vec<Value> {
 }
 
 /// `thinkbench generate --json` for one chat message, greedy.
-fn generate_json(question: &str, max_new: usize) -> Value {
+pub(crate) fn generate_json(question: &str, max_new: usize) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_thinkbench"))
         .current_dir(repo())
         .args([
