@@ -520,3 +520,112 @@ fn markdown_export_has_the_thread_without_other_branches() {
     );
     assert!(!md.contains("end▁of▁sentence"));
 }
+
+/// A model behind a server that returns routing without weights and refused log-probabilities.
+fn remote_model() -> ModelInfo {
+    let mut m = sample::model(2, 8, 2);
+    m.remote = Some(crate::backend::RemoteSource {
+        url: "http://gpu-box:30000/v1".into(),
+        model: "deepseek-r1".into(),
+        server: "sglang".into(),
+    });
+    m.capabilities = crate::backend::Capabilities {
+        token_ids: false,
+        full_entropy: false,
+        routing_weights: false,
+        scoring: false,
+        think_budget: false,
+        ..Default::default()
+    };
+    m
+}
+
+#[test]
+fn a_revision_replaces_the_streamed_tokens_and_the_prompt() {
+    let mut app = ready_app();
+    typed(&mut app, "q");
+    let job = the_spec(&app.update(Action::Send)).job;
+    for (i, t) in ["Two", " plus", "4"].iter().enumerate() {
+        app.update(Action::Engine(EngineEvent::Token {
+            job,
+            token: tok(20 + i as u32, t, Phase::Answer),
+            top_text: vec![],
+        }));
+    }
+    // The server's routing came at the end, and the reply began inside a thought.
+    let mut revised: Vec<TokenRecord> = ["Two", " plus", "4"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tok(20 + i as u32, t, Phase::Think))
+        .collect();
+    revised[2].phase = Phase::Answer;
+    revised[0].routing[0].experts = vec![5, 6];
+    let prompt = vec![
+        crate::trace::PromptToken {
+            id: u32::MAX,
+            routing: vec![]
+        };
+        4
+    ];
+    app.update(Action::Engine(EngineEvent::Revised {
+        job,
+        prompt: Some(prompt),
+        tokens: revised.clone(),
+    }));
+    let node = app.generating.as_ref().unwrap().node;
+    let m = app.message(node);
+    assert_eq!(m.tokens, revised);
+    assert_eq!(m.prompt.len(), 4);
+    assert_eq!(app.context_used(), 4 + 3);
+    // A revision for a job that is not running changes nothing.
+    app.update(Action::Engine(EngineEvent::Revised {
+        job: job + 1,
+        prompt: None,
+        tokens: vec![],
+    }));
+    assert_eq!(app.message(node).tokens.len(), 3);
+}
+
+#[test]
+fn what_a_server_refuses_reaches_the_interface_and_the_session() {
+    let mut app = App::new(
+        Session::new(1_796_000_000),
+        EngineState::Loading("http://gpu-box:30000/v1".into()),
+        Overrides::default(),
+    );
+    app.update(Action::Engine(EngineEvent::Ready(Box::new(remote_model()))));
+    assert!(app.session.model.as_ref().unwrap().remote.is_some());
+    let mut refused = remote_model();
+    refused.capabilities.no_logprobs = Some("this server refuses log-probabilities".into());
+    app.update(Action::Engine(EngineEvent::Info(Box::new(refused.clone()))));
+    assert_eq!(app.model_info().capabilities, refused.capabilities);
+    assert_eq!(app.session.model.as_ref(), Some(&refused));
+    app.update(Action::Engine(EngineEvent::Note {
+        text: "the server refused `logprobs`".into(),
+    }));
+    assert!(app.notice.as_ref().unwrap().text.contains("refused"));
+    // "Keep thinking" needs token ids the server does not give: said, not sent.
+    typed(&mut app, "q");
+    let job = the_spec(&app.update(Action::Send)).job;
+    let mut cut = tok(30, "Hmm", Phase::Think);
+    cut.forced = true;
+    app.update(Action::Engine(EngineEvent::Token {
+        job,
+        token: cut,
+        top_text: vec![],
+    }));
+    app.update(Action::Engine(EngineEvent::Finished {
+        job,
+        reason: FinishReason::Stop,
+        stats: GenStats::default(),
+    }));
+    app.update(Action::FocusTranscript);
+    let cmds = app.update(Action::KeepThinking);
+    assert!(cmds.iter().all(|c| !matches!(c, Command::Generate(_))));
+    assert!(app
+        .notice
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("cannot continue a thought"));
+}

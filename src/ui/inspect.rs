@@ -215,7 +215,13 @@ fn token_routing(app: &App, m: &Message, width: usize, height: usize) -> Vec<Lin
             if let Some(r) = r {
                 spans.extend(expert_list(r, k));
             } else {
-                spans.push(Span::styled("(not traced)", theme::dim()));
+                // A server sends no row for the last token: it never went through the model.
+                let why = if model.remote.is_some() && idx + 1 == m.tokens.len() {
+                    "(none for the last token)"
+                } else {
+                    "(not traced)"
+                };
+                spans.push(Span::styled(why, theme::dim()));
             }
         }
         out.push(Line::from(spans));

@@ -421,3 +421,46 @@ fn an_opened_rollout_says_it_is_being_scored() {
     let s = screen(&app, 80, 24);
     assert!(s.contains("scoring with thinkbench-tiny"), "{s}");
 }
+
+#[test]
+fn a_remote_model_says_what_its_server_does_not_give() {
+    let mut app = inspecting(true, true);
+    let mut info = app.model_info().clone();
+    info.remote = Some(crate::backend::RemoteSource {
+        url: "http://gpu-box:30000/v1".into(),
+        model: "deepseek-r1".into(),
+        server: "deepseek".into(),
+    });
+    info.capabilities.no_logprobs =
+        Some("this server refuses log-probabilities (logprobs is not supported)".into());
+    info.capabilities.no_routing = Some("the DeepSeek API returns no routing".into());
+    info.capabilities.full_entropy = false;
+    app.model = Some(info.clone());
+    // What such a server's reply looks like: text pieces, no probabilities, no routing.
+    let (node, _) = app.inspected().unwrap();
+    for t in &mut app.session.conversation.nodes[node].message.tokens {
+        t.logprob = f32::NAN;
+        t.entropy = f32::NAN;
+        t.top.clear();
+        t.routing.clear();
+    }
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("remote gpu-box:30000"), "{s}");
+    assert!(s.contains("the DeepSeek API returns no routing"), "{s}");
+    assert!(s.contains("this server refuses log-probabilities"), "{s}");
+    // Routing without weights: the experts are shown, and the legend says why no weights.
+    let mut app = inspecting(true, true);
+    let mut info = app.model_info().clone();
+    info.remote = Some(crate::backend::RemoteSource::default());
+    info.capabilities.routing_weights = false;
+    app.model = Some(info);
+    let (node, _) = app.inspected().unwrap();
+    for t in &mut app.session.conversation.nodes[node].message.tokens {
+        for r in &mut t.routing {
+            r.weights.clear();
+        }
+    }
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("the server sends no gate weights"), "{s}");
+    assert!(s.contains(" e"), "expert ids listed: {s}");
+}
