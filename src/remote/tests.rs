@@ -642,7 +642,7 @@ fn vllm_routing_comes_whole_in_a_numpy_array() {
     // A .npy of int64 [tokens=3, layers=3, top_k=2] written by hand: prompt 2 + generated 2 - 1.
     let values: [i64; 18] = [-1, -1, 0, 1, 2, 3, -1, -1, 1, 2, 3, 0, -1, -1, 3, 2, 1, 0];
     let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (3, 3, 2), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

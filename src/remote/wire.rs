@@ -29,6 +29,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+// The server's describer of JSON kinds: both sides of the OpenAI wire name a wrong value alike.
+use crate::serve::fields::kind_of;
 use serde_json::{Map, Value};
 
 use super::npy::{self, NpyError};
@@ -689,17 +691,6 @@ fn table(v: &Value, field: &'static str) -> Result<(Vec<i64>, Option<Vec<usize>>
             "{field} is neither base64 text nor an array: {}",
             kind_of(other)
         ))),
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -60,7 +60,7 @@ mod chat;
 mod chat_row;
 mod completions;
 pub mod error;
-mod fields;
+pub(crate) mod fields;
 mod info;
 mod job;
 mod logprobs;
