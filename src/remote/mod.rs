@@ -74,6 +74,12 @@ impl Remote {
         config: RemoteConfig,
         events: UnboundedSender<EngineEvent>,
     ) -> Result<Self, String> {
+        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
+            return Err(format!(
+                "--remote {}: give the server's base URL with http:// or https:// (e.g. http://127.0.0.1:8000/v1)",
+                config.url
+            ));
+        }
         let key = match &config.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 format!("--api-key-env {var}: the environment variable {var} is not set")

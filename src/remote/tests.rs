@@ -486,6 +486,9 @@ fn http_errors_are_one_line_that_says_what_to_do() {
         err.contains("--remote-model r1") && err.contains("(it serves: a, b)"),
         "{err}"
     );
+    // A URL without its scheme.
+    let (remote, _rx) = connect("localhost:8000/v1", |_| {});
+    assert!(remote.err().unwrap().contains("with http:// or https://"));
     // A key variable that is not set.
     let (remote, _rx) = connect(&server.url, |c| {
         c.api_key_env = Some("THINKBENCH_NO_SUCH_VAR".into())

@@ -181,3 +181,38 @@ fn bad_input_is_one_line_and_a_nonzero_exit() {
         assert!(err.contains(must_name), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn generate_chat_without_a_model_uses_the_built_in_one_and_prints_prose() {
+    let out = thinkbench(&[
+        "generate",
+        "--chat",
+        "What is 23 + 58?",
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The built-in model's answer form; the end-of-sequence marker is not prose.
+    assert!(text.contains("The answer is "), "{text}");
+    assert!(!text.contains("end▁of▁sentence"), "{text}");
+    let json = thinkbench(&[
+        "generate",
+        "--chat",
+        "What is 23 + 58?",
+        "--temperature",
+        "0",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let last = v["generated"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["text"], "<｜end▁of▁sentence｜>", "the trace keeps it");
+}
