@@ -114,6 +114,10 @@ pub struct Capabilities {
     pub scoring: bool,
     /// A thinking budget, and continuing a thought the budget closed ("keep thinking").
     pub think_budget: bool,
+    /// The next turn reuses the conversation's cached prefix and says how much (the local
+    /// engine's KV cache; a server that reports `cached_tokens`).
+    #[serde(default)]
+    pub prefix_reuse: bool,
 }
 
 impl Default for Capabilities {
@@ -128,6 +132,7 @@ impl Default for Capabilities {
             routing_weights: true,
             scoring: true,
             think_budget: true,
+            prefix_reuse: true,
         }
     }
 }

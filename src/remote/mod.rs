@@ -260,6 +260,8 @@ impl Remote {
                 routing_weights: server == "thinkbench",
                 scoring: false,
                 think_budget: false,
+                // Known once a reply's usage reports cached prompt tokens.
+                prefix_reuse: self.info.capabilities.prefix_reuse,
             },
         }
     }
@@ -514,6 +516,9 @@ impl Remote {
         if asked_logprobs && !reply.logprobs_seen && !reply.tokens.is_empty() {
             caps.no_logprobs =
                 Some("this server returns no log-probabilities (it ignored the request)".into());
+        }
+        if reply.usage.as_ref().is_some_and(|u| u.cached_tokens.is_some()) {
+            caps.prefix_reuse = true;
         }
         if reply.logprobs_seen {
             caps.no_logprobs = None;

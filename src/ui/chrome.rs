@@ -144,6 +144,10 @@ pub fn draw_status(frame: &mut Frame, area: Rect, app: &App) {
             rate(s.prefill_tokens_per_s),
             rate(s.decode_tokens_per_s)
         ));
+        // A server's prefix cache, as its usage reports it.
+        if let Some(n) = s.cached_tokens.filter(|&n| n > 0) {
+            parts.push(format!("{n} cached"));
+        }
     }
     let left = format!(" {}", parts.join(" · "));
     let (right, busy) = match (&app.notice, &app.generating) {
