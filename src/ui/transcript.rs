@@ -370,7 +370,13 @@ fn token_view(
             style = style.patch(theme::cursor());
             w.mark();
         }
-        let text = t.text.as_str();
+        // The end-of-sequence marker is not prose: a small sign keeps it selectable, and the
+        // token inspector names it.
+        let text = if model.eos_ids.contains(&t.id) {
+            "∎"
+        } else {
+            t.text.as_str()
+        };
         if is_cursor && text.trim().is_empty() {
             // Make an invisible token visible under the cursor.
             let shown = if text.contains('\n') { "⏎" } else { "␣" };
