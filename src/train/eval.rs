@@ -419,9 +419,13 @@ pub fn render(report: &EvalReport, model: &str) -> String {
     } else {
         format!("temperature {}", report.temperature)
     };
+    // With turns, every problem is asked once per turn: say so rather than count questions.
+    let problems = match report.by_turn.len() {
+        0 | 1 => report.n.to_string(),
+        t => format!("{} × {t} turns of", report.n / t),
+    };
     out.push_str(&format!(
-        "{model}: {} {} problems of {} (seed {}), {mode}, {:.1} s\n\n",
-        report.n,
+        "{model}: {problems} {} problems of {} (seed {}), {mode}, {:.1} s\n\n",
         report.split.replace('_', "-"),
         report.task,
         report.seed,

@@ -1,9 +1,10 @@
 //! Supervised fine-tuning on a task's teacher traces (distillation), with DeepSeek-V3's
 //! auxiliary-loss-free balancing, checkpoints, exact resume and a metrics log.
 //!
-//! One readable loop: draw the step's problems, tokenise, forward (the inference code, gradients
-//! on) in length-sorted micro-batches, cross-entropy on the completion tokens, clip, AdamW, nudge
-//! the router biases, log, checkpoint.
+//! One readable loop: draw the step's problems (each after 0..=N earlier turns of a
+//! conversation once `data.earlier_turns_from_step` is reached; see `train::conversation`),
+//! tokenise, forward (the inference code, gradients on) in length-sorted micro-batches,
+//! cross-entropy on the completion tokens, clip, AdamW, nudge the router biases, log, checkpoint.
 //!
 //! Layout of the output folder:
 //!
