@@ -1242,6 +1242,15 @@ BUILTIN_PROMPTS = [
     "Hello! Who are you?",
     "What is 7 - 3?",
 ]
+# Follow-up questions (the built-in model is trained on conversations): earlier turns as the
+# workbench sends them, replies reduced to their answer; transformers' template renders them.
+BUILTIN_CONVERSATIONS = [
+    ["What is 12 + 7?", "The answer is 19.", "Compute 4821 - 397."],
+    ["How much is 56 + 78?", "The answer is 134.", "Calculate 905 - 38.", "The answer is 867.", "What is 640 + 275?"],
+    ["Compute 77 - 19.", "The answer is 58.", "How much is 1234 + 8765?"],
+    ["What is 3 + 4?", "The answer is 7.", "What is 500 - 123?"],
+]
+BUILTIN_CONVERSATION_CASES = 1
 
 
 def build_builtin_fixture() -> int:
@@ -1256,8 +1265,30 @@ def build_builtin_fixture() -> int:
     n = verify_loaded(model, info, reference_tensors(read_checkpoint(BUILTIN_MODEL)), cfg, set())
     n_tokens = len(hf_tok)
     cases = []
-    for text in BUILTIN_PROMPTS:
-        messages = [{"role": "user", "content": text}]
+    single = [[{"role": "user", "content": text}] for text in BUILTIN_PROMPTS]
+    turns = [
+        [{"role": ("user", "assistant")[i % 2], "content": c} for i, c in enumerate(conv)]
+        for conv in BUILTIN_CONVERSATIONS
+    ]
+    for group, want in ((single, BUILTIN_CASES), (turns, BUILTIN_CONVERSATION_CASES)):
+        got = builtin_cases(model, cfg, hf_tok, n_tokens, group, want)
+        if len(got) < want:
+            raise SystemExit(f"builtin: only {len(got)} of {want} prompts cleared the margins")
+        cases.extend(got)
+    doc = expected_document(cfg, cases, model)
+    doc["model"] = "models/thinkbench-tiny"
+    BUILTIN_FIXTURE.mkdir(parents=True, exist_ok=True)
+    tmp = BUILTIN_FIXTURE / "expected.json.tmp"
+    write_json(tmp, doc)
+    tmp.replace(BUILTIN_FIXTURE / "expected.json")
+    return n
+
+
+def builtin_cases(model, cfg, hf_tok, n_tokens: int, chats: list, want: int) -> list:
+    """The first `want` of `chats` whose greedy run clears the margins, as fixture cases."""
+    cases = []
+    for messages in chats:
+        text = messages[-1]["content"]
         ids = as_id_list(hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
         try:
             (case,), _ = run_cases(
@@ -1275,17 +1306,9 @@ def build_builtin_fixture() -> int:
         case = {"messages": messages, **case}
         case["generated_text"] = hf_tok.decode([g["id"] for g in case["generated"]])
         cases.append(case)
-        if len(cases) == BUILTIN_CASES:
+        if len(cases) == want:
             break
-    if len(cases) < BUILTIN_CASES:
-        raise SystemExit(f"builtin: only {len(cases)} prompts cleared the margins")
-    doc = expected_document(cfg, cases, model)
-    doc["model"] = "models/thinkbench-tiny"
-    BUILTIN_FIXTURE.mkdir(parents=True, exist_ok=True)
-    tmp = BUILTIN_FIXTURE / "expected.json.tmp"
-    write_json(tmp, doc)
-    tmp.replace(BUILTIN_FIXTURE / "expected.json")
-    return n
+    return cases
 
 
 def folder_size(p: Path) -> int:

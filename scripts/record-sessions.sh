@@ -16,3 +16,6 @@ mkdir -p sessions
 "$bin" record "${model[@]}" --out sessions/greedy.json --name "Greedy decoding, a 7-digit sum the model cannot do" \
   --temperature 0 --max-tokens 320 --seed 0 \
   "How much is 4718265 + 3904177?"
+"$bin" record "${model[@]}" --out sessions/follow-ups.json --name "Three questions in a row (earlier reasoning dropped, as R1's template does)" \
+  --max-tokens 256 --seed 4 \
+  "What is 47 + 8?" "Compute 4821 - 397." "How much is 3562 + 1289?"

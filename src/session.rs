@@ -73,6 +73,14 @@ pub struct Message {
     /// The settings this reply was generated with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<Settings>,
+    /// The oldest turns of the thread left out of this reply's prompt because the conversation
+    /// and the reply's budget outgrew the model's context (0: the model saw everything).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_turns: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Message {
@@ -88,6 +96,7 @@ impl Message {
             think_secs: None,
             gen_secs: None,
             settings: None,
+            dropped_turns: 0,
         }
     }
 

@@ -986,6 +986,22 @@ impl App {
                 m.prompt.truncate(own);
                 Vec::new()
             }
+            EngineEvent::Trimmed {
+                job,
+                dropped_turns,
+                prompt_tokens,
+            } => {
+                let Some(g) = self.generating.as_ref().filter(|g| g.job == job) else {
+                    return Vec::new();
+                };
+                self.session.conversation.nodes[g.node].message.dropped_turns = dropped_turns;
+                let context = self.model_info().context;
+                self.notice(format!(
+                    "context full ({context} tokens): left out the {} so the reply has room ({prompt_tokens} prompt tokens now)",
+                    turns(dropped_turns, "oldest")
+                ));
+                Vec::new()
+            }
             EngineEvent::Token {
                 job,
                 token,
@@ -1045,6 +1061,15 @@ impl App {
                 vec![Command::Save]
             }
         }
+    }
+}
+
+/// "the oldest turn", "the 3 oldest turns".
+pub fn turns(n: usize, which: &str) -> String {
+    if n == 1 {
+        format!("{which} turn")
+    } else {
+        format!("{n} {which} turns")
     }
 }
 

@@ -135,6 +135,33 @@ fn nothing_is_sent_before_the_model_is_ready() {
 }
 
 #[test]
+fn a_reply_whose_oldest_turns_were_left_out_says_so() {
+    let mut app = ready_app();
+    typed(&mut app, "q");
+    let job = the_spec(&app.update(Action::Send)).job;
+    let node = *app.session.conversation.thread().last().unwrap();
+    app.update(Action::Engine(EngineEvent::Trimmed {
+        job,
+        dropped_turns: 2,
+        prompt_tokens: 230,
+    }));
+    assert_eq!(app.message(node).dropped_turns, 2);
+    let notice = &app.notice.as_ref().unwrap().text;
+    assert!(notice.contains("context full"), "{notice}");
+    assert!(notice.contains("the 2 oldest turns"), "{notice}");
+    // Saved with the session, and read back.
+    let back = Session::from_json(std::path::Path::new("s.json"), &app.session.to_json()).unwrap();
+    assert_eq!(back.conversation.nodes[node].message.dropped_turns, 2);
+    // Another job's trim does not touch this reply.
+    app.update(Action::Engine(EngineEvent::Trimmed {
+        job: job + 7,
+        dropped_turns: 5,
+        prompt_tokens: 100,
+    }));
+    assert_eq!(app.message(node).dropped_turns, 2);
+}
+
+#[test]
 fn a_streamed_reply_folds_its_thought_and_is_saved() {
     let mut app = ready_app();
     typed(&mut app, "q");

@@ -68,6 +68,14 @@ pub enum EngineEvent {
         tokens: Vec<PromptToken>,
         reused: usize,
     },
+    /// The conversation and the reply's budget outgrew the model's context: the oldest
+    /// `dropped_turns` turns (a question and its reply each) were left out of `job`'s prompt,
+    /// which is `prompt_tokens` long.
+    Trimmed {
+        job: u64,
+        dropped_turns: usize,
+        prompt_tokens: usize,
+    },
     /// One generated token, with the text of each of its top alternatives.
     Token {
         job: u64,

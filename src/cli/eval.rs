@@ -43,6 +43,10 @@ pub struct EvalArgs {
     /// Problems decoding together (continuous batching); 1 runs them one at a time.
     #[arg(long, default_value_t = crate::train::eval::EVAL_BATCH)]
     pub batch: usize,
+    /// Also ask every problem as the 2nd … N-th question of a conversation whose earlier turns
+    /// are other problems with their correct answers; accuracy by turn (`by_turn` in --json).
+    #[arg(long, default_value_t = 1)]
+    pub turns: usize,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
@@ -85,6 +89,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
+    if args.turns == 0 {
+        bail!("--turns must be at least 1 (1: every problem asked alone)");
+    }
     let levels = match &args.levels {
         Some(s) => parse_levels(s, task.levels()).map_err(|e| anyhow!(e))?,
         None => task.levels().collect(),
@@ -105,6 +112,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             Split::HeldOut
         },
         batch: args.batch,
+        turns: args.turns,
     };
     let show = !args.json && std::io::stderr().is_terminal();
     let mut correct = 0;

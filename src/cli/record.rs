@@ -99,6 +99,10 @@ pub fn run(args: &RecordArgs) -> Result<()> {
             match &ev {
                 EngineEvent::LoadFailed(e) => bail!("{e}"),
                 EngineEvent::Note { text } => eprintln!("{text}"),
+                EngineEvent::Trimmed { dropped_turns, .. } => eprintln!(
+                    "the context is full: this reply's prompt leaves out the {}",
+                    crate::app::turns(*dropped_turns, "oldest")
+                ),
                 EngineEvent::Failed { error, .. } => bail!("{error}"),
                 _ => {}
             }

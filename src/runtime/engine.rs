@@ -15,7 +15,7 @@ use crate::runtime::{
     generate_cached, score, GenEvent, GenerateRequest, PrefixCache, SamplingParams, ScoreOptions,
     ScoredTrace,
 };
-use crate::text::TextCodec;
+use crate::text::{fit_chat, TextCodec};
 use crate::trace::{FinishReason, GenStats};
 
 pub use crate::backend::chat::{
@@ -206,15 +206,28 @@ fn run_job(
     prefix: &mut PrefixCache,
     events: &UnboundedSender<EngineEvent>,
 ) -> anyhow::Result<(FinishReason, GenStats)> {
-    let mut prompt_ids = codec.encode_chat(&spec.messages, true)?.ids;
+    // The oldest turns make way for the reply's budget and a continued thought's tokens. A
+    // budget over half the context (the workbench's default of 1024 on the built-in model's 512)
+    // reserves only half, so a conversation keeps some history; the reply still gets all the
+    // room that is left.
+    let reserve = spec.max_new_tokens.min(info.context / 2) + spec.continue_from.len();
+    let fitted = fit_chat(codec, &spec.messages, info.context, reserve)?;
+    let mut prompt_ids = fitted.ids;
     prompt_ids.extend_from_slice(&spec.continue_from);
     let room = info.context.saturating_sub(prompt_ids.len());
     if room == 0 {
         anyhow::bail!(
-            "the conversation ({} tokens) fills the model's context of {} tokens; start a new session or edit an earlier message",
+            "the message ({} tokens with the reply so far, every earlier turn left out) fills the model's context of {} tokens; shorten it",
             prompt_ids.len(),
             info.context
         );
+    }
+    if fitted.dropped_turns > 0 {
+        let _ = events.send(EngineEvent::Trimmed {
+            job: spec.job,
+            dropped_turns: fitted.dropped_turns,
+            prompt_tokens: prompt_ids.len(),
+        });
     }
     let reused = prefix
         .ids()

@@ -7,9 +7,11 @@
 //! - [`ChatTemplate`] renders a chat template exactly as transformers' `apply_chat_template` does.
 //! - [`StreamDecoder`] turns ids into text one token at a time without splitting a character.
 //! - [`PhaseTracker`] labels generated ids `think` or `answer` from the `<think>`/`</think>` ids.
+//! - [`fit_chat`] leaves out a conversation's oldest turns when it and the reply outgrow the context.
 
 pub mod codec;
 pub mod detok;
+pub mod fit;
 pub mod generation_config;
 pub mod phase;
 pub mod template;
@@ -17,6 +19,7 @@ pub mod tokenizer_config;
 
 pub use codec::{ChatPrompt, TextCodec};
 pub use detok::StreamDecoder;
+pub use fit::{fit_chat, Fitted};
 pub use generation_config::GenerationDefaults;
 pub use phase::{Phase, PhaseTracker};
 pub use template::{load_messages, parse_messages, ChatMessage, ChatTemplate};

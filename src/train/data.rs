@@ -1,7 +1,10 @@
 //! From task problems to training batches.
 //!
-//! A sequence is the chat-templated prompt (ending in `<｜Assistant｜><think>\n`), then the
-//! teacher's completion and end-of-sentence. Batches are right-padded: with causal attention a
+//! A sequence is the chat-templated prompt (earlier turns of the conversation, if any, then the
+//! question, ending in `<｜Assistant｜><think>\n`), then the teacher's completion and
+//! end-of-sentence. Only the completion is in the loss: earlier replies appear as the template
+//! renders them for a later turn, an answer without its reasoning, and training on those would
+//! teach the model to state answers it has not worked out. Batches are right-padded: with causal attention a
 //! real token never attends to a pad after it, so no attention mask is needed; pads and the prompt
 //! are simply left out of the loss.
 //!
@@ -13,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
 use super::task::{content_hash, Example, Split, Task};
-use crate::text::{ChatMessage, TextCodec};
+use crate::text::TextCodec;
 
 /// Target id that the loss ignores.
 pub const IGNORE: i64 = -100;
@@ -27,11 +30,17 @@ pub struct Encoded {
     pub prompt_len: usize,
 }
 
-/// Tokenises an example exactly as inference will see it: the prompt through the chat template
-/// (generation prompt included), the completion as the model must generate it.
-pub fn encode(codec: &TextCodec, ex: &Example, eos: u32) -> Result<Encoded, String> {
+/// Tokenises an example asked after `earlier` turns exactly as inference will see it: the
+/// conversation through the chat template (generation prompt included), the completion as the
+/// model must generate it.
+pub fn encode(
+    codec: &TextCodec,
+    earlier: &[Example],
+    ex: &Example,
+    eos: u32,
+) -> Result<Encoded, String> {
     let prompt = codec
-        .encode_chat(&[ChatMessage::user(ex.prompt.clone())], true)
+        .encode_chat(&super::conversation::messages(earlier, ex), true)
         .map_err(|e| e.to_string())?
         .ids;
     let mut ids = prompt.clone();
@@ -137,15 +146,20 @@ impl<'a> Sampler<'a> {
         let mut rng = StdRng::seed_from_u64(content_hash(&[self.seed, 0x5F7, step]));
         (0..n)
             .map(|_| {
-                let u: f64 = rng.random();
-                let i = self
-                    .cumulative
-                    .iter()
-                    .position(|&c| u < c)
-                    .unwrap_or(self.levels.len() - 1);
-                self.task.sample(&mut rng, self.levels[i], Split::Train)
+                let level = self.level(rng.random());
+                self.task.sample(&mut rng, level, Split::Train)
             })
             .collect()
+    }
+
+    /// The level a uniform draw `u` in [0, 1) picks, by weight.
+    pub fn level(&self, u: f64) -> u32 {
+        let i = self
+            .cumulative
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.levels.len() - 1);
+        self.levels[i]
     }
 }
 

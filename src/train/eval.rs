@@ -1,6 +1,10 @@
 //! Evaluation on a task's held-out problems through the one decode loop (`runtime::generate_batch`):
 //! accuracy, format-correct rate, reasoning length, all by difficulty level, and for MoE models
 //! the expert load (share of routed slots per expert per layer) read from the routing trace.
+//!
+//! With `turns` N > 1 every problem is also asked as the 2nd … N-th question of a conversation
+//! whose earlier turns are other problems of the same split with their correct answers (as the
+//! workbench would send them: the answer, no reasoning), and the report gives accuracy by turn.
 
 use std::time::Instant;
 
@@ -9,10 +13,11 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::balance::{layer_loads, LayerLoad, LoadCounter};
+use super::conversation;
 use super::task::{content_hash, Example, Split, Task};
 use crate::model::Model;
 use crate::runtime::{generate_batch, GenerateRequest, Generation, SamplingParams};
-use crate::text::{ChatMessage, TextCodec};
+use crate::text::TextCodec;
 use crate::trace::FinishReason;
 
 #[derive(Debug, Clone)]
@@ -28,12 +33,19 @@ pub struct EvalOptions {
     pub split: Split,
     /// Problems decoding together (continuous batching); 1 runs them one by one.
     pub batch: usize,
+    /// Each problem is asked as the 1st, 2nd, … `turns`-th question of a conversation (1: alone).
+    pub turns: usize,
 }
 
 /// One graded completion.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scored {
     pub level: u32,
+    /// The problem was the `turn`-th question of its conversation (1: asked alone).
+    pub turn: usize,
+    /// The turns before it: each question and the reply the model was shown (its answer).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<EarlierTurn>,
     pub prompt: String,
     pub answer: String,
     pub completion: String,
@@ -56,6 +68,23 @@ pub struct LevelReport {
     pub mean_reasoning_tokens: f64,
 }
 
+/// An earlier turn of an evaluated conversation, as the chat template received it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlierTurn {
+    pub prompt: String,
+    pub reply: String,
+}
+
+/// The problems asked as the `turn`-th question of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TurnReport {
+    pub turn: usize,
+    pub n: usize,
+    pub accuracy: f64,
+    pub format_rate: f64,
+    pub by_level: Vec<LevelReport>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalReport {
     pub task: String,
@@ -69,6 +98,8 @@ pub struct EvalReport {
     pub mean_generated_tokens: f64,
     pub truncated_rate: f64,
     pub by_level: Vec<LevelReport>,
+    /// Turn 1 (asked alone) to `turns`; the fields above are over all of them.
+    pub by_turn: Vec<TurnReport>,
     /// Empty for dense models.
     pub expert_load: Vec<LayerLoad>,
     /// The smallest expert load over the mean, across layers (1: even; 0: an unused expert).
@@ -92,16 +123,52 @@ pub fn problems(task: &dyn Task, opts: &EvalOptions) -> Vec<Example> {
         .collect()
 }
 
-/// The request for one problem: its prompt through the chat template, seeded by `sample_seed`.
+/// One generation of an evaluation: problem `index` asked after `earlier` turns.
+struct Ask<'a> {
+    index: usize,
+    ex: &'a Example,
+    earlier: Vec<Example>,
+}
+
+/// Every (problem, turn) of the evaluation, turn-major within a problem.
+fn asks<'a>(task: &dyn Task, list: &'a [Example], opts: &EvalOptions) -> Vec<Ask<'a>> {
+    let mut out = Vec::with_capacity(list.len() * opts.turns.max(1));
+    for (index, ex) in list.iter().enumerate() {
+        let history = if opts.turns > 1 {
+            conversation::eval_turns(
+                task,
+                opts.seed,
+                index,
+                opts.turns - 1,
+                &opts.levels,
+                opts.split,
+                ex,
+            )
+        } else {
+            Vec::new()
+        };
+        for turn in 1..=opts.turns.max(1) {
+            out.push(Ask {
+                index,
+                ex,
+                earlier: history[..turn - 1].to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// The request for one problem: the conversation through the chat template, seeded by
+/// `sample_seed`.
 fn request_for(
     model: &Model,
     codec: &TextCodec,
-    ex: &Example,
+    ask: &Ask,
     opts: &EvalOptions,
     sample_seed: u64,
 ) -> Result<GenerateRequest, String> {
     let prompt = codec
-        .encode_chat(&[ChatMessage::user(ex.prompt.clone())], true)
+        .encode_chat(&conversation::messages(&ask.earlier, ask.ex), true)
         .map_err(|e| e.to_string())?;
     Ok(GenerateRequest {
         max_new_tokens: opts.max_new_tokens,
@@ -123,7 +190,7 @@ fn request_for(
 fn grade(
     codec: &TextCodec,
     task: &dyn Task,
-    ex: &Example,
+    ask: &Ask,
     gen: &Generation,
     load: &mut LoadCounter,
 ) -> Scored {
@@ -145,14 +212,25 @@ fn grade(
         .position(|t| Some(t.id) == close)
         .unwrap_or(c.tokens.len());
     let finished = c.finish_reason == FinishReason::Stop;
-    score(
-        task,
-        ex,
-        &c.text,
-        finished,
-        reasoning_tokens,
-        c.tokens.len(),
-    )
+    Scored {
+        turn: ask.earlier.len() + 1,
+        earlier: ask
+            .earlier
+            .iter()
+            .map(|e| EarlierTurn {
+                prompt: e.prompt.clone(),
+                reply: e.final_answer(),
+            })
+            .collect(),
+        ..score(
+            task,
+            ask.ex,
+            &c.text,
+            finished,
+            reasoning_tokens,
+            c.tokens.len(),
+        )
+    }
 }
 
 /// Grades one completion.
@@ -167,6 +245,8 @@ pub fn score(
     let g = task.grade(ex, completion, finished);
     Scored {
         level: ex.level,
+        turn: 1,
+        earlier: Vec::new(),
         prompt: ex.prompt.clone(),
         answer: ex.answer.clone(),
         completion: completion.to_string(),
@@ -192,6 +272,26 @@ fn rate(items: &[&Scored], f: impl Fn(&Scored) -> bool) -> f64 {
     mean(items.iter().map(|s| f64::from(u8::from(f(s)))))
 }
 
+/// Accuracy, format rate and reasoning length of `items` by level.
+fn level_reports(items: &[&Scored]) -> Vec<LevelReport> {
+    let mut levels: Vec<u32> = items.iter().map(|s| s.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    levels
+        .into_iter()
+        .map(|level| {
+            let these: Vec<&Scored> = items.iter().copied().filter(|s| s.level == level).collect();
+            LevelReport {
+                level,
+                n: these.len(),
+                accuracy: rate(&these, |s| s.correct),
+                format_rate: rate(&these, |s| s.format_ok),
+                mean_reasoning_tokens: mean(these.iter().map(|s| s.reasoning_tokens as f64)),
+            }
+        })
+        .collect()
+}
+
 /// Aggregates graded completions (and the load counts) into the report.
 pub fn summarize(
     task: &str,
@@ -201,19 +301,19 @@ pub fn summarize(
     seconds: f64,
 ) -> EvalReport {
     let all: Vec<&Scored> = items.iter().collect();
-    let mut levels: Vec<u32> = items.iter().map(|s| s.level).collect();
-    levels.sort_unstable();
-    levels.dedup();
-    let by_level = levels
+    let mut turns: Vec<usize> = items.iter().map(|s| s.turn).collect();
+    turns.sort_unstable();
+    turns.dedup();
+    let by_turn = turns
         .into_iter()
-        .map(|level| {
-            let these: Vec<&Scored> = items.iter().filter(|s| s.level == level).collect();
-            LevelReport {
-                level,
+        .map(|turn| {
+            let these: Vec<&Scored> = items.iter().filter(|s| s.turn == turn).collect();
+            TurnReport {
+                turn,
                 n: these.len(),
                 accuracy: rate(&these, |s| s.correct),
                 format_rate: rate(&these, |s| s.format_ok),
-                mean_reasoning_tokens: mean(these.iter().map(|s| s.reasoning_tokens as f64)),
+                by_level: level_reports(&these),
             }
         })
         .collect();
@@ -233,7 +333,8 @@ pub fn summarize(
         mean_reasoning_tokens: mean(items.iter().map(|s| s.reasoning_tokens as f64)),
         mean_generated_tokens: mean(items.iter().map(|s| s.generated_tokens as f64)),
         truncated_rate: rate(&all, |s| s.truncated),
-        by_level,
+        by_level: level_reports(&all),
+        by_turn,
         expert_load,
         min_expert_load_over_mean,
         seconds,
@@ -252,22 +353,26 @@ pub fn evaluate(
     let experts = model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts);
     let mut load = LoadCounter::new(experts);
     let list = problems(task, opts);
-    let mut items = Vec::with_capacity(list.len());
+    let asks = asks(task, &list, opts);
+    let mut items = Vec::with_capacity(asks.len());
     // Problems decode together (continuous batching), a chunk at a time so progress shows.
     let batch = opts.batch.max(1);
-    for (c, chunk) in list.chunks(batch).enumerate() {
+    for chunk in asks.chunks(batch) {
         let reqs = chunk
             .iter()
-            .enumerate()
-            .map(|(j, ex)| {
-                let i = c * batch + j;
-                request_for(model, codec, ex, opts, content_hash(&[opts.seed, i as u64]))
+            .map(|a| {
+                // A lone question keeps the seed it always had; later turns get their own.
+                let seed = match a.earlier.len() {
+                    0 => content_hash(&[opts.seed, a.index as u64]),
+                    k => content_hash(&[opts.seed, a.index as u64, k as u64]),
+                };
+                request_for(model, codec, a, opts, seed)
             })
             .collect::<Result<Vec<_>, String>>()?;
         let gens = generate_batch(model, Some(codec), &reqs, batch).map_err(|e| e.to_string())?;
-        for (ex, gen) in chunk.iter().zip(&gens) {
-            let s = grade(codec, task, ex, gen, &mut load);
-            progress(items.len() + 1, list.len(), &s);
+        for (a, gen) in chunk.iter().zip(&gens) {
+            let s = grade(codec, task, a, gen, &mut load);
+            progress(items.len() + 1, asks.len(), &s);
             items.push(s);
         }
     }
@@ -279,6 +384,33 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// Accuracy by level (rows) and by the problem's turn in its conversation (columns).
+fn render_turns(report: &EvalReport) -> String {
+    let mut out = String::from("\naccuracy by turn (the problem asked as the k-th question)\nlevel");
+    for t in &report.by_turn {
+        out.push_str(&format!(" {:>8}", format!("turn {}", t.turn)));
+    }
+    out.push('\n');
+    for l in &report.by_level {
+        out.push_str(&format!("{:>5}", l.level));
+        for t in &report.by_turn {
+            let cell = t
+                .by_level
+                .iter()
+                .find(|x| x.level == l.level)
+                .map_or("-".to_string(), |x| pct(x.accuracy));
+            out.push_str(&format!(" {cell:>8}"));
+        }
+        out.push('\n');
+    }
+    out.push_str("  all");
+    for t in &report.by_turn {
+        out.push_str(&format!(" {:>8}", pct(t.accuracy)));
+    }
+    out.push('\n');
+    out
+}
+
 /// The report as a plain-text table.
 pub fn render(report: &EvalReport, model: &str) -> String {
     let mut out = String::new();
@@ -287,9 +419,13 @@ pub fn render(report: &EvalReport, model: &str) -> String {
     } else {
         format!("temperature {}", report.temperature)
     };
+    // With turns, every problem is asked once per turn: say so rather than count questions.
+    let problems = match report.by_turn.len() {
+        0 | 1 => report.n.to_string(),
+        t => format!("{} × {t} turns of", report.n / t),
+    };
     out.push_str(&format!(
-        "{model}: {} {} problems of {} (seed {}), {mode}, {:.1} s\n\n",
-        report.n,
+        "{model}: {problems} {} problems of {} (seed {}), {mode}, {:.1} s\n\n",
         report.split.replace('_', "-"),
         report.task,
         report.seed,
@@ -312,6 +448,9 @@ pub fn render(report: &EvalReport, model: &str) -> String {
             pct(l.format_rate),
             l.mean_reasoning_tokens
         ));
+    }
+    if report.by_turn.len() > 1 {
+        out.push_str(&render_turns(report));
     }
     if !report.expert_load.is_empty() {
         let e = report.expert_load[0].share.len();
@@ -354,6 +493,7 @@ mod tests {
             top_p: 1.0,
             split: Split::HeldOut,
             batch: EVAL_BATCH,
+            turns: 1,
         }
     }
 

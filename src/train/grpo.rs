@@ -703,6 +703,7 @@ impl<'a> Trainer<'a> {
                 top_p: 1.0,
                 split: Split::HeldOut,
                 batch: super::eval::EVAL_BATCH,
+                turns: 1,
             };
             let (rep, _) = evaluate(&self.model, &self.codec, task, &opts, &mut |_, _, _| {})
                 .map_err(|e| anyhow!(e))?;

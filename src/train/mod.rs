@@ -4,6 +4,7 @@
 //! - `task`       problems with checkable answers, teacher traces, graders (`arithmetic`)
 //! - `tokenizer`  a byte-level BPE trained on the task corpus, with R1's special tokens and template
 //! - `init`       a new deepseek_v3 model: config.json and random weights under HF names
+//! - `conversation` earlier question/answer turns before a problem (SFT data, `eval --turns`)
 //! - `data`       problems -> tokenised, right-padded batches with the loss mask
 //! - `optim`      AdamW on tensors (state saved and resumed exactly), clipping, the LR schedule
 //! - `balance`    auxiliary-loss-free expert balancing (router-bias nudges) and load statistics
@@ -26,6 +27,7 @@
 pub mod advantage;
 pub mod balance;
 pub mod checkpoint;
+pub mod conversation;
 pub mod data;
 pub mod eval;
 pub mod grpo;

@@ -148,6 +148,27 @@ pub struct DataSection {
     /// Relative frequency of each level (default: equal).
     #[serde(default)]
     pub level_weights: Option<Vec<f64>>,
+    /// Each sequence is a conversation: 0 to this many earlier question/answer turns (other
+    /// training problems, their replies reduced to the answer as R1's template renders them)
+    /// before the trained question (default 0: single-turn prompts only). Left out of a saved
+    /// recipe when 0, so run folders of older recipes still resume.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_earlier_turns: u32,
+    /// The first step whose sequences get earlier turns (default 0). Before it every sequence is
+    /// a single question: a model trained from scratch on conversations from the first step
+    /// learned the arithmetic far worse (17% held-out against 71%), the earlier questions' digits
+    /// distracting it before it could copy digits at all; one that learns the task first then
+    /// learns quickly to read only the newest question.
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub earlier_turns_from_step: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The loop's length and rhythm.
@@ -448,6 +469,11 @@ impl DataSection {
                 ),
             )?;
         }
+        c.that(
+            self.max_earlier_turns <= 16,
+            "data.max_earlier_turns",
+            "must be at most 16 (a conversation must fit the model's context)",
+        )?;
         if let Some(w) = &self.level_weights {
             c.that(
                 w.len() == self.levels.len(),
@@ -1201,6 +1227,8 @@ impl GrpoRecipe {
                     task: name.clone(),
                     levels,
                     level_weights: d.level_weights.clone(),
+                    max_earlier_turns: 0,
+                    earlier_turns_from_step: 0,
                 }
                 .validate(file)?;
                 c.that(

@@ -1,9 +1,10 @@
 //! Supervised fine-tuning on a task's teacher traces (distillation), with DeepSeek-V3's
 //! auxiliary-loss-free balancing, checkpoints, exact resume and a metrics log.
 //!
-//! One readable loop: draw the step's problems, tokenise, forward (the inference code, gradients
-//! on) in length-sorted micro-batches, cross-entropy on the completion tokens, clip, AdamW, nudge
-//! the router biases, log, checkpoint.
+//! One readable loop: draw the step's problems (each after 0..=N earlier turns of a
+//! conversation once `data.earlier_turns_from_step` is reached; see `train::conversation`),
+//! tokenise, forward (the inference code, gradients on) in length-sorted micro-batches,
+//! cross-entropy on the completion tokens, clip, AdamW, nudge the router biases, log, checkpoint.
 //!
 //! Layout of the output folder:
 //!
@@ -31,6 +32,7 @@ use super::checkpoint::{
     generation_config, latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors,
     safetensors_bytes, step_dir_name, sweep_temporaries, AtomicDir,
 };
+use super::conversation::training_turns;
 use super::data::{encode, loss_sum, make_batch, micro_batches, Batch, Encoded, Sampler};
 use super::eval::{evaluate, render, EvalOptions};
 use super::head::{backward_into_layers, head_chunks, positions, HEAD_CHUNK_ELEMENTS};
@@ -384,10 +386,17 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let seconds_before = st.train_seconds;
     for step in st.step..total {
         let t0 = Instant::now();
+        let max_turns = if step >= r.data.earlier_turns_from_step {
+            r.data.max_earlier_turns
+        } else {
+            0
+        };
+        let earlier = training_turns(&sampler, step, r.train.batch_size, max_turns);
         let examples: Vec<Encoded> = sampler
             .step(step, r.train.batch_size)
             .iter()
-            .map(|ex| encode(&trainer.codec, ex, trainer.eos))
+            .zip(&earlier)
+            .map(|(ex, turns)| encode(&trainer.codec, turns, ex, trainer.eos))
             .collect::<Result<_, _>>()
             .map_err(|e| anyhow!(e))?;
         let lr = lr_at(step, total, &r.optimizer);
@@ -561,6 +570,7 @@ fn run_eval(
         top_p: 1.0,
         split: Split::HeldOut,
         batch: super::eval::EVAL_BATCH,
+        turns: 1,
     };
     let (report, _) =
         evaluate(&t.model, &t.codec, task, &opts, &mut |_, _, _| {}).map_err(|e| anyhow!(e))?;

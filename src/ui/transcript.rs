@@ -204,6 +204,16 @@ fn header(app: &App, node: usize, m: &Message, g: &Span<'static>) -> Line<'stati
             theme::dim(),
         ));
     }
+    if m.dropped_turns > 0 {
+        // The reply was written without the thread's oldest turns (the context was full).
+        spans.push(Span::styled(
+            format!(
+                "  · context full: saw all but the {}",
+                crate::app::turns(m.dropped_turns, "oldest")
+            ),
+            theme::dim(),
+        ));
+    }
     if app.editing == Some(node) {
         spans.push(Span::styled("  (editing)", theme::thought_header()));
     }

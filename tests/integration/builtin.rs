@@ -200,6 +200,212 @@ fn eval_reports_json_on_the_builtin_model() {
     assert_eq!(v["items"].as_array().unwrap().len(), 2);
 }
 
+/// `eval --turns 3`: every problem asked alone and as the 2nd and 3rd question. The table's
+/// numbers are recomputed from the items, turn 1 is the plain evaluation, and a 3rd-turn
+/// completion is generated again here from its conversation, rendered by the chat template.
+#[test]
+fn eval_asks_each_problem_as_a_later_turn() {
+    let dir = builtin_dir();
+    let run = |turns: &str| {
+        let out = thinkbench(&[
+            "eval",
+            "--model",
+            dir.to_str().unwrap(),
+            "--task",
+            "arithmetic",
+            "--n",
+            "4",
+            "--levels",
+            "1-2",
+            "--turns",
+            turns,
+            "--threads",
+            "1",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
+    };
+    let v = run("3");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 12);
+    assert_eq!(v["n"], 12);
+    let by_turn = v["by_turn"].as_array().unwrap();
+    assert_eq!(by_turn.len(), 3);
+    for (k, t) in by_turn.iter().enumerate() {
+        let these: Vec<&serde_json::Value> =
+            items.iter().filter(|i| i["turn"] == k + 1).collect();
+        assert_eq!(t["turn"], k + 1);
+        assert_eq!(t["n"], these.len());
+        assert_eq!(these.len(), 4);
+        let right = these.iter().filter(|i| i["correct"] == true).count();
+        assert!((t["accuracy"].as_f64().unwrap() - right as f64 / 4.0).abs() < 1e-12);
+        for i in &these {
+            let earlier = i["earlier"].as_array().map_or(0, Vec::len);
+            assert_eq!(earlier, k, "turn {} has {k} earlier turns", k + 1);
+        }
+    }
+    // Turn 1 is the single-turn evaluation, problem for problem.
+    let plain = run("1");
+    let firsts: Vec<&serde_json::Value> = items.iter().filter(|i| i["turn"] == 1).collect();
+    for (a, b) in firsts.iter().zip(plain["items"].as_array().unwrap()) {
+        assert_eq!(a["prompt"], b["prompt"]);
+        assert_eq!(a["completion"], b["completion"]);
+    }
+    // The same problem as the 2nd and 3rd question: turn 2's history is turn 3's first turn,
+    // with the earlier problem's correct answer as the reply.
+    let third = items
+        .iter()
+        .find(|i| i["turn"] == 3)
+        .expect("a third-turn item");
+    let second = items
+        .iter()
+        .find(|i| i["turn"] == 2 && i["prompt"] == third["prompt"])
+        .unwrap();
+    assert_eq!(second["earlier"][0], third["earlier"][0]);
+    let mut messages = Vec::new();
+    for e in third["earlier"].as_array().unwrap() {
+        let reply = e["reply"].as_str().unwrap();
+        assert!(reply.starts_with("The answer is ") && reply.ends_with('.'));
+        assert_ne!(e["prompt"], third["prompt"]);
+        messages.push(ChatMessage::user(e["prompt"].as_str().unwrap()));
+        messages.push(ChatMessage::assistant(reply));
+    }
+    messages.push(ChatMessage::user(third["prompt"].as_str().unwrap()));
+    let model = Model::load(&dir, DType::F32, Device::Cpu).unwrap();
+    let codec = TextCodec::load(&dir).unwrap();
+    let prompt = codec.encode_chat(&messages, true).unwrap();
+    let req = GenerateRequest {
+        max_new_tokens: 512,
+        sampling: SamplingParams::greedy(),
+        eos_ids: codec.eos_ids().to_vec(),
+        ..GenerateRequest::new(prompt.ids)
+    };
+    let gen = generate(
+        &model,
+        Some(&codec),
+        &req,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        gen.completions[0].text,
+        third["completion"].as_str().unwrap()
+    );
+}
+
+/// A conversation longer than the built-in model's 512-token context: `record` keeps going, and
+/// the replies past that point say how many of the oldest turns their prompt left out. Checked
+/// on the saved session: each such prompt leaves the reply its budget, is the thread without
+/// those turns (rendered here by the chat template), and the reply before it saw everything.
+#[test]
+fn a_long_conversation_drops_its_oldest_turns_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_file = tmp.path().join("long.json");
+    // About 19 tokens a turn: the 14th or so question no longer fits with 240 tokens to spare.
+    let questions: Vec<String> = (0..20)
+        .map(|i| format!("What is {} + {}?", 10 + i, 3 * i))
+        .collect();
+    let mut args = vec![
+        "record".to_string(),
+        "--model".into(),
+        builtin_dir().display().to_string(),
+        "--out".into(),
+        out_file.display().to_string(),
+        "--temperature".into(),
+        "0".into(),
+        "--max-tokens".into(),
+        "240".into(),
+    ];
+    args.extend(questions.iter().cloned());
+    let out = Command::new(env!("CARGO_BIN_EXE_thinkbench"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the context is full"),
+        "record says so"
+    );
+    let session: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    let nodes = session["conversation"]["nodes"].as_array().unwrap();
+    let replies: Vec<&serde_json::Value> = nodes
+        .iter()
+        .map(|n| &n["message"])
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(replies.len(), 20);
+    let codec = TextCodec::load(&builtin_dir()).unwrap();
+    let (open, close) = codec.think_ids().unwrap();
+    let special: Vec<u64> = [open, close]
+        .iter()
+        .chain(codec.eos_ids())
+        .map(|&i| i as u64)
+        .collect();
+    let answer = |m: &serde_json::Value| -> String {
+        // The reply's text after the thought, as the template gets it.
+        let text: String = m["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t["phase"] == "answer" && !special.contains(&t["id"].as_u64().unwrap())
+            })
+            .map(|t| t["text"].as_str().unwrap())
+            .collect();
+        text.trim().to_string()
+    };
+    let dropped = |m: &serde_json::Value| m["dropped_turns"].as_u64().unwrap_or(0) as usize;
+    let first_trimmed = replies
+        .iter()
+        .position(|m| dropped(m) > 0)
+        .expect("a reply past the context's end");
+    assert!(first_trimmed >= 8, "many turns fit before");
+    assert_eq!(dropped(replies[first_trimmed - 1]), 0);
+    for (k, m) in replies.iter().enumerate().skip(first_trimmed) {
+        let d = dropped(m);
+        assert!(d > 0 && d < k + 1, "reply {k}: {d} turns left out");
+        let prompt: Vec<u64> = m["prompt"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect();
+        assert!(prompt.len() + 240 <= 512, "reply {k}: {} prompt tokens", prompt.len());
+        let mut messages = Vec::new();
+        for j in d..k {
+            messages.push(ChatMessage::user(questions[j].as_str()));
+            messages.push(ChatMessage::assistant(answer(replies[j])));
+        }
+        messages.push(ChatMessage::user(questions[k].as_str()));
+        let want: Vec<u64> = codec
+            .encode_chat(&messages, true)
+            .unwrap()
+            .ids
+            .iter()
+            .map(|&i| i as u64)
+            .collect();
+        assert_eq!(prompt, want, "reply {k}: the thread without its {d} oldest turns");
+        // One more turn would not have left the reply its budget.
+        let mut more = vec![
+            ChatMessage::user(questions[d - 1].as_str()),
+            ChatMessage::assistant(answer(replies[d - 1])),
+        ];
+        more.extend(messages);
+        assert!(codec.encode_chat(&more, true).unwrap().ids.len() + 240 > 512);
+    }
+}
+
 #[test]
 fn train_rejects_a_bad_recipe_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -220,10 +220,11 @@ fn one_step_changes_every_trainable_weight_and_no_frozen_one() {
                 ("steps = 3", "steps = 1"),
                 ("[data]", &router),
                 ("iterations = 2", "iterations = 1"),
-                // Hot sampling on 3-digit sums: some completions right, some wrong.
+                // Hot sampling on 3-digit sums: every group's completions differ in reward (the
+                // model trained on conversations is sure enough that 1.6 left a group uniform).
                 ("levels = [1, 2]", "levels = [3]"),
                 ("max_new_tokens = 48", "max_new_tokens = 96"),
-                ("temperature = 1.0", "temperature = 1.6"),
+                ("temperature = 1.0", "temperature = 2.0"),
             ],
         );
         assert!(
@@ -695,7 +696,12 @@ fn workers_share_the_work_not_the_results() {
     let (a, b) = (&step(&runs[0].1), &step(&runs[1].1));
     assert_eq!(a["groups_trained"], b["groups_trained"]);
     assert!(a["groups_trained"].as_u64().unwrap() > 0, "{a}");
-    let close = |k: &str| (a[k].as_f64().unwrap() - b[k].as_f64().unwrap()).abs() < 1e-6;
+    // Float rounding of gradients summed in another order: relative to the size (a grad norm of
+    // 4 differed by 1.4e-5).
+    let close = |k: &str| {
+        let (x, y) = (a[k].as_f64().unwrap(), b[k].as_f64().unwrap());
+        (x - y).abs() <= 1e-5 * x.abs().max(1.0)
+    };
     assert!(
         close("loss") && close("entropy") && close("grad_norm"),
         "{a}\n{b}"

@@ -37,10 +37,14 @@ impl Example {
     /// The whole assistant completion the model learns: reasoning, `</think>`, then the answer.
     /// (The end-of-sentence token follows it; it is a token, not text.)
     pub fn completion(&self) -> String {
-        format!(
-            "{}{END_THINK}\n\n{ANSWER_PREFIX}{}.",
-            self.reasoning, self.answer
-        )
+        format!("{}{END_THINK}\n\n{}", self.reasoning, self.final_answer())
+    }
+
+    /// The reply without its reasoning ("The answer is N."): what a later turn of a conversation
+    /// sees of this one, since R1's template (and the workbench, `Message::answer_text`) drops
+    /// earlier reasoning.
+    pub fn final_answer(&self) -> String {
+        format!("{ANSWER_PREFIX}{}.", self.answer)
     }
 }
 
