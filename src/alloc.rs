@@ -41,6 +41,8 @@ mod tests {
             let ours = unsafe { libmimalloc_sys::mi_is_in_heap_region(t.data_ptr()) };
             assert!(ours, "a tensor of {n} floats was not allocated by mimalloc");
         }
+        // On the heap on purpose (an array would sit on the stack): Rust's own allocations too.
+        #[allow(clippy::useless_vec)]
         let local = vec![0u8; 64];
         // SAFETY: as above.
         assert!(unsafe { libmimalloc_sys::mi_is_in_heap_region(local.as_ptr().cast()) });

@@ -994,7 +994,9 @@ impl App {
                 let Some(g) = self.generating.as_ref().filter(|g| g.job == job) else {
                     return Vec::new();
                 };
-                self.session.conversation.nodes[g.node].message.dropped_turns = dropped_turns;
+                self.session.conversation.nodes[g.node]
+                    .message
+                    .dropped_turns = dropped_turns;
                 let context = self.model_info().context;
                 self.notice(format!(
                     "context full ({context} tokens): left out the {} so the reply has room ({prompt_tokens} prompt tokens now)",

@@ -292,21 +292,21 @@ impl ModelConfig {
             }
         }
         if self.mla.is_none() {
-            if r.num_attention_heads % self.num_kv_heads() != 0 {
+            if !r.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
                 return Err(ModelError::config(
                     file,
                     "num_key_value_heads",
                     "must divide num_attention_heads",
                 ));
             }
-            if r.head_dim.is_none() && r.hidden_size % r.num_attention_heads != 0 {
+            if r.head_dim.is_none() && !r.hidden_size.is_multiple_of(r.num_attention_heads) {
                 return Err(ModelError::config(
                     file,
                     "hidden_size",
                     "must be a multiple of num_attention_heads when head_dim is absent",
                 ));
             }
-            if self.head_dim() % 2 != 0 {
+            if !self.head_dim().is_multiple_of(2) {
                 return Err(ModelError::config(
                     file,
                     "head_dim",
@@ -407,7 +407,7 @@ impl ModelConfig {
     /// Layer `i` uses the routed-expert block (DeepSeek: after the first dense layers).
     pub fn is_moe_layer(&self, i: usize) -> bool {
         match &self.moe {
-            Some(m) => i >= m.first_k_dense_replace && i % m.moe_layer_freq.max(1) == 0,
+            Some(m) => i >= m.first_k_dense_replace && i.is_multiple_of(m.moe_layer_freq.max(1)),
             None => false,
         }
     }

@@ -400,13 +400,20 @@ impl Model {
                     mla.forward(&x, &pos, &self.rotary, lc, mask.as_ref())
                 }
             };
-            h = h + a;
+            // A new tensor, not `+=`: an in-place add would overwrite what autograd saved.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + a;
+            }
             let x = layer.post_attention_layernorm.forward(&h);
             let f = match &layer.mlp {
                 FeedForward::Dense(mlp) => mlp.forward(&x),
                 FeedForward::Moe(moe) => moe.forward(&x, i, probe),
             };
-            h = h + f;
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + f;
+            }
         }
         cache.advance(s);
         h

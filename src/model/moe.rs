@@ -296,7 +296,11 @@ impl Moe {
             out.to_kind(x.kind())
         };
         if let Some(shared) = &self.shared_experts {
-            y = y + shared.forward(&xt);
+            // A new tensor, not `+=`: an in-place add would overwrite what autograd saved.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                y = y + shared.forward(&xt);
+            }
         }
         y.view(size.as_slice())
     }

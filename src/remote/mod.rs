@@ -517,7 +517,11 @@ impl Remote {
             caps.no_logprobs =
                 Some("this server returns no log-probabilities (it ignored the request)".into());
         }
-        if reply.usage.as_ref().is_some_and(|u| u.cached_tokens.is_some()) {
+        if reply
+            .usage
+            .as_ref()
+            .is_some_and(|u| u.cached_tokens.is_some())
+        {
             caps.prefix_reuse = true;
         }
         if reply.logprobs_seen {

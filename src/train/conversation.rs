@@ -120,10 +120,17 @@ mod tests {
             assert_eq!(three.len(), 3);
             for e in &three {
                 assert_eq!(split_of_prompt(&e.prompt), Split::HeldOut, "{}", e.prompt);
-                assert_ne!(e.reasoning, target.reasoning, "the target is not its own history");
+                assert_ne!(
+                    e.reasoning, target.reasoning,
+                    "the target is not its own history"
+                );
             }
             let one = eval_turns(&Arithmetic, 0, i, 1, &[1, 1, 2], Split::HeldOut, &target);
-            assert_eq!(one[..], three[..1], "turn 2's history is a prefix of turn 3's");
+            assert_eq!(
+                one[..],
+                three[..1],
+                "turn 2's history is a prefix of turn 3's"
+            );
         }
     }
 
@@ -135,7 +142,10 @@ mod tests {
             answer: a.into(),
             reasoning: "1+2+0=3, 3\n".into(),
         };
-        let m = messages(&[ex("What is 1 + 2?", "3"), ex("Compute 5 - 4.", "1")], &ex("Q", "0"));
+        let m = messages(
+            &[ex("What is 1 + 2?", "3"), ex("Compute 5 - 4.", "1")],
+            &ex("Q", "0"),
+        );
         let got: Vec<(&str, &str)> = m
             .iter()
             .map(|m| (m.role.as_str(), m.content.as_str()))
@@ -216,9 +226,11 @@ mod tests {
             c.nodes[a1].message.answer_text(&model),
             first.final_answer()
         );
-        let sent = codec.encode_chat(&c.chat_messages(q3, &model), true).unwrap();
-        let trained = crate::train::data::encode(&codec, &[first.clone(), second], &third, eos)
+        let sent = codec
+            .encode_chat(&c.chat_messages(q3, &model), true)
             .unwrap();
+        let trained =
+            crate::train::data::encode(&codec, &[first.clone(), second], &third, eos).unwrap();
         assert_eq!(trained.ids[..trained.prompt_len], sent.ids[..]);
         // R1's rendering: the earlier replies without their reasoning, the new one opening it.
         assert!(!sent.text.contains(first.reasoning.as_str()));
@@ -227,7 +239,9 @@ mod tests {
             first.prompt,
             first.final_answer()
         )));
-        assert!(sent.text.ends_with(&format!("{}<｜Assistant｜><think>\n", third.prompt)));
+        assert!(sent
+            .text
+            .ends_with(&format!("{}<｜Assistant｜><think>\n", third.prompt)));
         // And the completion that follows is the teacher's, as in a single-turn sequence.
         let alone = crate::train::data::encode(&codec, &[], &third, eos).unwrap();
         assert_eq!(

@@ -386,7 +386,8 @@ fn pct(x: f64) -> String {
 
 /// Accuracy by level (rows) and by the problem's turn in its conversation (columns).
 fn render_turns(report: &EvalReport) -> String {
-    let mut out = String::from("\naccuracy by turn (the problem asked as the k-th question)\nlevel");
+    let mut out =
+        String::from("\naccuracy by turn (the problem asked as the k-th question)\nlevel");
     for t in &report.by_turn {
         out.push_str(&format!(" {:>8}", format!("turn {}", t.turn)));
     }

@@ -215,6 +215,10 @@ struct Trainer<'a> {
     pad: u32,
 }
 
+/// Work on one worker's share of the micro-batches: the worker's model (the policy or a
+/// replica), the reference model if any, and the share.
+type WorkerJob<'a, T> = dyn Fn(&Model, Option<&Model>, &mut [MicroBatch]) -> T + Sync + 'a;
+
 impl<'a> Trainer<'a> {
     /// The policy from `start_dir` (a checkpoint, or the starting model), its optimiser (state
     /// restored from a checkpoint's `optimizer.safetensors` when `adam_t > 0`), and with β > 0
@@ -514,11 +518,7 @@ impl<'a> Trainer<'a> {
 
     /// Runs `job(worker, chunk)` on each worker's share of the micro-batches: contiguous chunks,
     /// worker 0 (this thread, the policy itself) first, then one thread per replica.
-    fn on_workers<T: Send>(
-        &mut self,
-        mbs: &mut [MicroBatch],
-        job: &(dyn Fn(&Model, Option<&Model>, &mut [MicroBatch]) -> T + Sync),
-    ) -> Vec<T> {
+    fn on_workers<T: Send>(&mut self, mbs: &mut [MicroBatch], job: &WorkerJob<'_, T>) -> Vec<T> {
         let workers = (self.replicas.len() + 1).min(mbs.len()).max(1);
         let per = mbs.len().div_ceil(workers).max(1);
         let mut chunks = mbs.chunks_mut(per);
@@ -568,7 +568,7 @@ impl<'a> Trainer<'a> {
                     // The policy's chunk did not touch this weight (e.g. an expert no token of it
                     // chose): start from zero so the sum still exists.
                     let p = &main[&name];
-                    let _g = tch::with_grad(|| (p * 0.0).sum(Kind::Float).backward());
+                    tch::with_grad(|| (p * 0.0).sum(Kind::Float).backward());
                     let _ = p.grad().g_add_(&g);
                 }
                 let _ = g.zero_();

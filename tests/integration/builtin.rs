@@ -237,8 +237,7 @@ fn eval_asks_each_problem_as_a_later_turn() {
     let by_turn = v["by_turn"].as_array().unwrap();
     assert_eq!(by_turn.len(), 3);
     for (k, t) in by_turn.iter().enumerate() {
-        let these: Vec<&serde_json::Value> =
-            items.iter().filter(|i| i["turn"] == k + 1).collect();
+        let these: Vec<&serde_json::Value> = items.iter().filter(|i| i["turn"] == k + 1).collect();
         assert_eq!(t["turn"], k + 1);
         assert_eq!(t["n"], these.len());
         assert_eq!(these.len(), 4);
@@ -358,9 +357,7 @@ fn a_long_conversation_drops_its_oldest_turns_and_says_so() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|t| {
-                t["phase"] == "answer" && !special.contains(&t["id"].as_u64().unwrap())
-            })
+            .filter(|t| t["phase"] == "answer" && !special.contains(&t["id"].as_u64().unwrap()))
             .map(|t| t["text"].as_str().unwrap())
             .collect();
         text.trim().to_string()
@@ -381,7 +378,11 @@ fn a_long_conversation_drops_its_oldest_turns_and_says_so() {
             .iter()
             .map(|t| t["id"].as_u64().unwrap())
             .collect();
-        assert!(prompt.len() + 240 <= 512, "reply {k}: {} prompt tokens", prompt.len());
+        assert!(
+            prompt.len() + 240 <= 512,
+            "reply {k}: {} prompt tokens",
+            prompt.len()
+        );
         let mut messages = Vec::new();
         for j in d..k {
             messages.push(ChatMessage::user(questions[j].as_str()));
@@ -395,7 +396,10 @@ fn a_long_conversation_drops_its_oldest_turns_and_says_so() {
             .iter()
             .map(|&i| i as u64)
             .collect();
-        assert_eq!(prompt, want, "reply {k}: the thread without its {d} oldest turns");
+        assert_eq!(
+            prompt, want,
+            "reply {k}: the thread without its {d} oldest turns"
+        );
         // One more turn would not have left the reply its budget.
         let mut more = vec![
             ChatMessage::user(questions[d - 1].as_str()),
