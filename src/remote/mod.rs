@@ -254,7 +254,7 @@ impl Remote {
                 // llama.cpp and thinkbench name the token ids; others only their text.
                 token_ids: matches!(server, "llamacpp" | "thinkbench"),
                 no_logprobs: self.info.capabilities.no_logprobs.clone(),
-                max_top_logprobs: 20,
+                max_top_logprobs: request::MAX_TOP_LOGPROBS,
                 full_entropy: false,
                 no_routing,
                 routing_weights: server == "thinkbench",
@@ -320,12 +320,20 @@ impl Remote {
             match self.client.chat(&body) {
                 Ok(resp) => break (resp, body),
                 Err(HttpError::Status {
-                    status: 400 | 422,
+                    status: status @ (400 | 422),
                     message,
-                    ..
-                }) if request::give_up(&body, &message, &mut self.accepted).is_some() => {
-                    self.refused(&body, &message);
-                }
+                    retry_after,
+                }) => match request::give_up(&body, &message, &mut self.accepted) {
+                    Some(field) => self.refused(field, &message),
+                    None => {
+                        let e = HttpError::Status {
+                            status,
+                            message,
+                            retry_after,
+                        };
+                        return Err(e.describe(&url));
+                    }
+                },
                 Err(HttpError::Status {
                     status: 429,
                     retry_after: Some(s),
@@ -555,13 +563,7 @@ impl Remote {
 
     /// A field the server refused was left out: said once, and declared when it was one the
     /// interface shows.
-    fn refused(&mut self, body: &Value, message: &str) {
-        let dropped: Vec<&str> = request::OPTIONAL
-            .iter()
-            .copied()
-            .filter(|k| body.get(*k).is_some() && self.accepted.refused.contains(k))
-            .collect();
-        let what = dropped.last().copied().unwrap_or("max_tokens");
+    fn refused(&mut self, what: &str, message: &str) {
         self.note(format!(
             "the server refused `{what}` ({message}); asked again without it"
         ));

@@ -83,31 +83,42 @@ fn slot(p: Phase) -> usize {
 impl Reply {
     /// Takes one chunk; returns the tokens it added.
     pub fn push(&mut self, c: Chunk) -> Vec<NewToken> {
-        if c.finish_reason.is_some() {
-            self.finish_reason = c.finish_reason.clone();
+        // Taken apart, not cloned: a vLLM reply's routing can be megabytes.
+        let Chunk {
+            reasoning,
+            content,
+            logprobs,
+            finish_reason,
+            usage,
+            timings,
+            routing,
+            ..
+        } = c;
+        if finish_reason.is_some() {
+            self.finish_reason = finish_reason;
         }
-        if c.usage.is_some() {
-            self.usage = c.usage.clone();
+        if usage.is_some() {
+            self.usage = usage;
         }
-        if c.timings.is_some() {
-            self.timings = c.timings.clone();
+        if timings.is_some() {
+            self.timings = timings;
         }
-        if c.routing.is_some() {
-            self.routing = c.routing.clone();
+        if routing.is_some() {
+            self.routing = routing;
         }
         let mut pieces: Vec<(Phase, String)> = Vec::new();
-        if !c.reasoning.is_empty() {
+        if !reasoning.is_empty() {
             self.reasoning_field = true;
-            pieces.push((Phase::Think, c.reasoning.clone()));
+            pieces.push((Phase::Think, reasoning));
         }
-        if !c.content.is_empty() {
+        if !content.is_empty() {
             if self.reasoning_field {
-                pieces.push((Phase::Answer, c.content.clone()));
+                pieces.push((Phase::Answer, content));
             } else {
-                pieces.extend(self.split_content(&c.content));
+                pieces.extend(self.split_content(&content));
             }
         }
-        if c.logprobs.is_empty() {
+        if logprobs.is_empty() {
             return pieces
                 .into_iter()
                 .filter(|(_, t)| !t.is_empty())
@@ -118,7 +129,7 @@ impl Reply {
         for (phase, text) in &pieces {
             self.unclaimed[slot(*phase)] += text.len();
         }
-        c.logprobs
+        logprobs
             .iter()
             .map(|e| {
                 let (rec, alts) = self.entry(e);

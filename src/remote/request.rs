@@ -32,6 +32,10 @@ pub const OPTIONAL: [&str; 8] = [
     "temperature",
 ];
 
+/// The most alternatives per token a request asks for: OpenAI's limit, which the other servers
+/// accept too.
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 /// How one request is asked.
 #[derive(Debug, Clone, Copy)]
 pub struct Ask {
@@ -89,8 +93,10 @@ pub fn body(model: &str, spec: &GenSpec, ask: Ask, accepted: &Accepted) -> Value
         }
     }
     if b.contains_key("logprobs") {
-        // OpenAI allows at most 20 alternatives.
-        b.insert("top_logprobs".into(), json!(ask.top_logprobs.min(20)));
+        b.insert(
+            "top_logprobs".into(),
+            json!(ask.top_logprobs.min(MAX_TOP_LOGPROBS)),
+        );
     }
     Value::Object(b)
 }

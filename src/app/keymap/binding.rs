@@ -40,6 +40,23 @@ pub enum Context {
 }
 
 impl Context {
+    /// Every context, in the order the help screen groups them.
+    pub const ALL: [Context; 13] = [
+        Context::Anywhere,
+        Context::Chat,
+        Context::Input,
+        Context::Transcript,
+        Context::Help,
+        Context::Settings,
+        Context::Sessions,
+        Context::Train,
+        Context::Charts,
+        Context::Rollouts,
+        Context::Compare,
+        Context::Picker,
+        Context::ComparePrompt,
+    ];
+
     /// The group the help screen lists this context's bindings under.
     pub fn heading(self) -> &'static str {
         match self {

@@ -127,22 +127,7 @@ fn every_key_of_the_table_reaches_its_row_and_does_what_it_says() {
 #[test]
 fn the_anywhere_keys_work_in_every_context() {
     use Context::*;
-    let all = [
-        Anywhere,
-        Chat,
-        Input,
-        Transcript,
-        Help,
-        Settings,
-        Sessions,
-        Train,
-        Charts,
-        Rollouts,
-        Compare,
-        Picker,
-        ComparePrompt,
-    ];
-    for context in all {
+    for context in Context::ALL {
         let app = app_in(context);
         for b in KEYMAP.iter().filter(|b| b.context == Anywhere) {
             for (chords, does) in b.keys {
