@@ -454,6 +454,7 @@ impl Runner {
             TrainCommand::OpenInChat {
                 tokenizer,
                 title,
+                earlier,
                 prompt,
                 completion,
             } => {
@@ -465,6 +466,7 @@ impl Runner {
                         &tokenizer,
                         model,
                         &title,
+                        &earlier,
                         &prompt,
                         &completion,
                         session::now_secs(),

@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// are other problems with their correct answers; accuracy by turn (`by_turn` in --json).
     #[arg(long, default_value_t = 1)]
     pub turns: usize,
+    /// Ask every problem only as the K-th question of its conversation (the same conversations
+    /// as --turns K; what a GRPO recipe's `eval.turn = K` measures).
+    #[arg(long, value_name = "K", conflicts_with = "turns")]
+    pub turn: Option<usize>,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
@@ -89,8 +93,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
-    if args.turns == 0 {
-        bail!("--turns must be at least 1 (1: every problem asked alone)");
+    if args.turns == 0 || args.turn == Some(0) {
+        bail!("--turns and --turn must be at least 1 (1: every problem asked alone)");
     }
     let levels = match &args.levels {
         Some(s) => parse_levels(s, task.levels()).map_err(|e| anyhow!(e))?,
@@ -112,7 +116,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             Split::HeldOut
         },
         batch: args.batch,
-        turns: args.turns,
+        first_turn: args.turn.unwrap_or(1),
+        turns: args.turn.unwrap_or(args.turns),
     };
     let show = !args.json && std::io::stderr().is_terminal();
     let mut correct = 0;

@@ -4,37 +4,70 @@
 //! reduced to its answer: R1's template drops earlier reasoning, and so does the workbench
 //! (`session::Message::answer_text`). A model trained on single-turn prompts only has never seen
 //! that context and fails every follow-up, so SFT prepends 0..=N earlier turns of other problems
-//! (the loss stays on the last reply), and `eval --turns` asks held-out problems as the k-th
-//! question of a conversation.
+//! (the loss stays on the last reply), `eval --turns` asks held-out problems as the k-th
+//! question of a conversation, and GRPO can train on questions asked late in one
+//! (`data.earlier_turns`).
+
+use std::ops::RangeInclusive;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use super::data::Sampler;
 use super::task::{content_hash, Example, Split, Task};
 use crate::text::ChatMessage;
 
-/// The chat messages for `ex` asked after `earlier`: each earlier problem as the user asked it,
-/// then its reply as a later turn sees it (the answer, no reasoning), then `ex`'s question.
-pub fn messages(earlier: &[Example], ex: &Example) -> Vec<ChatMessage> {
+/// An earlier turn of a conversation as a later question's prompt holds it: the question, and
+/// the reply reduced to its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EarlierTurn {
+    pub prompt: String,
+    pub reply: String,
+}
+
+impl From<&Example> for EarlierTurn {
+    /// A problem answered correctly, as a later turn sees it (the answer, no reasoning).
+    fn from(e: &Example) -> Self {
+        EarlierTurn {
+            prompt: e.prompt.clone(),
+            reply: e.final_answer(),
+        }
+    }
+}
+
+/// Earlier problems as turns with their correct answers.
+pub fn answered(earlier: &[Example]) -> Vec<EarlierTurn> {
+    earlier.iter().map(EarlierTurn::from).collect()
+}
+
+/// The chat messages for `question` asked after `earlier`: each earlier question as the user
+/// asked it, then its reply, then the new question.
+pub fn messages(earlier: &[EarlierTurn], question: &str) -> Vec<ChatMessage> {
     let mut out = Vec::with_capacity(2 * earlier.len() + 1);
     for e in earlier {
         out.push(ChatMessage::user(e.prompt.clone()));
-        out.push(ChatMessage::assistant(e.final_answer()));
+        out.push(ChatMessage::assistant(e.reply.clone()));
     }
-    out.push(ChatMessage::user(ex.prompt.clone()));
+    out.push(ChatMessage::user(question.to_string()));
     out
 }
 
-/// The earlier turns of SFT step `step`: for each of its `n` sequences, 0..=`max` training-split
-/// problems at levels drawn as the trained ones are. A stream of its own (seed, step), so the
-/// trained problems of a step are the same with or without conversations, and a resumed run
-/// draws the same turns. Training-split only: a held-out problem is never trained on, in any turn.
-pub fn training_turns(sampler: &Sampler, step: u64, n: usize, max: u32) -> Vec<Vec<Example>> {
+/// The earlier turns of training step `step`: for each of its `n` sequences, a count drawn from
+/// `counts` of training-split problems at levels drawn as the trained ones are. A stream of its
+/// own (seed, step), so the trained problems of a step are the same with or without
+/// conversations, and a resumed run draws the same turns. Training-split only: a held-out
+/// problem is never trained on, in any turn.
+pub fn training_turns(
+    sampler: &Sampler,
+    step: u64,
+    n: usize,
+    counts: RangeInclusive<u32>,
+) -> Vec<Vec<Example>> {
     let mut rng = StdRng::seed_from_u64(content_hash(&[sampler.seed, 0xC0_4E75, step]));
     (0..n)
         .map(|_| {
-            let k = rng.random_range(0..=max);
+            let k = rng.random_range(counts.clone());
             (0..k)
                 .map(|_| {
                     let level = sampler.level(rng.random());
@@ -93,7 +126,7 @@ mod tests {
         let s = Sampler::new(&Arithmetic, &[1, 2, 3, 4, 5, 6], None, 7);
         let mut counts = [0usize; 4];
         for step in 0..40 {
-            for turns in training_turns(&s, step, 32, 3) {
+            for turns in training_turns(&s, step, 32, 0..=3) {
                 counts[turns.len()] += 1;
                 for e in &turns {
                     assert_eq!(split_of_prompt(&e.prompt), Split::Train, "{}", e.prompt);
@@ -107,8 +140,14 @@ mod tests {
         }
         // 1280 sequences, 0..=3 earlier turns each, drawn evenly: every count shows up often.
         assert!(counts.iter().all(|&c| c > 250), "{counts:?}");
-        assert_eq!(training_turns(&s, 5, 8, 3), training_turns(&s, 5, 8, 3));
-        assert!(training_turns(&s, 5, 8, 0).iter().all(Vec::is_empty));
+        assert_eq!(
+            training_turns(&s, 5, 8, 0..=3),
+            training_turns(&s, 5, 8, 0..=3)
+        );
+        assert!(training_turns(&s, 5, 8, 0..=0).iter().all(Vec::is_empty));
+        let late = training_turns(&s, 5, 64, 4..=6);
+        assert!(late.iter().all(|t| (4..=6).contains(&t.len())));
+        assert!((4..=6).all(|k| late.iter().any(|t| t.len() == k)));
     }
 
     #[test]
@@ -143,8 +182,8 @@ mod tests {
             reasoning: "1+2+0=3, 3\n".into(),
         };
         let m = messages(
-            &[ex("What is 1 + 2?", "3"), ex("Compute 5 - 4.", "1")],
-            &ex("Q", "0"),
+            &answered(&[ex("What is 1 + 2?", "3"), ex("Compute 5 - 4.", "1")]),
+            "Q",
         );
         let got: Vec<(&str, &str)> = m
             .iter()
@@ -230,8 +269,20 @@ mod tests {
             .encode_chat(&c.chat_messages(q3, &model), true)
             .unwrap();
         let trained =
-            crate::train::data::encode(&codec, &[first.clone(), second], &third, eos).unwrap();
+            crate::train::data::encode(&codec, &[first.clone(), second.clone()], &third, eos)
+                .unwrap();
         assert_eq!(trained.ids[..trained.prompt_len], sent.ids[..]);
+        // GRPO's prompt for the same question asked late (`data.earlier_turns`) is the same.
+        let late = crate::train::problems::Problem {
+            prompt: third.prompt.clone(),
+            answer: third.answer.clone(),
+            level: Some(third.level),
+            earlier: answered(&[first.clone(), second]),
+        };
+        assert_eq!(
+            crate::train::rollout::prompt_ids(&codec, &late).unwrap(),
+            sent.ids
+        );
         // R1's rendering: the earlier replies without their reasoning, the new one opening it.
         assert!(!sent.text.contains(first.reasoning.as_str()));
         assert!(sent.text.contains(&format!(

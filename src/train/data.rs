@@ -40,7 +40,10 @@ pub fn encode(
     eos: u32,
 ) -> Result<Encoded, String> {
     let prompt = codec
-        .encode_chat(&super::conversation::messages(earlier, ex), true)
+        .encode_chat(
+            &super::conversation::messages(&super::conversation::answered(earlier), &ex.prompt),
+            true,
+        )
         .map_err(|e| e.to_string())?
         .ids;
     let mut ids = prompt.clone();

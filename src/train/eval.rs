@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use super::balance::{layer_loads, LayerLoad, LoadCounter};
-use super::conversation;
+use super::conversation::{self, EarlierTurn};
 use super::task::{content_hash, Example, Split, Task};
 use crate::model::Model;
 use crate::runtime::{generate_batch, GenerateRequest, Generation, SamplingParams};
@@ -33,7 +33,9 @@ pub struct EvalOptions {
     pub split: Split,
     /// Problems decoding together (continuous batching); 1 runs them one by one.
     pub batch: usize,
-    /// Each problem is asked as the 1st, 2nd, … `turns`-th question of a conversation (1: alone).
+    /// Each problem is asked as the `first_turn`-th, …, `turns`-th question of a conversation
+    /// (1: alone).
+    pub first_turn: usize,
     pub turns: usize,
 }
 
@@ -66,13 +68,6 @@ pub struct LevelReport {
     pub accuracy: f64,
     pub format_rate: f64,
     pub mean_reasoning_tokens: f64,
-}
-
-/// An earlier turn of an evaluated conversation, as the chat template received it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EarlierTurn {
-    pub prompt: String,
-    pub reply: String,
 }
 
 /// The problems asked as the `turn`-th question of a conversation.
@@ -147,7 +142,7 @@ fn asks<'a>(task: &dyn Task, list: &'a [Example], opts: &EvalOptions) -> Vec<Ask
         } else {
             Vec::new()
         };
-        for turn in 1..=opts.turns.max(1) {
+        for turn in opts.first_turn.max(1)..=opts.turns.max(1) {
             out.push(Ask {
                 index,
                 ex,
@@ -168,7 +163,10 @@ fn request_for(
     sample_seed: u64,
 ) -> Result<GenerateRequest, String> {
     let prompt = codec
-        .encode_chat(&conversation::messages(&ask.earlier, ask.ex), true)
+        .encode_chat(
+            &conversation::messages(&conversation::answered(&ask.earlier), &ask.ex.prompt),
+            true,
+        )
         .map_err(|e| e.to_string())?;
     Ok(GenerateRequest {
         max_new_tokens: opts.max_new_tokens,
@@ -214,14 +212,7 @@ fn grade(
     let finished = c.finish_reason == FinishReason::Stop;
     Scored {
         turn: ask.earlier.len() + 1,
-        earlier: ask
-            .earlier
-            .iter()
-            .map(|e| EarlierTurn {
-                prompt: e.prompt.clone(),
-                reply: e.final_answer(),
-            })
-            .collect(),
+        earlier: conversation::answered(&ask.earlier),
         ..score(
             task,
             ask.ex,
@@ -494,6 +485,7 @@ mod tests {
             top_p: 1.0,
             split: Split::HeldOut,
             batch: EVAL_BATCH,
+            first_turn: 1,
             turns: 1,
         }
     }

@@ -703,7 +703,8 @@ impl<'a> Trainer<'a> {
                 top_p: 1.0,
                 split: Split::HeldOut,
                 batch: super::eval::EVAL_BATCH,
-                turns: 1,
+                first_turn: e.turn.unwrap_or(1),
+                turns: e.turn.unwrap_or(1),
             };
             let (rep, _) = evaluate(&self.model, &self.codec, task, &opts, &mut |_, _, _| {})
                 .map_err(|e| anyhow!(e))?;
@@ -921,6 +922,7 @@ fn rollout_records(step: u64, groups: &[ScoredGroup]) -> Vec<Value> {
                 "used": g.used,
                 "zero_std": g.zero_std,
                 "prompt": g.group.problem.prompt,
+                "earlier": g.group.problem.earlier,
                 "answer": g.group.problem.answer,
                 "level": g.group.problem.level,
                 "completions": g.group.samples.iter().enumerate().map(|(k, s)| json!({

@@ -1,11 +1,14 @@
 //! GRPO's prompts: problems with a reference answer, from a built-in task's training split (by
-//! level) or from a JSONL file (`{"prompt": "...", "answer": "..."}` per line).
+//! level) or from a JSONL file (`{"prompt": "...", "answer": "..."}` per line). A task's problems
+//! can be asked late in a conversation: after earlier training-split questions with their
+//! answers, as the workbench sends a follow-up.
 //!
 //! The problems of step `s` are a pure function of the recipe seed and `s` (and the resampling
 //! round), so a resumed run draws exactly what an uninterrupted one would: the data position is
 //! the step. A JSONL file is walked in a fresh seeded order each epoch, without repeats within an
 //! epoch.
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use rand::rngs::StdRng;
@@ -13,6 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::Value;
 
+use super::conversation::{answered, training_turns, EarlierTurn};
 use super::data::Sampler;
 use super::recipe::GrpoDataSection;
 use super::task::{self, content_hash, Task};
@@ -26,6 +30,8 @@ pub struct Problem {
     pub answer: String,
     /// The task level, for a built-in task.
     pub level: Option<u32>,
+    /// The conversation before the question (empty: asked alone).
+    pub earlier: Vec<EarlierTurn>,
 }
 
 /// Reads a JSONL file of problems; an error names the file and line.
@@ -61,6 +67,7 @@ pub fn read_jsonl(path: &Path, instruction: Option<&str>) -> Result<Vec<Problem>
             prompt,
             answer: field("answer")?,
             level: None,
+            earlier: Vec::new(),
         });
     }
     if out.is_empty() {
@@ -75,6 +82,8 @@ pub enum Source {
         task: Box<dyn Task>,
         levels: Vec<u32>,
         weights: Option<Vec<f64>>,
+        /// How many earlier turns come before each question (`data.earlier_turns`).
+        earlier_turns: RangeInclusive<u32>,
         seed: u64,
     },
     Jsonl {
@@ -91,6 +100,10 @@ impl Source {
                 task: task::by_name(name)?,
                 levels: d.levels.clone().unwrap_or_default(),
                 weights: d.level_weights.clone(),
+                earlier_turns: match d.earlier_turns.as_deref() {
+                    Some(&[a, b]) => a..=b,
+                    _ => 0..=0,
+                },
                 seed,
             });
         }
@@ -117,6 +130,7 @@ impl Source {
                 task,
                 levels,
                 weights,
+                earlier_turns,
                 seed,
             } => {
                 let s = if round == 0 {
@@ -124,13 +138,17 @@ impl Source {
                 } else {
                     content_hash(&[*seed, 0x2E5A, round as u64])
                 };
-                Sampler::new(task.as_ref(), levels, weights.as_deref(), s)
+                let sampler = Sampler::new(task.as_ref(), levels, weights.as_deref(), s);
+                let earlier = training_turns(&sampler, step, n, earlier_turns.clone());
+                sampler
                     .step(step, n)
                     .into_iter()
-                    .map(|ex| Problem {
+                    .zip(earlier)
+                    .map(|(ex, earlier)| Problem {
                         prompt: ex.prompt,
                         answer: ex.answer,
                         level: Some(ex.level),
+                        earlier: answered(&earlier),
                     })
                     .collect()
             }
@@ -230,15 +248,46 @@ mod tests {
             task: task::by_name("arithmetic").unwrap(),
             levels: vec![3],
             weights: None,
+            earlier_turns: 0..=0,
             seed: 1,
         };
         let a = src.draw(2, 0, 4);
-        assert!(a.iter().all(|p| p.level == Some(3)));
+        assert!(a.iter().all(|p| p.level == Some(3) && p.earlier.is_empty()));
         assert_eq!(a, src.draw(2, 0, 4));
         assert_ne!(
             a,
             src.draw(2, 1, 4),
             "a resampling round draws new problems"
         );
+    }
+
+    #[test]
+    fn task_problems_can_come_late_in_a_conversation() {
+        let alone = Source::Task {
+            task: task::by_name("arithmetic").unwrap(),
+            levels: vec![5, 6],
+            weights: None,
+            earlier_turns: 0..=0,
+            seed: 3,
+        };
+        let late = Source::Task {
+            task: task::by_name("arithmetic").unwrap(),
+            levels: vec![5, 6],
+            weights: None,
+            earlier_turns: 4..=6,
+            seed: 3,
+        };
+        let (a, b) = (alone.draw(9, 0, 16), late.draw(9, 0, 16));
+        for (x, y) in a.iter().zip(&b) {
+            // The same questions, now after 4-6 answered ones.
+            assert_eq!((&x.prompt, &x.answer), (&y.prompt, &y.answer));
+            assert!((4..=6).contains(&y.earlier.len()), "{}", y.earlier.len());
+            for t in &y.earlier {
+                assert!(t.reply.starts_with("The answer is "), "{}", t.reply);
+                assert_ne!(t.prompt, "");
+            }
+        }
+        assert_eq!(b, late.draw(9, 0, 16), "a resumed run draws the same turns");
+        assert_ne!(b[0].earlier, late.draw(9, 1, 16)[0].earlier);
     }
 }

@@ -137,6 +137,10 @@ pub struct TokenizerSection {
     pub corpus_examples: usize,
 }
 
+/// The most earlier turns a training conversation may have: a conversation must fit the
+/// model's context.
+pub const MAX_TURNS: u32 = 16;
+
 /// Where problems come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +229,10 @@ pub struct EvalSection {
     /// The task levels evaluated (default: every level of the task). GRPO only.
     #[serde(default)]
     pub levels: Option<Vec<u32>>,
+    /// Ask the held-out problems as the `turn`-th question of a conversation (the same
+    /// conversations as `thinkbench eval --turns`; default 1: alone). GRPO only.
+    #[serde(default)]
+    pub turn: Option<usize>,
 }
 
 /// Reads and validates a recipe file.
@@ -470,9 +478,9 @@ impl DataSection {
             )?;
         }
         c.that(
-            self.max_earlier_turns <= 16,
+            self.max_earlier_turns <= MAX_TURNS,
             "data.max_earlier_turns",
-            "must be at most 16 (a conversation must fit the model's context)",
+            format!("must be at most {MAX_TURNS} (a conversation must fit the model's context)"),
         )?;
         if let Some(w) = &self.level_weights {
             c.that(
@@ -609,6 +617,11 @@ impl SftRecipe {
                 "eval.max_new_tokens",
                 "must be positive",
             )?;
+            c.that(
+                e.turn.is_none(),
+                "eval.turn",
+                "GRPO only (SFT evaluates questions asked alone)",
+            )?;
         }
         Ok(())
     }
@@ -724,6 +737,10 @@ pub struct GrpoDataSection {
     pub levels: Option<Vec<u32>>,
     #[serde(default)]
     pub level_weights: Option<Vec<f64>>,
+    /// Each question asked after this many earlier questions with their answers, `[fewest,
+    /// most]` (drawn evenly; training-split problems at `levels`). Absent: asked alone.
+    #[serde(default)]
+    pub earlier_turns: Option<Vec<u32>>,
     /// A JSONL file, one problem per line with string fields `prompt` and `answer`.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -1177,6 +1194,18 @@ impl GrpoRecipe {
                     )?;
                 }
             }
+            if let Some(turn) = e.turn {
+                c.that(
+                    self.data.task.is_some(),
+                    "eval.turn",
+                    "conversations need a built-in task (data.task)",
+                )?;
+                c.that(
+                    (1..=MAX_TURNS as usize + 1).contains(&turn),
+                    "eval.turn",
+                    format!("must be 1-{} (1: asked alone)", MAX_TURNS + 1),
+                )?;
+            }
             if self.data.path.is_some() {
                 c.that(
                     self.data.eval_path.is_some(),
@@ -1231,6 +1260,16 @@ impl GrpoRecipe {
                     earlier_turns_from_step: 0,
                 }
                 .validate(file)?;
+                if let Some(t) = &d.earlier_turns {
+                    let ok = matches!(t[..], [a, b] if a <= b && b <= MAX_TURNS);
+                    c.that(
+                        ok,
+                        "data.earlier_turns",
+                        format!(
+                            "must be [fewest, most] with fewest <= most <= {MAX_TURNS}, e.g. [4, 7]"
+                        ),
+                    )?;
+                }
                 c.that(
                     d.eval_path.is_none(),
                     "data.eval_path",
@@ -1239,6 +1278,11 @@ impl GrpoRecipe {
             }
             (None, Some(_)) => {
                 c.that(d.levels.is_none(), "data.levels", "only with data.task")?;
+                c.that(
+                    d.earlier_turns.is_none(),
+                    "data.earlier_turns",
+                    "only with data.task (a JSONL problem is asked alone)",
+                )?;
                 c.that(
                     d.level_weights.is_none(),
                     "data.level_weights",
@@ -1569,6 +1613,27 @@ mod tests {
         assert_eq!(
             e("levels = [1, 2]\n", ""),
             "recipes/g.toml: key data.levels: missing (data.task needs levels)"
+        );
+        assert_eq!(
+            e("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [5, 3]\n"),
+            "recipes/g.toml: key data.earlier_turns: must be [fewest, most] with fewest <= most <= 16, e.g. [4, 7]"
+        );
+        assert_eq!(
+            e("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [3]\n"),
+            "recipes/g.toml: key data.earlier_turns: must be [fewest, most] with fewest <= most <= 16, e.g. [4, 7]"
+        );
+        let late = TEST_GRPO_RECIPE.replace("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [2, 4]\n");
+        assert_ne!(late, TEST_GRPO_RECIPE);
+        assert_eq!(grpo(&late).unwrap().data.earlier_turns, Some(vec![2, 4]));
+        let eval_at = |turn: &str| {
+            grpo(&format!(
+                "{TEST_GRPO_RECIPE}\n[eval]\nn = 4\nmax_new_tokens = 8\nturn = {turn}\n"
+            ))
+        };
+        assert_eq!(eval_at("7").unwrap().eval.unwrap().turn, Some(7));
+        assert_eq!(
+            eval_at("0").unwrap_err(),
+            "recipes/g.toml: key eval.turn: must be 1-17 (1: asked alone)"
         );
         assert_eq!(
             e("temperature = 1.0", "temperature = 0.0"),

@@ -9,7 +9,7 @@ use super::problems::Problem;
 use super::recipe::GenerationSection;
 use crate::model::Model;
 use crate::runtime::{generate_batch, GenerateRequest, SamplingParams};
-use crate::text::{ChatMessage, TextCodec};
+use crate::text::TextCodec;
 use crate::trace::FinishReason;
 
 /// One completion.
@@ -41,11 +41,15 @@ pub fn eos_ids(model: &Model, codec: &TextCodec) -> Vec<u32> {
     ids
 }
 
-/// The prompt ids of a problem: one user message through the chat template with the generation
-/// prompt (R1's ends in `<think>\n`, so the completion starts inside the thought).
+/// The prompt ids of a problem: its conversation (usually just the question) through the chat
+/// template with the generation prompt (R1's ends in `<think>\n`, so the completion starts
+/// inside the thought).
 pub fn prompt_ids(codec: &TextCodec, problem: &Problem) -> Result<Vec<u32>> {
     Ok(codec
-        .encode_chat(&[ChatMessage::user(problem.prompt.clone())], true)
+        .encode_chat(
+            &super::conversation::messages(&problem.earlier, &problem.prompt),
+            true,
+        )
         .map_err(|e| anyhow!("{e}"))?
         .ids)
 }

@@ -391,7 +391,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         } else {
             0
         };
-        let earlier = training_turns(&sampler, step, r.train.batch_size, max_turns);
+        let earlier = training_turns(&sampler, step, r.train.batch_size, 0..=max_turns);
         let examples: Vec<Encoded> = sampler
             .step(step, r.train.batch_size)
             .iter()
@@ -570,6 +570,7 @@ fn run_eval(
         top_p: 1.0,
         split: Split::HeldOut,
         batch: super::eval::EVAL_BATCH,
+        first_turn: 1,
         turns: 1,
     };
     let (report, _) =

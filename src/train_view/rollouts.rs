@@ -37,6 +37,13 @@ pub struct RolloutCompletion {
     pub advantage: Option<f64>,
 }
 
+/// An earlier question of a rollout's conversation and the reply the model was shown.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RolloutTurn {
+    pub prompt: String,
+    pub reply: String,
+}
+
 /// A prompt's G completions at one step.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct RolloutGroup {
@@ -53,6 +60,9 @@ pub struct RolloutGroup {
     pub zero_std: bool,
     #[serde(default)]
     pub prompt: String,
+    /// The conversation the question was asked in (empty: asked alone).
+    #[serde(default)]
+    pub earlier: Vec<RolloutTurn>,
     #[serde(default, deserialize_with = "text_or_number")]
     pub answer: String,
     #[serde(default)]

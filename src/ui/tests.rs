@@ -400,6 +400,7 @@ fn an_opened_rollout_says_it_is_being_scored() {
     let Some(Command::Train(TrainCommand::OpenInChat {
         tokenizer,
         title,
+        earlier,
         prompt,
         completion,
     })) = cmds.into_iter().next()
@@ -410,6 +411,7 @@ fn an_opened_rollout_says_it_is_being_scored() {
         &tokenizer,
         None,
         &title,
+        &earlier,
         &prompt,
         &completion,
         1_796_000_000,

@@ -202,11 +202,12 @@ fn eval_reports_json_on_the_builtin_model() {
 
 /// `eval --turns 3`: every problem asked alone and as the 2nd and 3rd question. The table's
 /// numbers are recomputed from the items, turn 1 is the plain evaluation, and a 3rd-turn
-/// completion is generated again here from its conversation, rendered by the chat template.
+/// completion is generated again here from its conversation, rendered by the chat template;
+/// `--turn 3` asks exactly the 3rd questions.
 #[test]
 fn eval_asks_each_problem_as_a_later_turn() {
     let dir = builtin_dir();
-    let run = |turns: &str| {
+    let run_with = |flag: &str, turns: &str| {
         let out = thinkbench(&[
             "eval",
             "--model",
@@ -217,7 +218,7 @@ fn eval_asks_each_problem_as_a_later_turn() {
             "4",
             "--levels",
             "1-2",
-            "--turns",
+            flag,
             turns,
             "--threads",
             "1",
@@ -230,6 +231,7 @@ fn eval_asks_each_problem_as_a_later_turn() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
     };
+    let run = |turns: &str| run_with("--turns", turns);
     let v = run("3");
     let items = v["items"].as_array().unwrap();
     assert_eq!(items.len(), 12);
@@ -266,6 +268,19 @@ fn eval_asks_each_problem_as_a_later_turn() {
         .find(|i| i["turn"] == 2 && i["prompt"] == third["prompt"])
         .unwrap();
     assert_eq!(second["earlier"][0], third["earlier"][0]);
+    // --turn 3: the third questions alone, the same conversations and completions.
+    let only = run_with("--turn", "3");
+    let thirds: Vec<&serde_json::Value> = items.iter().filter(|i| i["turn"] == 3).collect();
+    let got = only["items"].as_array().unwrap();
+    assert_eq!(got.len(), thirds.len());
+    assert_eq!(only["by_turn"].as_array().unwrap().len(), 1);
+    for (a, b) in got.iter().zip(&thirds) {
+        assert_eq!(a["turn"], 3);
+        assert_eq!(
+            (&a["prompt"], &a["earlier"], &a["completion"]),
+            (&b["prompt"], &b["earlier"], &b["completion"])
+        );
+    }
     let mut messages = Vec::new();
     for e in third["earlier"].as_array().unwrap() {
         let reply = e["reply"].as_str().unwrap();

@@ -293,6 +293,7 @@ pub enum TrainCommand {
     OpenInChat {
         tokenizer: PathBuf,
         title: String,
+        earlier: Vec<crate::train_view::RolloutTurn>,
         prompt: String,
         completion: String,
     },

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::app::sample;
 use crate::trace::{LayerRouting, TokenRecord};
-use crate::train_view::{BadLine, RunUpdate};
+use crate::train_view::{BadLine, RolloutTurn, RunUpdate};
 use crossterm::event::KeyEvent;
 
 fn key(code: KeyCode) -> Action {
@@ -30,17 +30,20 @@ fn train_cmds(cmds: &[Command]) -> Vec<TrainCommand> {
         .collect()
 }
 
-/// The fields of the one `OpenInChat` command in `cmds`: tokenizer, title, prompt, completion.
-fn open_in_chat(cmds: &[Command]) -> (PathBuf, String, String, String) {
+/// The fields of the one `OpenInChat` command in `cmds`: tokenizer, title, earlier turns,
+/// prompt, completion.
+fn open_in_chat(cmds: &[Command]) -> (PathBuf, String, Vec<RolloutTurn>, String, String) {
     match &train_cmds(cmds)[..] {
         [TrainCommand::OpenInChat {
             tokenizer,
             title,
+            earlier,
             prompt,
             completion,
         }] => (
             tokenizer.clone(),
             title.clone(),
+            earlier.clone(),
             prompt.clone(),
             completion.clone(),
         ),
@@ -361,7 +364,7 @@ fn a_rollout_opens_in_the_chat() {
     let mut app = sample::train_run(TrainPane::Rollouts);
     app.update(Action::Train(TrainAction::Completion(2)));
     let cmds = app.update(key(KeyCode::Enter));
-    let (tokenizer, title, prompt, completion) = open_in_chat(&cmds);
+    let (tokenizer, title, _, prompt, completion) = open_in_chat(&cmds);
     assert!(tokenizer.ends_with("models/thinkbench-tiny"));
     assert_eq!(title, "rollout · step 6 · prompt 1 · #3");
     assert_eq!(prompt, app.shown_group().unwrap().prompt);
@@ -391,11 +394,12 @@ fn open_from_the_command_line_attaches_or_launches() {
 /// The fixture's shown rollout opened as the runner would (tokenised with the run's tokenizer).
 fn opened_rollout(app: &mut App) -> Vec<Command> {
     let cmds = app.update(key(KeyCode::Enter));
-    let (tokenizer, title, prompt, completion) = open_in_chat(&cmds);
+    let (tokenizer, title, earlier, prompt, completion) = open_in_chat(&cmds);
     let session = crate::train_view::to_chat::rollout_session(
         &tokenizer,
         app.model.clone(),
         &title,
+        &earlier,
         &prompt,
         &completion,
         1_796_000_000,

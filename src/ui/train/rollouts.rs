@@ -91,10 +91,20 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, run: &RunView) {
             },
         ),
     ])];
+    // A question asked late in a conversation says how late: the earlier turns are in its prompt.
+    let asked_after = match g.earlier.len() {
+        0 => String::new(),
+        1 => " (after 1 earlier turn)".to_string(),
+        n => format!(" (after {n} earlier turns)"),
+    };
     head.push(Line::from(vec![
         Span::styled(" Q ", theme::hint_key()),
-        Span::raw(truncate(&one_line(&g.prompt), w.saturating_sub(20))),
+        Span::raw(truncate(
+            &one_line(&g.prompt),
+            w.saturating_sub(20 + asked_after.chars().count()),
+        )),
         Span::styled(format!("  = {}", g.answer), theme::dim()),
+        Span::styled(asked_after, theme::dim()),
     ]));
     if g.zero_std {
         head.push(Line::from(Span::styled(
