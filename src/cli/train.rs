@@ -24,10 +24,23 @@ pub struct TrainArgs {
     /// from the newest checkpoint anyway, and a new run starts from the recipe's model.)
     #[arg(long)]
     pub resume: bool,
+    /// Change a recipe key for this run, e.g. `--set grpo.iterations=4 --set
+    /// output_dir=runs/mu4` (repeatable; the value is TOML, or a bare word as a string).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
-    let recipe = recipe::load(&args.recipe)?;
+    let recipe = if args.sets.is_empty() {
+        recipe::load(&args.recipe)?
+    } else {
+        let file = args.recipe.display().to_string();
+        let text =
+            std::fs::read_to_string(&args.recipe).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let changed = crate::train::overrides::apply(&text, &args.sets)
+            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        recipe::parse(&format!("{file} (with --set)"), &changed)?
+    };
     match recipe {
         Recipe::Sft(r) => {
             if args.resume {

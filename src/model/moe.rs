@@ -115,6 +115,13 @@ impl Moe {
     /// Picks experts for one token from its f32 router logits. Selection is discrete, so it runs
     /// on the CPU in plain Rust: a few comparisons instead of a score of tensor ops per layer.
     fn choose(&self, logits: &[f32], bias: &[f32]) -> TokenChoice {
+        let experts = self.select(logits, bias);
+        let weights = self.weigh(logits, &experts);
+        TokenChoice { experts, weights }
+    }
+
+    /// The experts the router picks for one token, best first.
+    fn select(&self, logits: &[f32], bias: &[f32]) -> Vec<usize> {
         let c = &self.cfg;
         let per_group = c.n_routed_experts / c.n_group;
         // Keeps only the experts of the `topk_group` best groups (the others become -inf).
@@ -135,39 +142,48 @@ impl Moe {
         };
         match c.routing {
             Routing::SigmoidNoAux => {
-                let scores: Vec<f32> = logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect();
-                let biased: Vec<f32> = scores.iter().zip(bias).map(|(s, b)| s + b).collect();
+                let biased: Vec<f32> = logits
+                    .iter()
+                    .zip(bias)
+                    .map(|(&l, b)| sigmoid(l) + b)
+                    .collect();
                 let top2_sum = |g: &[f32]| top_indices(g, 2).iter().map(|&i| g[i]).sum::<f32>();
                 let masked = keep_best_groups(&biased, &top2_sum);
-                let experts = top_indices(&masked, c.top_k);
-                let mut weights: Vec<f32> = experts.iter().map(|&e| scores[e]).collect();
-                if c.norm_topk_prob {
-                    let z: f32 = weights.iter().sum::<f32>() + 1e-20;
-                    weights.iter_mut().for_each(|w| *w /= z);
-                }
-                weights
-                    .iter_mut()
-                    .for_each(|w| *w *= c.routed_scaling_factor as f32);
-                TokenChoice { experts, weights }
+                top_indices(&masked, c.top_k)
             }
             Routing::SoftmaxGreedy | Routing::SoftmaxGroupLimited => {
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
-                let z: f32 = exp.iter().sum();
-                let probs: Vec<f32> = exp.iter().map(|e| e / z).collect();
+                let probs = softmax(logits);
                 let candidates = if c.routing == Routing::SoftmaxGroupLimited {
                     keep_best_groups(&probs, &|g: &[f32]| {
                         g.iter().copied().fold(f32::NEG_INFINITY, f32::max)
                     })
                 } else {
-                    probs.clone()
+                    probs
                 };
-                let experts = top_indices(&candidates, c.top_k);
-                let weights = experts
-                    .iter()
-                    .map(|&e| probs[e] * c.routed_scaling_factor as f32)
-                    .collect();
-                TokenChoice { experts, weights }
+                top_indices(&candidates, c.top_k)
+            }
+        }
+    }
+
+    /// The mixing weights of `experts` for one token: the router's unbiased scores for them
+    /// (renormalised where the model says so), times `routed_scaling_factor` — whoever picked
+    /// the experts (the router itself, or a replay of another pass's choice).
+    fn weigh(&self, logits: &[f32], experts: &[usize]) -> Vec<f32> {
+        let c = &self.cfg;
+        let scale = c.routed_scaling_factor as f32;
+        match c.routing {
+            Routing::SigmoidNoAux => {
+                let mut weights: Vec<f32> = experts.iter().map(|&e| sigmoid(logits[e])).collect();
+                if c.norm_topk_prob {
+                    let z: f32 = weights.iter().sum::<f32>() + 1e-20;
+                    weights.iter_mut().for_each(|w| *w /= z);
+                }
+                weights.iter_mut().for_each(|w| *w *= scale);
+                weights
+            }
+            Routing::SoftmaxGreedy | Routing::SoftmaxGroupLimited => {
+                let probs = softmax(logits);
+                experts.iter().map(|&e| probs[e] * scale).collect()
             }
         }
     }
@@ -213,14 +229,34 @@ impl Moe {
             Some(b) => host_f32(b),
             None => vec![0.0; e],
         };
-        let choices: Vec<TokenChoice> = logits_cpu
+        let mut choices: Vec<TokenChoice> = logits_cpu
             .chunks(e)
             .map(|row| self.choose(row, &bias))
             .collect();
-        let flat_experts: Vec<i64> = choices
+        let mut flat_experts: Vec<i64> = choices
             .iter()
             .flat_map(|c| c.experts.iter().map(|&x| x as i64))
             .collect();
+        if let Some(replayed) = probe.replace_experts(layer, k, &flat_experts) {
+            assert_eq!(
+                replayed.len(),
+                flat_experts.len(),
+                "replayed experts: tokens × k"
+            );
+            assert!(
+                replayed.iter().all(|&x| (0..e as i64).contains(&x)),
+                "replayed experts must be ids below {e}"
+            );
+            for ((choice, row), ids) in choices
+                .iter_mut()
+                .zip(logits_cpu.chunks(e))
+                .zip(replayed.chunks(k))
+            {
+                choice.experts = ids.iter().map(|&x| x as usize).collect();
+                choice.weights = self.weigh(row, &choice.experts);
+            }
+            flat_experts = replayed;
+        }
         let flat_weights: Vec<f32> = choices
             .iter()
             .flat_map(|c| c.weights.iter().copied())
@@ -420,6 +456,17 @@ fn mlp_rows<T: Scalar>(mlp: &Mlp, x: &[T], y: &mut [T], m: usize, hidden: usize)
 
 /// A float tensor's values as f32 on the host: read in place when it already is a contiguous f32
 /// CPU tensor (no tensor ops), else converted and copied.
+fn sigmoid(l: f32) -> f32 {
+    1.0 / (1.0 + (-l).exp())
+}
+
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let z: f32 = exp.iter().sum();
+    exp.iter().map(|x| x / z).collect()
+}
+
 fn host_f32(t: &Tensor) -> Vec<f32> {
     // SAFETY: read at once and copied; nothing writes router logits or biases meanwhile.
     if let Some(v) = unsafe { gemv::cpu_slice::<f32>(t) } {

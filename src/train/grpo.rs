@@ -66,7 +66,7 @@ use super::loss::{LossConfig, Normaliser};
 use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::problems::{Problem, Source};
-use super::recipe::{GrpoRecipe, ZeroStd};
+use super::recipe::{GrpoRecipe, RoutingReplay, ZeroStd};
 use super::rewards::{reflection_words, RewardInput, Rewards, Scored};
 use super::rollout::{eos_ids, rollouts, Group};
 use super::run_dir::write_weights_and_optimizer;
@@ -76,7 +76,11 @@ use crate::model::{parse_device, DType, Model};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
 use crate::text::TextCodec;
 use crate::trace::FinishReason;
-use pass::{accumulate, make_micro_batches, reference_pass, MicroBatch, Objective, PassStats, Row};
+use pass::{
+    accumulate, make_micro_batches, reference_pass, MicroBatch, Objective, PassStats, RoutingUse,
+    Row,
+};
+use replay::Mismatch;
 
 /// The built-in model's folder, relative to the repository.
 pub const BUILTIN_MODEL: &str = "models/thinkbench-tiny";
@@ -187,6 +191,8 @@ struct UpdateOutcome {
     clip_high: f64,
     tokens: usize,
     counts: BTreeMap<usize, Vec<u64>>,
+    /// The update's routing against the rollout's, over all μ passes (MoE policies).
+    mismatch: Mismatch,
 }
 
 /// A rollout and update worker's own copy of the policy (and of the reference, for a full
@@ -513,7 +519,18 @@ impl<'a> Trainer<'a> {
             self.r.train.micro_batch_size,
             self.pad,
             self.model.device,
+            self.routing_use(),
         )
+    }
+
+    /// For an MoE policy: the rollout's routing is compared with the update's, and replayed
+    /// if the recipe says so.
+    fn routing_use(&self) -> Option<RoutingUse> {
+        let moe = self.model.config.moe.as_ref()?;
+        Some(RoutingUse {
+            k: moe.top_k,
+            replay: self.r.grpo.routing_replay == RoutingReplay::Rollout,
+        })
     }
 
     /// Runs `job(worker, chunk)` on each worker's share of the micro-batches: contiguous chunks,
@@ -619,12 +636,14 @@ impl<'a> Trainer<'a> {
                     reference_pass(reference, chunk, temperature, HEAD_CHUNK_ELEMENTS);
                 }
                 let mut c = LoadCounter::new(experts);
-                let p = accumulate(model, chunk, &objective, it, &mut c);
-                (p, c.counts)
+                let mut m = Mismatch::default();
+                let p = accumulate(model, chunk, &objective, it, &mut c, &mut m);
+                (p, c.counts, m)
             });
             let mut p = PassStats::default();
-            for (q, counts) in &passes {
+            for (q, counts, m) in &passes {
                 p.add(q);
+                out.mismatch.add(m);
                 for (&layer, load) in counts {
                     let row = counter
                         .counts
@@ -894,6 +913,12 @@ fn step_record(
     if beta != 0.0 {
         rec["kl"] = json!(up.kl.unwrap_or(0.0));
     }
+    if let Some(m) = up.mismatch.pooled() {
+        rec["router/mismatch"] = json!(round4(m));
+        for (layer, share) in up.mismatch.shares() {
+            rec[format!("router/mismatch/layer_{layer}")] = json!(round4(share));
+        }
+    }
     for name in names {
         let v: Vec<f64> = first
             .iter()
@@ -970,6 +995,16 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
             "model.init {}: no model there (config.json not found)",
             init_dir.display()
         );
+    }
+    if r.grpo.routing_replay == RoutingReplay::Rollout {
+        let config = crate::model::config::ModelConfig::load(&init_dir)?;
+        if config.moe.is_none() {
+            bail!(
+                "grpo.routing_replay = \"rollout\": {} is a dense model (no MoE routers, so \
+                 no routing to replay); set it to \"off\"",
+                init_dir.display()
+            );
+        }
     }
     let source = Source::from_recipe(&r.data, r.seed).map_err(|e| anyhow!("data: {e}"))?;
     let out = r.output_dir.clone();
@@ -1091,6 +1126,8 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
                         completion_len: s.ids.len(),
                         advantage: a,
                         in_loss: (!r.grpo.mask_truncated || s.finished) && !s.ids.is_empty(),
+                        prompt_routing: sg.group.prompt_routing.clone(),
+                        routing: s.routing.clone(),
                     });
                 }
             }
@@ -1147,13 +1184,14 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
         ));
         if st.step.is_multiple_of(r.train.log_every) || st.step == total {
             say(format!(
-                "step {:>4}/{total}  reward {:.3} ±{:.3}  acc {:>5.1}%  loss {:+.4}{}  ent {:.3}  len {:.0}  zero-std {:>3.0}%  clip {:.3}  {:.2} s/step",
+                "step {:>4}/{total}  reward {:.3} ±{:.3}  acc {:>5.1}%  loss {:+.4}{}{}  ent {:.3}  len {:.0}  zero-std {:>3.0}%  clip {:.3}  {:.2} s/step",
                 st.step,
                 f("reward"),
                 f("reward_std"),
                 100.0 * f("accuracy"),
                 f("loss"),
                 rec.get("kl").and_then(Value::as_f64).map_or(String::new(), |k| format!("  kl {k:.4}")),
+                rec.get("router/mismatch").and_then(Value::as_f64).map_or(String::new(), |m| format!("  route≠ {:.1}%", 100.0 * m)),
                 f("entropy"),
                 f("completions/mean_length"),
                 100.0 * f("frac_reward_zero_std"),
@@ -1266,5 +1304,6 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
 }
 
 mod pass;
+mod replay;
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,7 @@ pub mod lora;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod overrides;
 pub mod problems;
 pub mod progress;
 pub mod recipe;

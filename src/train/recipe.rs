@@ -880,6 +880,17 @@ pub enum ZeroStd {
     Resample,
 }
 
+/// Which experts an MoE policy's update passes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingReplay {
+    /// Each pass's routers choose afresh.
+    Off,
+    /// The experts each token went through when its rollout was sampled (R3, arXiv 2510.11370);
+    /// the mixing weights still come from the current router, so the router keeps learning.
+    Rollout,
+}
+
 /// The objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -908,6 +919,9 @@ pub struct GrpoSection {
     /// Leave truncated completions (no end-of-sentence) out of the loss.
     #[serde(default)]
     pub mask_truncated: bool,
+    /// MoE policies: replay the rollout's experts in the update and reference passes.
+    #[serde(default = "default_replay")]
+    pub routing_replay: RoutingReplay,
 }
 
 fn default_epsilon() -> f64 {
@@ -928,6 +942,9 @@ fn default_zero_std() -> ZeroStd {
 fn default_resample_rounds() -> usize {
     4
 }
+fn default_replay() -> RoutingReplay {
+    RoutingReplay::Off
+}
 
 impl Default for GrpoSection {
     /// TRL's defaults.
@@ -942,6 +959,7 @@ impl Default for GrpoSection {
             zero_std: default_zero_std(),
             max_resample_rounds: default_resample_rounds(),
             mask_truncated: false,
+            routing_replay: default_replay(),
         }
     }
 }
@@ -1622,7 +1640,10 @@ mod tests {
             e("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [3]\n"),
             "recipes/g.toml: key data.earlier_turns: must be [fewest, most] with fewest <= most <= 16, e.g. [4, 7]"
         );
-        let late = TEST_GRPO_RECIPE.replace("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [2, 4]\n");
+        let late = TEST_GRPO_RECIPE.replace(
+            "levels = [1, 2]\n",
+            "levels = [1, 2]\nearlier_turns = [2, 4]\n",
+        );
         assert_ne!(late, TEST_GRPO_RECIPE);
         assert_eq!(grpo(&late).unwrap().data.earlier_turns, Some(vec![2, 4]));
         let eval_at = |turn: &str| {

@@ -1,7 +1,9 @@
 //! Rollouts: G completions of each prompt through THE decode loop (`runtime::generate_batch`,
 //! each request with `n = G`: one prefill per prompt, G rows sampled with their own seeds, the
 //! groups of a step decoding together), in eval mode without gradients.
-//! What comes back is plain data: token ids, text, whether each row ended on end-of-sentence.
+//! What comes back is plain data: token ids, text, whether each row ended on end-of-sentence,
+//! and for an MoE policy the experts every prompt and completion token went through (the update
+//! compares its own routing with them, and can replay them).
 
 use anyhow::{anyhow, Result};
 
@@ -10,7 +12,7 @@ use super::recipe::GenerationSection;
 use crate::model::Model;
 use crate::runtime::{generate_batch, GenerateRequest, SamplingParams};
 use crate::text::TextCodec;
-use crate::trace::FinishReason;
+use crate::trace::{FinishReason, LayerRouting};
 
 /// One completion.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +22,8 @@ pub struct Sample {
     pub text: String,
     /// Ended on end-of-sentence rather than running out of tokens.
     pub finished: bool,
+    /// Per generated token, the experts each MoE layer used when it was fed (empty: dense).
+    pub routing: Vec<Vec<LayerRouting>>,
 }
 
 /// The G completions of one prompt.
@@ -27,6 +31,8 @@ pub struct Sample {
 pub struct Group {
     pub problem: Problem,
     pub prompt_ids: Vec<u32>,
+    /// Per prompt token, the experts each MoE layer used in the prefill (empty: dense).
+    pub prompt_routing: Vec<Vec<LayerRouting>>,
     pub samples: Vec<Sample>,
 }
 
@@ -85,7 +91,7 @@ pub fn rollouts(
                 eos_ids: eos.to_vec(),
                 top_logprobs: 0,
                 token_stats: false,
-                trace_routing: false,
+                trace_routing: !model.moe_layers().is_empty(),
                 n: gen.group_size,
                 ..GenerateRequest::new(prompt_ids(codec, problem)?)
             })
@@ -101,12 +107,14 @@ pub fn rollouts(
         .map(|((problem, req), g)| Group {
             problem: (*problem).clone(),
             prompt_ids: req.prompt_ids,
+            prompt_routing: g.prompt.into_iter().map(|t| t.routing).collect(),
             samples: g
                 .completions
                 .into_iter()
                 .map(|c| Sample {
                     ids: c.ids(),
                     finished: c.finish_reason == FinishReason::Stop,
+                    routing: c.tokens.iter().map(|t| t.routing.clone()).collect(),
                     text: c.text,
                 })
                 .collect(),

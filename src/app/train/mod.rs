@@ -87,13 +87,20 @@ impl RunView {
 
     /// The reward functions the log has means for (`rewards/<name>/mean`), in log order.
     pub fn reward_names(&self) -> Vec<String> {
+        self.names_between("rewards/", "/mean")
+    }
+
+    /// The MoE layers the run reports `router/mismatch/layer_N` for (none: a dense model).
+    pub fn mismatch_layers(&self) -> Vec<String> {
+        self.names_between("router/mismatch/", "")
+    }
+
+    /// The `X` of the newest step's metrics named `{prefix}X{suffix}`.
+    fn names_between(&self, prefix: &str, suffix: &str) -> Vec<String> {
         let mut names = Vec::new();
         for row in self.rows.iter().rev().take(1) {
             for k in row.values.keys() {
-                if let Some(n) = k
-                    .strip_prefix("rewards/")
-                    .and_then(|r| r.strip_suffix("/mean"))
-                {
+                if let Some(n) = k.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix)) {
                     names.push(n.to_string());
                 }
             }

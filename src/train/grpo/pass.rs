@@ -4,7 +4,9 @@
 
 use tch::{Device, Kind, Tensor};
 
-use crate::model::{Model, NoProbe, Probe};
+use super::replay::{Mismatch, RolloutRouting, UpdateProbe};
+use crate::model::{Model, Probe};
+use crate::trace::LayerRouting;
 use crate::train::balance::LoadCounter;
 use crate::train::head::{backward_into_layers, head_chunks, positions};
 use crate::train::loss::{clipped_tokens, token_loss, token_weights, LossConfig, Normaliser};
@@ -17,6 +19,18 @@ pub(super) struct Row {
     pub(super) advantage: f64,
     /// Counted in the loss (false: a truncated completion under `mask_truncated`).
     pub(super) in_loss: bool,
+    /// The rollout's experts per prompt token and per completion token (empty: dense model).
+    pub(super) prompt_routing: Vec<Vec<LayerRouting>>,
+    pub(super) routing: Vec<Vec<LayerRouting>>,
+}
+
+/// An MoE policy's use of the rollout's routing in the update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RoutingUse {
+    /// Experts per token.
+    pub(super) k: usize,
+    /// Replay the rollout's experts (else only compare).
+    pub(super) replay: bool,
 }
 
 /// Completions of one prompt, right-padded, and what the update keeps for them across
@@ -37,6 +51,9 @@ pub(super) struct MicroBatch {
     pub(super) old: Option<Tensor>,
     /// The reference policy's log-probs (β > 0).
     pub(super) reference: Option<Tensor>,
+    /// What the rollout routed (MoE policies), to compare with and, with `replay`, to reuse.
+    pub(super) rollout: Option<RolloutRouting>,
+    pub(super) replay: bool,
 }
 
 /// The rows as micro-batches of at most `size` completions of the same prompt (a group, or part
@@ -46,6 +63,7 @@ pub(super) fn make_micro_batches(
     size: usize,
     pad: u32,
     device: Device,
+    routing: Option<RoutingUse>,
 ) -> Vec<MicroBatch> {
     let mut by_prompt: Vec<(&[i64], Vec<&Row>)> = Vec::new();
     for r in rows {
@@ -80,6 +98,11 @@ pub(super) fn make_micro_batches(
                 adv[i] = r.advantage as f32;
             }
             let bt = [b as i64, t as i64];
+            let rollout = routing.map(|u| {
+                let completions: Vec<&[Vec<LayerRouting>]> =
+                    chunk.iter().map(|r| r.routing.as_slice()).collect();
+                RolloutRouting::of_rows(&chunk[0].prompt_routing, &completions, t, u.k)
+            });
             out.push(MicroBatch {
                 prompt: Tensor::from_slice(prompt)
                     .view([1, prompt.len() as i64])
@@ -90,51 +113,66 @@ pub(super) fn make_micro_batches(
                 real,
                 old: None,
                 reference: None,
+                rollout,
+                replay: routing.is_some_and(|u| u.replay),
             });
         }
     }
     out
 }
 
+/// What a pass records about its routing, all optional.
+#[derive(Default)]
+pub(super) struct Watch<'a> {
+    /// Expert loads, counted as if every row had run its own prompt.
+    pub(super) counter: Option<&'a mut LoadCounter>,
+    /// The completion tokens' expert sets against the rollout's.
+    pub(super) mismatch: Option<&'a mut Mismatch>,
+    /// Told the completion tokens' experts as used (tests).
+    pub(super) used: Option<&'a mut dyn Probe>,
+}
+
 /// The last hidden states (before the final norm) that predict each completion token,
 /// `[b,T,hidden]`: the prompt's last position for token 0, completion token t − 1's for token t.
 /// The prompt runs once (batch 1) and its cache is repeated for the b rows, so the shared
-/// positions are computed, and backpropagated, once instead of b times. With `counter`, expert
-/// loads are counted as if every row had run its own prompt.
-pub(super) fn completion_hidden(
-    model: &Model,
-    mb: &MicroBatch,
-    counter: Option<&mut LoadCounter>,
-) -> Tensor {
+/// positions are computed, and backpropagated, once instead of b times. The micro-batch says
+/// whether the rollout's experts are replayed.
+pub(super) fn completion_hidden<'a>(model: &Model, mb: &'a MicroBatch, watch: Watch<'a>) -> Tensor {
     let (b, t) = mb.target.size2().expect("targets are [b,T]");
     let p = mb.prompt.size()[1];
     let mut cache = model.new_cache();
-    let (mut counter, mut none) = (counter, NoProbe);
+    let mut counter = watch.counter;
     if let Some(c) = counter.as_deref_mut() {
         c.real.clear();
         c.repeat = b as u64;
     }
-    let prompt = model.hidden(&mb.prompt, &mut cache, probe(&mut counter, &mut none));
+    let rollout = mb.rollout.as_ref();
+    let mut prompt_probe = UpdateProbe {
+        counter: counter.as_deref_mut(),
+        observer: None,
+        rollout: rollout.map(|r| &r.prompt),
+        replay: mb.replay,
+        counted: None,
+        mismatch: None,
+    };
+    let prompt = model.hidden(&mb.prompt, &mut cache, &mut prompt_probe);
     cache.repeat_batch(b);
     if let Some(c) = counter.as_deref_mut() {
         c.real = mb.real.clone();
         c.repeat = 1;
     }
-    let completion = model.hidden(&mb.target, &mut cache, probe(&mut counter, &mut none));
+    let mut completion_probe = UpdateProbe {
+        counter,
+        observer: watch.used,
+        rollout: rollout.map(|r| &r.completion),
+        replay: mb.replay,
+        counted: Some(&mb.real),
+        mismatch: watch.mismatch,
+    };
+    let completion = model.hidden(&mb.target, &mut cache, &mut completion_probe);
     let width = prompt.size()[2];
     let last = prompt.narrow(1, p - 1, 1).expand([b, 1, width], false);
     Tensor::cat(&[last, completion.narrow(1, 0, t - 1)], 1)
-}
-
-/// The counter as the model's probe, or `none`.
-fn probe<'a>(
-    counter: &'a mut Option<&mut LoadCounter>,
-    none: &'a mut NoProbe,
-) -> &'a mut dyn Probe {
-    match counter {
-        Some(c) => *c,
-        None => none,
-    }
 }
 
 /// Per-token log-probabilities of completion tokens `start..start+len` under `model` (logits
@@ -169,7 +207,7 @@ pub(super) fn completion_logprobs(
     budget: i64,
 ) -> Tensor {
     let _g = tch::no_grad_guard();
-    let h = completion_hidden(model, mb, None);
+    let h = completion_hidden(model, mb, Watch::default());
     let (b, t) = mb.target.size2().expect("targets are [b,T]");
     let parts: Vec<Tensor> = head_chunks(b, t, model.vocab_size() as i64, budget)
         .into_iter()
@@ -213,7 +251,7 @@ pub(super) struct Objective {
 
 /// One pass over micro-batches on `model`: forward with gradients, loss, backward (gradients add
 /// up in the parameters' `.grad`). Iteration 0 records the rollout policy's log-probs, the
-/// entropy, the KL and the expert load. The head and the loss run a slice of positions at a
+/// entropy, the KL and the expert load; every iteration adds its routing mismatch. The head and the loss run a slice of positions at a
 /// time: each slice's loss is backpropagated at once into a detached copy of the hidden states,
 /// and the layers' backward then runs once from the summed gradient.
 pub(super) fn accumulate(
@@ -222,11 +260,17 @@ pub(super) fn accumulate(
     obj: &Objective,
     it: usize,
     counter: &mut LoadCounter,
+    mismatch: &mut Mismatch,
 ) -> PassStats {
     let (cfg, temperature, budget) = (&obj.loss, obj.temperature, obj.head_budget);
     let mut p = PassStats::default();
     for mb in mbs.iter_mut() {
-        let hidden = completion_hidden(model, mb, (it == 0).then_some(&mut *counter));
+        let watch = Watch {
+            counter: (it == 0).then_some(&mut *counter),
+            mismatch: Some(&mut *mismatch),
+            used: None,
+        };
+        let hidden = completion_hidden(model, mb, watch);
         let detached = hidden.detach().set_requires_grad(true);
         let weights = token_weights(&mb.mask, &obj.norm);
         let (b, t) = mb.target.size2().expect("targets are [b,T]");

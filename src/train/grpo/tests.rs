@@ -1,6 +1,6 @@
 //! The GRPO loop's tests: gradients, resume, LoRA, workers, every architecture fixture.
 
-use super::pass::{completion_hidden, completion_logprobs};
+use super::pass::{completion_hidden, completion_logprobs, Watch};
 use super::*;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::NoProbe;
@@ -61,6 +61,8 @@ fn rows_with(trainer: &Trainer, advantages: &[f64]) -> Vec<Row> {
                 completion_len: s.ids.len(),
                 advantage: a,
                 in_loss: true,
+                prompt_routing: g.prompt_routing.clone(),
+                routing: s.routing.clone(),
             }
         })
         .collect()
@@ -81,7 +83,14 @@ fn grad_norm_after_one_pass(trainer: &mut Trainer, rows: &[Row]) -> f64 {
         temperature: t,
         head_budget: HEAD_CHUNK_ELEMENTS,
     };
-    accumulate(&trainer.model, &mut mbs, &objective, 0, &mut counter);
+    accumulate(
+        &trainer.model,
+        &mut mbs,
+        &objective,
+        0,
+        &mut counter,
+        &mut Mismatch::default(),
+    );
     trainer.opt.grad_norm()
 }
 
@@ -410,13 +419,15 @@ fn micro_batches_group_completions_by_prompt() {
         prompt_len,
         advantage,
         in_loss,
+        prompt_routing: Vec::new(),
+        routing: Vec::new(),
     };
     let rows = vec![
         row(vec![10, 11, 12, 20, 21], 3, 1.0, true),
         row(vec![10, 11, 30, 31, 32, 33], 2, -1.0, true),
         row(vec![10, 11, 12, 40, 41, 42], 3, 0.5, false),
     ];
-    let mbs = make_micro_batches(&rows, 2, 1, Device::Cpu);
+    let mbs = make_micro_batches(&rows, 2, 1, Device::Cpu, None);
     let v = |t: &Tensor| Vec::<i64>::try_from(t.view([-1])).unwrap();
     let f = |t: &Tensor| Vec::<f32>::try_from(t.view([-1])).unwrap();
     // One micro-batch per prompt, in the order the prompts first appear.
@@ -435,7 +446,7 @@ fn micro_batches_group_completions_by_prompt() {
     let three: Vec<Row> = (0..3)
         .map(|i| row(vec![7, 8, 50 + i, 60 + i], 2, 0.0, true))
         .collect();
-    let parts = make_micro_batches(&three, 2, 1, Device::Cpu);
+    let parts = make_micro_batches(&three, 2, 1, Device::Cpu, None);
     assert_eq!(
         parts.iter().map(|m| m.target.size()[0]).collect::<Vec<_>>(),
         vec![2, 1]
@@ -461,14 +472,19 @@ fn a_shared_prompt_runs_once_with_the_same_result() {
                 completion_len: c.len(),
                 advantage: 0.0,
                 in_loss: true,
+                prompt_routing: Vec::new(),
+                routing: Vec::new(),
             })
             .collect();
-        let mbs = make_micro_batches(&rows, 8, 0, Device::Cpu);
+        let mbs = make_micro_batches(&rows, 8, 0, Device::Cpu, None);
         assert_eq!(mbs.len(), 1);
         let experts = model.config.moe.as_ref().map_or(0, |m| m.n_routed_experts);
         let mut shared = LoadCounter::new(experts);
-        let got =
-            tch::no_grad(|| model.logits(&completion_hidden(&model, &mbs[0], Some(&mut shared))));
+        let watch = Watch {
+            counter: Some(&mut shared),
+            ..Default::default()
+        };
+        let got = tch::no_grad(|| model.logits(&completion_hidden(&model, &mbs[0], watch)));
         let want = tch::no_grad(|| whole_sequence_logits(&model, &mbs[0]));
         // Only real completion positions: padding differs (it follows other tokens).
         let real = mbs[0].mask.unsqueeze(-1);
@@ -593,7 +609,7 @@ fn an_update_raises_the_likelihood_of_better_completions() {
         let _g = tch::no_grad_guard();
         rows.iter()
             .map(|row| {
-                let mb = make_micro_batches(std::slice::from_ref(row), 1, t.pad, Device::Cpu);
+                let mb = make_micro_batches(std::slice::from_ref(row), 1, t.pad, Device::Cpu, None);
                 let lp = completion_logprobs(&t.model, &mb[0], 3.0, HEAD_CHUNK_ELEMENTS);
                 (lp * &mb[0].mask).sum(Kind::Double).double_value(&[])
             })
@@ -772,7 +788,14 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
                 temperature,
                 head_budget: slice3,
             };
-            let got = accumulate(&t.model, &mut sliced, &objective, it, &mut counter);
+            let got = accumulate(
+                &t.model,
+                &mut sliced,
+                &objective,
+                it,
+                &mut counter,
+                &mut Mismatch::default(),
+            );
             // Relative 1e-4: the sums run over every token in f32, and libtorch's reductions
             // split differently with the thread count (1e-5 failed once under a parallel run).
             let close = |a: f64, b: f64, what: &str| {
@@ -808,4 +831,199 @@ fn the_head_in_slices_matches_the_whole_batch_at_once() {
             assert!(largest > 0.0, "the gradients are not all zero");
         }
     }
+}
+
+/// Records the experts each call of a pass used, per layer, in token order.
+#[derive(Default)]
+struct UsedExperts {
+    calls: Vec<(usize, Vec<i64>)>,
+}
+
+impl crate::model::Probe for UsedExperts {
+    fn wants_routing(&self) -> bool {
+        true
+    }
+
+    fn routing(&mut self, layer: usize, _tokens: usize, _k: usize, experts: &[i64], _w: &[f32]) {
+        self.calls.push((layer, experts.to_vec()));
+    }
+}
+
+/// With `routing_replay = "rollout"`, the update's pass sends every completion token through
+/// the experts its rollout recorded — checked token for token against recorded experts that
+/// were changed on purpose to ones the router would not pick, so a replay that did nothing
+/// would fail. Without replay the same micro-batch routes on its own, and the mismatch says so.
+#[test]
+fn replay_sends_each_token_through_the_rollouts_experts() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = resolve_model_dir("builtin");
+    let mut r = recipe(dir.path(), &[]);
+    r.grpo.routing_replay = RoutingReplay::Rollout;
+    let t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+    let k = t.model.config.moe.as_ref().unwrap().top_k;
+    let mut rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.25]);
+    assert!(
+        rows.iter().all(|r| r.routing.len() == r.completion_len),
+        "the rollout recorded every completion token's routing"
+    );
+    // A different set for every token: the next experts round the ring from the recorded ones.
+    for row in &mut rows {
+        for (i, token) in row.routing.iter_mut().enumerate() {
+            for lr in token.iter_mut() {
+                let a = (lr.experts[0] + 1 + i as u32 % 3) % 8;
+                let b = (a + 1 + i as u32 % 5) % 8;
+                lr.experts = vec![a, b];
+            }
+        }
+    }
+    let used_by = |replay: bool| -> (Vec<UsedExperts>, Vec<MicroBatch>, Mismatch) {
+        let mut mbs = t.prepare(&rows);
+        let mut seen = Vec::new();
+        let mut m = Mismatch::default();
+        for mb in &mut mbs {
+            mb.replay = replay;
+            let mut used = UsedExperts::default();
+            let watch = Watch {
+                mismatch: Some(&mut m),
+                used: Some(&mut used),
+                ..Default::default()
+            };
+            let _ = tch::no_grad(|| completion_hidden(&t.model, mb, watch));
+            seen.push(used);
+        }
+        (seen, mbs, m)
+    };
+    // The rows of each micro-batch in its order (longest first within the prompt).
+    let check = |replay: bool| -> (usize, usize) {
+        let (seen, mbs, _) = used_by(replay);
+        let (mut same, mut compared) = (0, 0);
+        for (used, mb) in seen.iter().zip(&mbs) {
+            let (b, tl) = mb.target.size2().unwrap();
+            let targets = Vec::<i64>::try_from(mb.target.view([-1])).unwrap();
+            for (layer, experts) in &used.calls {
+                assert_eq!(experts.len(), (b * tl) as usize * k);
+                for i in 0..b as usize {
+                    // Which row is this: the one whose completion starts with these ids.
+                    let len = mb.real[i * tl as usize..(i + 1) * tl as usize]
+                        .iter()
+                        .filter(|&&x| x)
+                        .count();
+                    let ids = &targets[i * tl as usize..i * tl as usize + len];
+                    let j = rows
+                        .iter()
+                        .position(|r| &r.ids[r.prompt_len..] == ids)
+                        .expect("a row of the batch");
+                    for pos in 0..len {
+                        let want: Vec<i64> = rows[j].routing[pos]
+                            .iter()
+                            .find(|lr| lr.layer == *layer)
+                            .unwrap()
+                            .experts
+                            .iter()
+                            .map(|&e| i64::from(e))
+                            .collect();
+                        let at = (i * tl as usize + pos) * k;
+                        compared += 1;
+                        same += usize::from(experts[at..at + k] == want[..]);
+                    }
+                }
+            }
+        }
+        (same, compared)
+    };
+    let (same, compared) = check(true);
+    assert!(compared > 100, "{compared}");
+    assert_eq!(
+        same, compared,
+        "replayed: every token used its rollout's experts"
+    );
+    let (same_off, compared_off) = check(false);
+    assert_eq!(compared_off, compared);
+    assert!(
+        same_off < compared_off / 2,
+        "without replay the router picks for itself ({same_off} of {compared_off} matched the altered routing)"
+    );
+    // The router is still compared: the altered routing almost never matches its choice.
+    let (_, _, m) = used_by(true);
+    assert!(m.pooled().unwrap() > 0.5, "{:?}", m.by_layer);
+    assert_eq!(m.by_layer.len(), t.model.moe_layers().len());
+}
+
+/// The gate weights under replay are still the current router's: with the routers trained,
+/// a replayed pass gives the router weights a gradient.
+#[test]
+fn a_replayed_router_still_gets_a_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = resolve_model_dir("builtin");
+    let mut r = recipe(dir.path(), &[]);
+    r.grpo.routing_replay = RoutingReplay::Rollout;
+    r.model.train_router = true;
+    r.grpo.beta = 0.0;
+    let mut t = Trainer::new(&r, &init, &init, dir.path().join("c"), 0).unwrap();
+    let rows = rows_with(&t, &[1.0, -1.0, 0.5, -0.25]);
+    grad_norm_after_one_pass(&mut t, &rows);
+    let grads = gradients(&t);
+    let routers: Vec<&String> = grads
+        .keys()
+        .filter(|n| n.ends_with(".mlp.gate.weight"))
+        .collect();
+    assert_eq!(routers.len(), t.model.moe_layers().len());
+    for name in routers {
+        let g = grads[name].abs().max().double_value(&[]);
+        assert!(g > 0.0, "{name} has no gradient under replay");
+    }
+}
+
+/// μ = 4 at a high learning rate moves the policy between passes: the update's routers no
+/// longer choose what the rollout chose, and `router/mismatch` (pooled and per layer) says so.
+#[test]
+fn router_drift_shows_as_mismatch_without_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = recipe(
+        dir.path(),
+        &[
+            ("iterations = 2", "iterations = 4"),
+            ("lr = 1e-4", "lr = 3e-3"),
+        ],
+    );
+    run(&r, &quiet()).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let steps: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v.get("reward").is_some())
+        .collect();
+    assert!(!steps.is_empty());
+    let worst = steps
+        .iter()
+        .map(|v| {
+            v["router/mismatch"]
+                .as_f64()
+                .expect("every step reports it")
+        })
+        .fold(0.0, f64::max);
+    assert!(worst > 0.0 && worst <= 1.0, "{worst}");
+    for v in &steps {
+        for layer in [1, 2, 3] {
+            let s = v[format!("router/mismatch/layer_{layer}")]
+                .as_f64()
+                .unwrap();
+            assert!((0.0..=1.0).contains(&s));
+        }
+    }
+}
+
+/// Replay needs routers: a dense model is refused, naming the key.
+#[test]
+fn replay_on_a_dense_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dense = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen2");
+    let mut r = recipe(dir.path(), &[]);
+    r.model.init = dense.display().to_string();
+    r.grpo.routing_replay = RoutingReplay::Rollout;
+    let e = run(&r, &quiet()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("grpo.routing_replay = \"rollout\": ") && e.contains("is a dense model"),
+        "{e}"
+    );
 }

@@ -1,4 +1,4 @@
-//! Live charts of a run's metrics: as many as fit in a grid (4 at 80×24, all 12 at 160×48), the
+//! Live charts of a run's metrics: as many as fit in a grid (4 at 80×24, 12 at 160×48), the
 //! rest a page away. Each chart's title carries its newest value, so a glance reads like the
 //! headless log.
 
@@ -82,7 +82,23 @@ fn specs(run: &RunView) -> Vec<Spec> {
             key: format!("rewards/{n}/mean"),
         });
     }
-    vec![
+    // An MoE policy's router drift: the share of completion tokens the update routed to other
+    // experts than the rollout did (pooled, then per layer). Dense runs never log it.
+    let layers = run.mismatch_layers();
+    let mismatch = (!layers.is_empty()).then(|| {
+        let mut s = series(&[("all", "router/mismatch")]);
+        for l in layers {
+            s.push(Series {
+                label: l.replace("layer_", "L"),
+                key: format!("router/mismatch/{l}"),
+            });
+        }
+        Spec {
+            percent: true,
+            ..spec("router mismatch", s)
+        }
+    });
+    let mut out = vec![
         Spec {
             band: Some("reward_std"),
             ..spec("reward", reward)
@@ -135,7 +151,11 @@ fn specs(run: &RunView) -> Vec<Spec> {
         ),
         spec("grad norm", series(&[("norm", "grad_norm")])),
         spec("reflection words", series(&[("count", "reflection_words")])),
-    ]
+    ];
+    if let Some(m) = mismatch {
+        out.insert(3, m);
+    }
+    out
 }
 
 /// How many charts fit across and down.
@@ -366,4 +386,39 @@ fn bounds(vals: impl Iterator<Item = f64>, from_zero: bool) -> (f64, f64) {
         lo = lo.max(0.0);
     }
     (lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train_view::{ProcessState, StepRow};
+
+    fn run_logging(keys: &[&str]) -> RunView {
+        let mut run = RunView::new("runs/x".into(), ProcessState::Attached);
+        run.rows.push(StepRow {
+            step: 1,
+            values: keys.iter().map(|k| (k.to_string(), 0.01)).collect(),
+        });
+        run
+    }
+
+    /// An MoE run's router mismatch is charted right after KL, pooled and per layer; a dense
+    /// run (which never logs it) gets no empty chart for it.
+    #[test]
+    fn router_mismatch_is_charted_only_when_logged() {
+        let moe = run_logging(&[
+            "reward",
+            "router/mismatch",
+            "router/mismatch/layer_1",
+            "router/mismatch/layer_3",
+        ]);
+        let charts = specs(&moe);
+        assert_eq!(charts[3].title, "router mismatch");
+        let labels: Vec<&str> = charts[3].series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["all", "L1", "L3"]);
+        assert_eq!(charts[3].series[2].key, "router/mismatch/layer_3");
+        let dense = specs(&run_logging(&["reward"]));
+        assert!(dense.iter().all(|c| c.title != "router mismatch"));
+        assert_eq!(dense.len() + 1, charts.len());
+    }
 }
