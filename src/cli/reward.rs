@@ -88,12 +88,21 @@ pub fn run(args: &RewardArgs) -> Result<()> {
         (Err(e), None) => bail!("{e}"),
     };
     let mut r = (*r).clone();
+    let mut unscored = Vec::new();
     if args.answer.is_none() {
-        r.rewards.accuracy = None;
+        r.rewards.retain(|reward| {
+            if reward.needs_answer() {
+                unscored.push(reward.name());
+            }
+            !reward.needs_answer()
+        });
     }
     let rewards = Rewards::from_recipe(&r, &eos_text);
     if rewards.names().is_empty() {
-        bail!("the recipe's only reward is accuracy: pass --answer to score it");
+        bail!(
+            "the recipe's only reward is {}: pass --answer to score it",
+            unscored.join(" and ")
+        );
     }
     let task = r
         .data

@@ -29,6 +29,7 @@ use layers::{Mlp, RmsNorm};
 use loader::Loader;
 use mla::Mla;
 use moe::Moe;
+pub use moe::Router;
 pub use probe::{NoProbe, Probe};
 use rope::{Positions, Rotary};
 use source::WeightSource;
@@ -348,6 +349,18 @@ impl Model {
     pub fn moe_layers(&self) -> Vec<usize> {
         (0..self.layers.len())
             .filter(|&i| matches!(self.layers[i].mlp, FeedForward::Moe(_)))
+            .collect()
+    }
+
+    /// The routers of the MoE layers, in layer order (none for a dense model).
+    pub fn routers(&self) -> Vec<Router> {
+        self.layers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match &l.mlp {
+                FeedForward::Moe(moe) => Some(moe.router(i)),
+                FeedForward::Dense(_) => None,
+            })
             .collect()
     }
 

@@ -23,8 +23,28 @@ pub struct Moe {
     gate: Tensor,
     /// Selection-only bias (V3); kept f32 whatever the run dtype.
     pub e_score_correction_bias: Option<Tensor>,
+    /// The var-store names of `gate` and of the bias, as they were loaded.
+    gate_name: String,
+    bias_name: Option<String>,
     experts: Vec<Mlp>,
     shared_experts: Option<Mlp>,
+}
+
+/// One MoE layer's router, as the loader named and holds it. Training freezes its weight, or
+/// nudges its bias toward even load, through these handles (the same tensors as in the var store,
+/// so a change here is a change to the model).
+pub struct Router {
+    /// The decoder layer it routes for.
+    pub layer: usize,
+    /// The gate's weight `[E, hidden]`.
+    pub weight: Tensor,
+    /// Its name in the var store (`model.layers.L.mlp.gate.weight`).
+    pub weight_name: String,
+    /// DeepSeek-V3's selection-only bias `[E]`, f32, never trained by gradient; absent for softmax
+    /// routers (DeepSeek-V2).
+    pub selection_bias: Option<Tensor>,
+    /// Its name in the var store (`model.layers.L.mlp.gate.e_score_correction_bias`).
+    pub bias_name: Option<String>,
 }
 
 /// Experts chosen for one token (best first) and their mixing weights.
@@ -71,11 +91,13 @@ impl Moe {
         let e = moe.n_routed_experts;
         let gp = &p / "gate";
         let gate = l.weight(&gp, "weight", &[e as i64, hidden as i64])?;
-        let e_score_correction_bias = match moe.routing {
-            Routing::SigmoidNoAux => {
-                Some(l.buffer_f32(&gp, "e_score_correction_bias", &[e as i64])?)
-            }
-            _ => None,
+        let gate_name = gp.path("weight");
+        let (e_score_correction_bias, bias_name) = match moe.routing {
+            Routing::SigmoidNoAux => (
+                Some(l.buffer_f32(&gp, "e_score_correction_bias", &[e as i64])?),
+                Some(gp.path("e_score_correction_bias")),
+            ),
+            _ => (None, None),
         };
         let experts = (0..e)
             .map(|i| {
@@ -103,9 +125,25 @@ impl Moe {
             cfg: moe,
             gate,
             e_score_correction_bias,
+            gate_name,
+            bias_name,
             experts,
             shared_experts,
         })
+    }
+
+    /// This layer's router: the tensors the forward pass routes with (shared with the var store).
+    pub fn router(&self, layer: usize) -> Router {
+        Router {
+            layer,
+            weight: self.gate.shallow_clone(),
+            weight_name: self.gate_name.clone(),
+            selection_bias: self
+                .e_score_correction_bias
+                .as_ref()
+                .map(Tensor::shallow_clone),
+            bias_name: self.bias_name.clone(),
+        }
     }
 
     pub fn num_experts(&self) -> usize {

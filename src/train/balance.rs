@@ -94,21 +94,16 @@ pub fn bias_deltas(load: &[u64], gamma: f32) -> Vec<f32> {
         .collect()
 }
 
-/// The name of layer `i`'s router bias.
-pub fn bias_name(layer: usize) -> String {
-    format!("model.layers.{layer}.mlp.gate.e_score_correction_bias")
-}
-
 /// Nudges every MoE layer's router bias toward even load, from one step's counts.
 pub fn nudge_biases(model: &Model, counts: &BTreeMap<usize, Vec<u64>>, gamma: f64) {
     if gamma == 0.0 {
         return;
     }
-    let vars = model.vars.variables();
     let _g = tch::no_grad_guard();
-    for (&layer, load) in counts {
-        let Some(bias) = vars.get(&bias_name(layer)) else {
-            continue; // softmax routers (DeepSeek-V2) have no bias
+    for router in model.routers() {
+        // Softmax routers (DeepSeek-V2) have no bias.
+        let (Some(bias), Some(load)) = (&router.selection_bias, counts.get(&router.layer)) else {
+            continue;
         };
         let delta = Tensor::from_slice(&bias_deltas(load, gamma as f32))
             .to_kind(bias.kind())

@@ -967,14 +967,11 @@ fn rollout_records(step: u64, groups: &[ScoredGroup]) -> Vec<Value> {
 
 /// Freezes the MoE routers' weights (their selection bias is never trained by gradient).
 fn freeze_routers(model: &Model) -> usize {
-    let mut n = 0;
-    for (name, t) in model.vars.variables() {
-        if name.ends_with(".mlp.gate.weight") {
-            let _ = t.set_requires_grad(false);
-            n += 1;
-        }
+    let routers = model.routers();
+    for router in &routers {
+        let _ = router.weight.set_requires_grad(false);
     }
-    n
+    routers.len()
 }
 
 fn load_state(dir: &Path) -> Result<TrainerState> {

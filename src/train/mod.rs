@@ -12,7 +12,8 @@
 //! - `metrics`    the JSONL metrics log
 //! - `run_dir`    a run's output folder: claimed for one recipe; the files every checkpoint carries
 //! - `sft`        the supervised loop
-//! - `rewards`    rule-based rewards (accuracy, format, DAPO's overlong penalty)
+//! - `rewards`    rule-based rewards behind one trait and a registry (accuracy, format, DAPO's overlong
+//!   penalty)
 //! - `advantage`  group-relative advantages (TRL's exact formula)
 //! - `head`       the LM head and loss a slice of positions at a time (the logits' memory)
 //! - `loss`       the clipped surrogate, k3 KL and the grpo / dapo / dr_grpo aggregations

@@ -627,7 +627,7 @@ mod tests {
     use super::*;
     use crate::model::checkpoint::Checkpoint;
     use crate::model::NoProbe;
-    use crate::train::balance::{bias_deltas, bias_name};
+    use crate::train::balance::bias_deltas;
     use crate::train::recipe::{parse, Recipe, TEST_RECIPE};
     use tch::Tensor;
 
@@ -833,7 +833,11 @@ mod tests {
             .filter(|(_, t)| !t.requires_grad())
             .map(|(n, _)| n)
             .collect();
-        assert_eq!(frozen, vec![&bias_name(1)]);
+        let routers = model.routers();
+        assert_eq!(routers.len(), 1);
+        let bias_name = routers[0].bias_name.clone().unwrap();
+        assert_eq!(bias_name, "model.layers.1.mlp.gate.e_score_correction_bias");
+        assert_eq!(frozen, vec![&bias_name]);
         // Same seed, same weights.
         let again = root.path().join("init2");
         write_initial_checkpoint(&r, &crate::train::task::arithmetic::Arithmetic, &again).unwrap();
@@ -864,11 +868,12 @@ mod tests {
             c.counts[&1].clone()
         };
         let before = count(&model);
+        let bias_name = model.routers()[0].bias_name.clone().unwrap();
         let bias_before: Vec<f32> =
-            Vec::try_from(model.vars.variables()[&bias_name(1)].shallow_clone()).unwrap();
+            Vec::try_from(model.vars.variables()[&bias_name].shallow_clone()).unwrap();
         nudge_biases(&model, &BTreeMap::from([(1usize, before.clone())]), 0.05);
         let bias_after: Vec<f32> =
-            Vec::try_from(model.vars.variables()[&bias_name(1)].shallow_clone()).unwrap();
+            Vec::try_from(model.vars.variables()[&bias_name].shallow_clone()).unwrap();
         let expect = bias_deltas(&before, 0.05);
         for e in 0..4 {
             assert!(
