@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{Check, RecipeError};
 use super::shared::{
-    default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection, MAX_TURNS,
+    check_dtypes, default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection,
+    MAX_TURNS,
 };
 use crate::train::rewards::{OverlongReward, RewardsSection};
 use crate::train::task;
@@ -282,22 +283,7 @@ impl GrpoRecipe {
             "model.init",
             "GRPO starts from a trained model: \"builtin\" or a model directory",
         )?;
-        c.that(
-            self.model.dtype == "f32",
-            "model.dtype",
-            format!(
-                "\"{}\" is not supported for training (f32)",
-                self.model.dtype
-            ),
-        )?;
-        c.that(
-            matches!(self.model.save_dtype.as_str(), "f32" | "bf16"),
-            "model.save_dtype",
-            format!(
-                "\"{}\": expected \"f32\" or \"bf16\"",
-                self.model.save_dtype
-            ),
-        )?;
+        check_dtypes(&c, &self.model.dtype, &self.model.save_dtype)?;
         let device_ok = self.model.device == "cpu"
             || self.model.device == "cuda"
             || self
@@ -411,11 +397,7 @@ impl GrpoRecipe {
             c.that(n >= 1, "train.threads", "must be at least 1")?;
         }
         if let Some(b) = &self.balance {
-            c.that(
-                b.bias_update_rate >= 0.0,
-                "balance.bias_update_rate",
-                "must be >= 0",
-            )?;
+            b.validate(file)?;
         }
         if let Some(e) = &self.eval {
             c.that(e.n > 0, "eval.n", "must be positive")?;
