@@ -543,6 +543,15 @@ impl GrpoRecipe {
     }
 }
 
+/// `text` read as a GRPO recipe from `recipes/g.toml`, or the one-line error (tests).
+#[cfg(test)]
+pub(crate) fn parse_grpo(text: &str) -> Result<GrpoRecipe, String> {
+    match super::parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
+        super::Recipe::Grpo(r) => Ok(*r),
+        super::Recipe::Sft(_) => Err("parsed as SFT".into()),
+    }
+}
+
 /// A small valid GRPO recipe for tests (the model path is filled in by the test).
 #[cfg(test)]
 pub(crate) const TEST_GRPO_RECIPE: &str = r#"
@@ -598,16 +607,10 @@ checkpoint_every = 1
 
 #[cfg(test)]
 mod tests {
+    use super::parse_grpo as grpo;
     use super::*;
-    use crate::train::recipe::{parse, Compare, Recipe};
+    use crate::train::recipe::Compare;
     use crate::train::rewards::AccuracyReward;
-
-    fn grpo(text: &str) -> Result<GrpoRecipe, String> {
-        match parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
-            Recipe::Grpo(r) => Ok(*r),
-            Recipe::Sft(_) => Err("parsed as SFT".into()),
-        }
-    }
 
     #[test]
     fn grpo_recipe_parses_with_trl_defaults() {

@@ -161,15 +161,8 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ParseOne<'_, 'de, A> {
 
 #[cfg(test)]
 mod tests {
-    use crate::train::recipe::{parse, GrpoRecipe, Recipe, TEST_GRPO_RECIPE};
+    use crate::train::recipe::{parse_grpo as grpo, TEST_GRPO_RECIPE};
     use crate::train::rewards::Rewards;
-
-    fn grpo(text: &str) -> Result<GrpoRecipe, String> {
-        match parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
-            Recipe::Grpo(r) => Ok(*r),
-            Recipe::Sft(_) => Err("parsed as SFT".into()),
-        }
-    }
 
     #[test]
     fn errors_inside_a_reward_table_name_their_key() {
