@@ -11,6 +11,8 @@
 //! - `checkpoint` hub-layout model folders written atomically; trainer state for resume
 //! - `metrics`    the JSONL metrics log
 //! - `run_dir`    a run's output folder: claimed for one recipe; the files every checkpoint carries
+//! - `run_skeleton` a run's set-up, SFT's and GRPO's: process settings, the claimed run folder, resume
+//!   point, optimiser state, logs
 //! - `sft`        the supervised loop
 //! - `rewards`    rule-based rewards behind one trait and a registry (accuracy, format, DAPO's overlong
 //!   penalty)
@@ -45,6 +47,7 @@ pub mod recipe;
 pub mod rewards;
 pub mod rollout;
 pub mod run_dir;
+pub mod run_skeleton;
 pub mod sft;
 pub mod task;
 pub mod tokenizer;

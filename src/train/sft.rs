@@ -29,8 +29,8 @@ use tch::{Device, Kind};
 
 use super::balance::{layer_loads, nudge_biases, LoadCounter};
 use super::checkpoint::{
-    generation_config, latest_checkpoint, model_tensors, prune_checkpoints, read_safetensors,
-    safetensors_bytes, step_dir_name, sweep_temporaries, AtomicDir,
+    generation_config, model_tensors, prune_checkpoints, safetensors_bytes, step_dir_name,
+    AtomicDir,
 };
 use super::conversation::training_turns;
 use super::data::{encode, loss_sum, make_batch, micro_batches, Batch, Encoded, Sampler};
@@ -39,12 +39,12 @@ use super::head::{backward_into_layers, head_chunks, positions, HEAD_CHUNK_ELEME
 use super::init::{
     config_json, deepseek_v3_weights, padded_vocab, parameter_counts, random_weights,
 };
-use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::recipe::SftRecipe;
 pub use super::run_dir::ensure_writable;
 use super::run_dir::write_weights_and_optimizer;
-use super::run_dir::{claim_output_dir, metadata, ModelFiles};
+use super::run_dir::{metadata, ModelFiles};
+use super::run_skeleton::{configure_process, restore_optimizer, RunFolder};
 use super::task::{self, Split, Task};
 use super::tokenizer;
 use crate::model::{DType, Model};
@@ -252,10 +252,7 @@ fn round4(x: f64) -> f64 {
 
 /// Runs (or resumes) an SFT recipe.
 pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
-    crate::alloc::keep_freed_memory();
-    if let Some(t) = r.train.threads {
-        tch::set_num_threads(t);
-    }
+    configure_process(r.train.threads);
     let task = task::by_name(&r.data.task).map_err(|e| anyhow!("data.task: {e}"))?;
     let out = r.output_dir.clone();
     ensure_writable(&out, "output_dir")?;
@@ -266,22 +263,11 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
             .unwrap_or(Path::new("."));
         ensure_writable(parent, "export_to's folder")?;
     }
-    let ckpt_dir = out.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).with_context(|| ckpt_dir.display().to_string())?;
-    sweep_temporaries(&ckpt_dir);
-
-    // The folder belongs to one recipe: resuming under a different one would mix two runs.
-    // Lengthening a run (train.steps), or changing where it is exported or how it is evaluated,
-    // does not change what the steps so far computed.
-    claim_output_dir(
-        &out,
-        &serde_json::to_value(r)?,
-        &["export_to", "eval"],
-        &["steps", "log_every", "checkpoint_every", "keep_checkpoints"],
-    )?;
+    let folder = RunFolder::claim(&out, r)?;
+    let ckpt_dir = folder.checkpoints.clone();
 
     // Start: the newest checkpoint, else a new model.
-    let (start_dir, resumed_from) = match latest_checkpoint(&ckpt_dir) {
+    let (start_dir, resumed_from) = match folder.latest_checkpoint() {
         Some((step, dir)) => (dir, Some(step)),
         None => {
             if r.model.init == "scratch" {
@@ -316,11 +302,8 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let codec = TextCodec::load(&start_dir)?;
     let files = ModelFiles::read(&start_dir)?;
     let mut opt = AdamW::new(model.vars.variables(), &r.optimizer);
-    let opt_file = start_dir.join("optimizer.safetensors");
-    if state.step > 0 && opt_file.exists() {
-        let tensors = read_safetensors(&opt_file).map_err(|e| anyhow!(e))?;
-        opt.load_state(tensors, state.adam_t)
-            .map_err(|e| anyhow!("{}: {e}", opt_file.display()))?;
+    if state.step > 0 {
+        restore_optimizer(&mut opt, &start_dir, state.adam_t)?;
     }
     let eos = codec
         .eos_ids()
@@ -338,8 +321,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         pad: eos,
     };
 
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.step)
-        .with_context(|| out.join("metrics.jsonl").display().to_string())?;
+    let mut log = folder.open_log("metrics.jsonl", state.step)?;
     let sampler = Sampler::new(
         task.as_ref(),
         &r.data.levels,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::check::{Check, RecipeError};
 use super::shared::{
-    default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection, MAX_TURNS,
+    check_dtypes, default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection,
+    MAX_TURNS,
 };
 use crate::train::rewards::{OverlongReward, RewardsSection};
 use crate::train::task;
@@ -300,22 +301,7 @@ impl GrpoRecipe {
             "model.init",
             "GRPO starts from a trained model: \"builtin\" or a model directory",
         )?;
-        c.that(
-            self.model.dtype == "f32",
-            "model.dtype",
-            format!(
-                "\"{}\" is not supported for training (f32)",
-                self.model.dtype
-            ),
-        )?;
-        c.that(
-            matches!(self.model.save_dtype.as_str(), "f32" | "bf16"),
-            "model.save_dtype",
-            format!(
-                "\"{}\": expected \"f32\" or \"bf16\"",
-                self.model.save_dtype
-            ),
-        )?;
+        check_dtypes(&c, &self.model.dtype, &self.model.save_dtype)?;
         let device_ok = self.model.device == "cpu"
             || self.model.device == "cuda"
             || self
@@ -429,11 +415,7 @@ impl GrpoRecipe {
             c.that(n >= 1, "train.threads", "must be at least 1")?;
         }
         if let Some(b) = &self.balance {
-            c.that(
-                b.bias_update_rate >= 0.0,
-                "balance.bias_update_rate",
-                "must be >= 0",
-            )?;
+            b.validate(file)?;
         }
         if let Some(e) = &self.eval {
             c.that(e.n > 0, "eval.n", "must be positive")?;
@@ -579,6 +561,15 @@ impl GrpoRecipe {
     }
 }
 
+/// `text` read as a GRPO recipe from `recipes/g.toml`, or the one-line error (tests).
+#[cfg(test)]
+pub(crate) fn parse_grpo(text: &str) -> Result<GrpoRecipe, String> {
+    match super::parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
+        super::Recipe::Grpo(r) => Ok(*r),
+        super::Recipe::Sft(_) => Err("parsed as SFT".into()),
+    }
+}
+
 /// A small valid GRPO recipe for tests (the model path is filled in by the test).
 #[cfg(test)]
 pub(crate) const TEST_GRPO_RECIPE: &str = r#"
@@ -634,16 +625,10 @@ checkpoint_every = 1
 
 #[cfg(test)]
 mod tests {
+    use super::parse_grpo as grpo;
     use super::*;
-    use crate::train::recipe::{parse, Compare, Recipe};
+    use crate::train::recipe::Compare;
     use crate::train::rewards::AccuracyReward;
-
-    fn grpo(text: &str) -> Result<GrpoRecipe, String> {
-        match parse("recipes/g.toml", text).map_err(|e| e.to_string())? {
-            Recipe::Grpo(r) => Ok(*r),
-            Recipe::Sft(_) => Err("parsed as SFT".into()),
-        }
-    }
 
     #[test]
     fn grpo_recipe_parses_with_trl_defaults() {

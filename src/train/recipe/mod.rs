@@ -27,7 +27,7 @@ use std::path::Path;
 use check::describe_value;
 pub use check::{from_table, parse_table, Check, RecipeError};
 #[cfg(test)]
-pub(crate) use grpo::TEST_GRPO_RECIPE;
+pub(crate) use grpo::{parse_grpo, TEST_GRPO_RECIPE};
 pub use grpo::{
     GenerationSection, GrpoDataSection, GrpoModelSection, GrpoRecipe, GrpoSection,
     GrpoTrainSection, LoraSection, LossAggregation, RewardScaling, RoutingReplay, ZeroStd,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::check::{Check, RecipeError};
-use super::shared::{default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection};
+use super::shared::{
+    check_dtypes, default_dtype, BalanceSection, DataSection, EvalSection, OptimizerSection,
+};
 
 /// Supervised distillation of a task's teacher traces.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,22 +141,7 @@ impl SftRecipe {
     pub fn validate(&self, file: &str) -> Result<(), RecipeError> {
         let c = Check::new(file);
         c.that(!self.name.trim().is_empty(), "name", "must not be empty")?;
-        c.that(
-            self.model.dtype == "f32",
-            "model.dtype",
-            format!(
-                "\"{}\" is not supported for training (f32)",
-                self.model.dtype
-            ),
-        )?;
-        c.that(
-            matches!(self.model.save_dtype.as_str(), "f32" | "bf16"),
-            "model.save_dtype",
-            format!(
-                "\"{}\": expected \"f32\" or \"bf16\"",
-                self.model.save_dtype
-            ),
-        )?;
+        check_dtypes(&c, &self.model.dtype, &self.model.save_dtype)?;
         if self.model.init == "scratch" {
             c.that(
                 self.model.architecture.is_some(),
@@ -185,11 +172,7 @@ impl SftRecipe {
         self.data.validate(file)?;
         self.train.validate(file)?;
         self.optimizer.validate(file)?;
-        c.that(
-            self.balance.bias_update_rate >= 0.0,
-            "balance.bias_update_rate",
-            "must be >= 0",
-        )?;
+        self.balance.validate(file)?;
         if let Some(e) = &self.eval {
             c.that(
                 e.max_new_tokens > 0,

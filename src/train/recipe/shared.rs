@@ -132,6 +132,30 @@ impl DataSection {
     }
 }
 
+impl BalanceSection {
+    pub fn validate(&self, file: &str) -> Result<(), RecipeError> {
+        Check::new(file).that(
+            self.bias_update_rate >= 0.0,
+            "balance.bias_update_rate",
+            "must be >= 0",
+        )
+    }
+}
+
+/// `model.dtype` (training: f32 only, the optimiser keeps f32 moments) and `model.save_dtype`.
+pub(super) fn check_dtypes(c: &Check, dtype: &str, save_dtype: &str) -> Result<(), RecipeError> {
+    c.that(
+        dtype == "f32",
+        "model.dtype",
+        format!("\"{dtype}\" is not supported for training (f32)"),
+    )?;
+    c.that(
+        matches!(save_dtype, "f32" | "bf16"),
+        "model.save_dtype",
+        format!("\"{save_dtype}\": expected \"f32\" or \"bf16\""),
+    )
+}
+
 impl OptimizerSection {
     pub fn validate(&self, file: &str) -> Result<(), RecipeError> {
         let c = Check::new(file);

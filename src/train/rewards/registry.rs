@@ -158,3 +158,72 @@ impl<'de, A: MapAccess<'de>> KindVisitor for ParseOne<'_, 'de, A> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::train::recipe::{parse_grpo as grpo, TEST_GRPO_RECIPE};
+    use crate::train::rewards::Rewards;
+
+    #[test]
+    fn errors_inside_a_reward_table_name_their_key() {
+        let e = |from: &str, to: &str| {
+            let text = TEST_GRPO_RECIPE.replace(from, to);
+            assert_ne!(text, TEST_GRPO_RECIPE, "{from}");
+            grpo(&text).unwrap_err()
+        };
+        let compare = e(
+            "[rewards.accuracy]\n",
+            "[rewards.accuracy]\ncompare = \"fuzzy\"\n",
+        );
+        assert!(
+            compare.starts_with(
+                "recipes/g.toml: key rewards.accuracy.compare: unknown value \"fuzzy\""
+            ),
+            "{compare}"
+        );
+        assert_eq!(
+            e("[rewards.format]\nweight = 0.5\n", "[rewards.format]\n"),
+            "recipes/g.toml: key rewards.format.weight: missing"
+        );
+        assert_eq!(
+            e(
+                "[rewards.format]\nweight = 0.5\n",
+                "[rewards.format]\nweight = \"x\"\n"
+            ),
+            "recipes/g.toml: key rewards.format.weight: expected a number, found \"x\""
+        );
+        let typo = e("buffer = 8", "buffer = 8\nbufer = 8");
+        assert!(
+            typo.starts_with("recipes/g.toml: key rewards.overlong.bufer: unknown key"),
+            "{typo}"
+        );
+    }
+
+    #[test]
+    fn rewards_score_in_registry_order_and_serialize_as_before() {
+        // The tables in another order: scoring order is the registry's.
+        let text = TEST_GRPO_RECIPE
+            .replace("[rewards.accuracy]\nweight = 1.0\n", "")
+            .replace(
+                "[rewards.overlong]\nweight = 1.0\nbuffer = 8\n",
+                "[rewards.overlong]\nweight = 1.0\nbuffer = 8\n[rewards.accuracy]\nweight = 1.0\n",
+            );
+        let r = grpo(&text).unwrap();
+        assert_eq!(
+            Rewards::from_recipe(&r, "").names(),
+            vec!["accuracy", "format", "overlong"]
+        );
+        assert_eq!(r, grpo(TEST_GRPO_RECIPE).unwrap());
+        // recipe.json keeps every registered name, null where the recipe has none.
+        let no_format = TEST_GRPO_RECIPE.replace("[rewards.format]\nweight = 0.5\n", "");
+        let v = serde_json::to_value(grpo(&no_format).unwrap().rewards).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "accuracy": {"weight": 1.0, "compare": "numeric", "correct": 1.0, "wrong": 0.0},
+                "format": null,
+                "overlong": {"weight": 1.0, "buffer": 8, "max_length": null},
+            })
+        );
+    }
+}
