@@ -56,8 +56,7 @@ use tch::{Device, Kind, Tensor};
 use super::advantage::{advantages, std_bessel};
 use super::balance::{layer_loads, nudge_biases, LoadCounter};
 use super::checkpoint::{
-    latest_checkpoint, prune_checkpoints, read_safetensors, safetensors_bytes, step_dir_name,
-    sweep_temporaries, write_synced, AtomicDir,
+    prune_checkpoints, read_safetensors, safetensors_bytes, step_dir_name, write_synced, AtomicDir,
 };
 use super::eval::{evaluate, EvalOptions};
 use super::head::HEAD_CHUNK_ELEMENTS;
@@ -70,7 +69,8 @@ use super::recipe::{GrpoRecipe, RoutingReplay, ZeroStd};
 use super::rewards::{reflection_words, RewardInput, Rewards, Scored};
 use super::rollout::{eos_ids, rollouts, Group};
 use super::run_dir::write_weights_and_optimizer;
-use super::run_dir::{claim_output_dir, ensure_writable, metadata, ModelFiles};
+use super::run_dir::{ensure_writable, metadata, ModelFiles};
+use super::run_skeleton::{configure_process, restore_optimizer, RunFolder};
 use super::task::{content_hash, Split};
 use crate::model::{parse_device, DType, Model};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
@@ -273,11 +273,8 @@ impl<'a> Trainer<'a> {
             None => model.vars.variables(),
         };
         let mut opt = AdamW::new(trainable, &r.optimizer);
-        let opt_file = start_dir.join("optimizer.safetensors");
-        if adam_t > 0 && opt_file.exists() {
-            let tensors = read_safetensors(&opt_file).map_err(|e| anyhow!(e))?;
-            opt.load_state(tensors, adam_t)
-                .map_err(|e| anyhow!("{}: {e}", opt_file.display()))?;
+        if adam_t > 0 {
+            restore_optimizer(&mut opt, start_dir, adam_t)?;
         }
         let eos = eos_ids(&model, &codec);
         let pad = *eos
@@ -982,10 +979,7 @@ fn load_state(dir: &Path) -> Result<TrainerState> {
 
 /// Runs (or resumes) a GRPO recipe.
 pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
-    crate::alloc::keep_freed_memory();
-    if let Some(t) = r.train.threads {
-        tch::set_num_threads(t);
-    }
+    configure_process(r.train.threads);
     let init_dir = resolve_model_dir(&r.model.init);
     if !init_dir.join("config.json").is_file() {
         bail!(
@@ -1006,17 +1000,10 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let source = Source::from_recipe(&r.data, r.seed).map_err(|e| anyhow!("data: {e}"))?;
     let out = r.output_dir.clone();
     ensure_writable(&out, "output_dir")?;
-    let ckpt_dir = out.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).with_context(|| ckpt_dir.display().to_string())?;
-    sweep_temporaries(&ckpt_dir);
-    claim_output_dir(
-        &out,
-        &serde_json::to_value(r)?,
-        &["export_to", "eval"],
-        &["steps", "log_every", "checkpoint_every", "keep_checkpoints"],
-    )?;
+    let folder = RunFolder::claim(&out, r)?;
+    let ckpt_dir = folder.checkpoints.clone();
 
-    let resumed = latest_checkpoint(&ckpt_dir);
+    let resumed = folder.latest_checkpoint();
     if opts.require_checkpoint && resumed.is_none() {
         bail!(
             "--resume: {} has no checkpoint to resume from",
@@ -1038,10 +1025,8 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let rewards = Rewards::from_recipe(r, &trainer.eos_text());
     let names = rewards.names();
 
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.step)
-        .with_context(|| out.join("metrics.jsonl").display().to_string())?;
-    let mut rollout_log = MetricsLog::open(&out.join("rollouts.jsonl"), state.step)
-        .with_context(|| out.join("rollouts.jsonl").display().to_string())?;
+    let mut log = folder.open_log("metrics.jsonl", state.step)?;
+    let mut rollout_log = folder.open_log("rollouts.jsonl", state.step)?;
     let total = r.train.steps;
     let trainable: i64 = trainer
         .opt
