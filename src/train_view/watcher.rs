@@ -106,7 +106,11 @@ impl RunReader {
                 Err(error) => u.bad_lines.push(BadLine {
                     file: self.metrics.path().to_path_buf(),
                     line: line.number,
-                    error,
+                    // Who wrote it: a line of another program's log needs that program fixed.
+                    error: format!(
+                        "{error}; written by {}",
+                        super::run::RunInfo::producer_of(&self.dir)
+                    ),
                 }),
             }
         }
