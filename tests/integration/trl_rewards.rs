@@ -79,6 +79,61 @@ fn corpus() -> Vec<(String, &'static str, usize, bool)> {
     v
 }
 
+/// What the specification says of each corpus case (src/train/rewards.rs: the final answer
+/// after the last `</think>`, compared as numbers; the format reward's reasoning, one
+/// `</think>`, a final answer ending the text, end-of-sentence), in corpus order: (correct with
+/// `compare = "numeric"`, format). Both sides are held to it, so a case cannot pass by the two
+/// agreeing on a wrong score.
+const SPEC: [(bool, bool); 46] = [
+    (true, true),   // The answer is 12.
+    (false, true),  // 13 for 12
+    (true, true),   // \boxed{12}
+    (true, true),   // \boxed{\frac{1}{2}}. for 0.5
+    (true, true),   // \boxed{-\dfrac{3}{4}}
+    (true, true),   // 1,000
+    (true, true),   // $12.50.
+    (true, true),   // 3/4
+    (true, true),   // <answer> 42 </answer>
+    (true, true),   // the last box
+    (true, false),  // "3.5. Done": right, but text after the answer
+    (true, true),   // 0012 equals 12 as a number
+    (true, true),   // -7
+    (false, false), // "Three.": no final answer
+    (false, false), // no </think>
+    (false, false), // no </think>, not finished
+    (true, false),  // doubled </think>: the answer after the last one, format refused
+    (true, false),  // a second <think>
+    (true, false),  // no reasoning
+    (true, false),  // no end-of-sentence
+    (false, false), // truncated mid-thought
+    (true, true),   // text after end-of-sentence is not the model's
+    (true, true),   // 40 tokens
+    (true, true),   // 41
+    (true, true),   // 44
+    (true, true),   // 48
+    (true, true),   // 49
+    (false, false), // empty
+    (false, false), // end-of-sentence only
+    (true, false),  // ". Yes." after the answer
+    (true, true),   // $\boxed{3}$.
+    (false, false), // an unbalanced box and nothing else
+    (true, false),  // "ANSWER IS 9" then a new line of text
+    (true, true),   // non-numbers compare without spaces
+    (true, true),   // \text{7}
+    (false, true),  // 1/0 is no number
+    (false, true),  // 1e3: plain answers take no exponent
+    (true, true),   // exponents inside a fraction are read
+    (true, true),   // Unicode spaces are spaces
+    (true, true),   // 12 for 12.0
+    // The first six again, without end-of-sentence: same answers, format refused.
+    (true, false),
+    (false, false),
+    (true, false),
+    (true, false),
+    (true, false),
+    (true, false),
+];
+
 fn recipe(extra_data: &str, accuracy: &str) -> GrpoRecipe {
     let text = format!(
         r#"
@@ -153,7 +208,7 @@ fn python_scores(config: &Value, cases: &[(String, &str, usize, bool)]) -> Vec<V
         .collect()
 }
 
-fn compare(r: &GrpoRecipe) {
+fn compare(r: &GrpoRecipe) -> Vec<(bool, f64, f64)> {
     let rust = Rewards::from_recipe(r, EOS);
     let task = r.data.task.as_deref().map(|t| task::by_name(t).unwrap());
     let mut config = rewards_config(r);
@@ -161,6 +216,7 @@ fn compare(r: &GrpoRecipe) {
     let cases = corpus();
     let py = python_scores(&config, &cases);
     assert_eq!(py.len(), cases.len());
+    let mut out = Vec::new();
     for ((text, answer, tokens, finished), p) in cases.iter().zip(&py) {
         let s = rust.score(&RewardInput {
             completion: text,
@@ -178,7 +234,13 @@ fn compare(r: &GrpoRecipe) {
         }
         assert_eq!(p["correct"].as_bool(), Some(s.correct), "correct for {at}");
         assert_eq!(p["extracted"].as_str(), s.extracted.as_deref(), "extracted for {at}");
+        out.push((
+            s.correct,
+            s.value("format").unwrap_or(f64::NAN),
+            s.value("overlong").unwrap_or(f64::NAN),
+        ));
     }
+    out
 }
 
 #[test]
@@ -187,7 +249,26 @@ fn exported_rewards_match_for_jsonl_problems_numeric() {
     let p = dir.path().join("p.jsonl");
     std::fs::write(&p, "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
     let data = format!("path = {:?}", p.display().to_string());
-    compare(&recipe(&data, "weight = 1.0\ncompare = \"numeric\"\nwrong = -1.0"));
+    let got = compare(&recipe(&data, "weight = 1.0\ncompare = \"numeric\"\nwrong = -1.0"));
+    let cases = corpus();
+    assert_eq!(cases.len(), SPEC.len());
+    for (((text, answer, tokens, finished), &(correct, format)), g) in
+        cases.iter().zip(&SPEC).zip(&got)
+    {
+        let at = format!("{text:?} (answer {answer}, {tokens} tokens, finished {finished})");
+        assert_eq!(g.0, correct, "correct for {at}");
+        assert_eq!(g.1, f64::from(u8::from(format)), "format for {at}");
+        // DAPO's soft punishment with L_max = 48, L_cache = 8: 0 up to 40, -1 from 48.
+        let overlong = match tokens {
+            0..=40 => 0.0,
+            41..=47 => (40.0 - *tokens as f64) / 8.0,
+            _ => -1.0,
+        };
+        assert_eq!(g.2, overlong, "overlong for {at}");
+    }
+    // The overlong cases, spelled out: 40, 41, 44, 48, 49 tokens.
+    let ramp: Vec<f64> = got[22..27].iter().map(|g| g.2).collect();
+    assert_eq!(ramp, [0.0, -0.125, -0.5, -1.0, -1.0]);
 }
 
 #[test]
@@ -196,13 +277,35 @@ fn exported_rewards_match_for_jsonl_problems_exact() {
     let p = dir.path().join("p.jsonl");
     std::fs::write(&p, "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
     let data = format!("path = {:?}", p.display().to_string());
-    compare(&recipe(&data, "weight = 2.0\ncompare = \"exact\"\ncorrect = 1.5"));
+    let got = compare(&recipe(&data, "weight = 2.0\ncompare = \"exact\"\ncorrect = 1.5"));
+    // Exact comparison: the same text only (trimmed), so these numbers are wrong answers.
+    let cases = corpus();
+    for (i, ((text, answer, ..), &(numeric, _))) in cases.iter().zip(&SPEC).enumerate() {
+        let exact_differs = matches!(i, 3 | 4 | 5 | 6 | 7 | 11 | 34 | 37 | 39 | 43 | 44 | 45);
+        let want = numeric && !exact_differs;
+        assert_eq!(got[i].0, want, "correct (exact) for {text:?} (answer {answer})");
+    }
 }
 
 #[test]
 fn exported_rewards_match_for_the_builtin_task() {
-    compare(&recipe(
+    let got = compare(&recipe(
         "task = \"arithmetic\"\nlevels = [1, 2]",
         "weight = 1.0",
     ));
+    // The task's grader: an integer after the last "The answer is " (or the last box's text),
+    // equal to the answer exactly; the form is "The answer is N." and nothing else.
+    let cases = corpus();
+    let correct: Vec<usize> = (0..cases.len()).filter(|&i| got[i].0).collect();
+    assert_eq!(
+        correct,
+        [0, 2, 9, 12, 16, 17, 18, 19, 21, 22, 23, 24, 25, 26, 29, 30, 35, 38, 40, 42],
+        "the cases the arithmetic grader finds right"
+    );
+    let formatted: Vec<usize> = (0..cases.len()).filter(|&i| got[i].1 == 1.0).collect();
+    assert_eq!(
+        formatted,
+        [0, 1, 11, 12, 21, 22, 23, 24, 25, 26, 38, 39],
+        "the cases in the arithmetic task's own form"
+    );
 }

@@ -39,7 +39,10 @@ def _append(path, records):
 
 
 def _std(xs):
-    if len(xs) < 2:
+    """Bessel-corrected standard deviation, as thinkbench's std_bessel; exactly 0 for a group
+    whose values are all equal (a mean like 8 x 0.1 / 8 is not exactly 0.1, and the rounding
+    would otherwise show as a standard deviation of 1e-17)."""
+    if len(xs) < 2 or all(x == xs[0] for x in xs):
         return 0.0
     m = sum(xs) / len(xs)
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

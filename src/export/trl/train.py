@@ -194,6 +194,18 @@ def main():
     rewards = tb_rewards.Rewards(dict(REWARDS, eos_text=tokenizer.decode(
         [SETTINGS["eos_ids"][0] if SETTINGS["eos_ids"] else tokenizer.eos_token_id])))
 
+    class _AdamW(torch.optim.AdamW):
+        """AdamW that leaves the weights, moments and step count alone while `skip()` holds."""
+
+        def __init__(self, skip, *a, **kw):
+            super().__init__(*a, **kw)
+            self._tb_skip = skip
+
+        def step(self, closure=None):
+            if self._tb_skip():
+                return None
+            return super().step(closure)
+
     class Trainer(GRPOTrainer):
         def create_optimizer(self, model=None):
             # optimizer.*: AdamW with decoupled weight decay on matrices only (thinkbench does
@@ -201,7 +213,8 @@ def main():
             if self.optimizer is None:
                 params = [p for p in self.model.parameters() if p.requires_grad]
                 o = SETTINGS["optimizer"]
-                self.optimizer = torch.optim.AdamW(
+                self.optimizer = _AdamW(
+                    lambda: getattr(self, "_tb_nothing_to_train", False),
                     [{"params": [p for p in params if p.ndim >= 2], "weight_decay": o["weight_decay"]},
                      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                     lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
@@ -236,6 +249,10 @@ def main():
             out["completion_mask"] = out["completion_mask"] * keep.unsqueeze(1).int()
             out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
             self._tb_groups_trained = int((~same).sum().item()) // self.num_generations
+            # Every group skipped: thinkbench makes no update at all. TRL would still step AdamW
+            # with zero gradients, and its moments would move the weights; _AdamW does nothing
+            # for the `iterations` updates of this batch.
+            self._tb_nothing_to_train = self._tb_groups_trained == 0
             return out
 
     trainer = Trainer(
