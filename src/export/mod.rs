@@ -63,11 +63,20 @@ mod tests {
         std::fs::write(d.path().join("mine.txt"), "keep").unwrap();
         let files = [ExportFile::new("a/b.txt", "new")];
         let e = write_files(d.path(), &files, false).unwrap_err();
-        assert!(e.ends_with("not empty; pass --force to write the export over it"), "{e}");
+        assert!(
+            e.ends_with("not empty; pass --force to write the export over it"),
+            "{e}"
+        );
         assert!(!d.path().join("a/b.txt").exists());
         write_files(d.path(), &files, true).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("a/b.txt")).unwrap(), "new");
-        assert_eq!(std::fs::read_to_string(d.path().join("mine.txt")).unwrap(), "keep");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a/b.txt")).unwrap(),
+            "new"
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("mine.txt")).unwrap(),
+            "keep"
+        );
         // No temporary files are left behind.
         assert!(!d.path().join("a/.b.txt.tmp").exists());
     }

@@ -69,7 +69,11 @@ pub fn check(file: &str, r: &GrpoRecipe) -> Result<(), RecipeError> {
              standard deviation includes the skipped groups",
         );
     }
-    if r.balance.as_ref().is_some_and(|b| b.bias_update_rate != 0.0) && r.grpo.iterations > 1 {
+    if r.balance
+        .as_ref()
+        .is_some_and(|b| b.bias_update_rate != 0.0)
+        && r.grpo.iterations > 1
+    {
         return refuse(
             "balance.bias_update_rate",
             "with grpo.iterations > 1 thinkbench counts expert loads in the first pass only, \
@@ -146,7 +150,11 @@ fn problems(file: &str, r: &GrpoRecipe) -> Result<(Vec<Problem>, Option<Vec<Prob
         }
         None => {
             let path = r.data.eval_path.as_ref().ok_or_else(|| {
-                RecipeError::new(file, Some("data.eval_path"), "needed for [eval] with a JSONL dataset")
+                RecipeError::new(
+                    file,
+                    Some("data.eval_path"),
+                    "needed for [eval] with a JSONL dataset",
+                )
             })?;
             let mut v = read_jsonl(path, r.data.instruction.as_deref()).map_err(|e| anyhow!(e))?;
             v.truncate(e.n);
@@ -203,26 +211,62 @@ pub fn grpo_args(r: &GrpoRecipe) -> Vec<(&'static str, Value, &'static str)> {
     .flatten()
     .collect();
     vec![
-        ("beta", json!(g.beta), "grpo.beta (k3 KL to the frozen start)"),
+        (
+            "beta",
+            json!(g.beta),
+            "grpo.beta (k3 KL to the frozen start)",
+        ),
         ("epsilon", json!(g.epsilon_low), "grpo.epsilon_low"),
         ("epsilon_high", json!(g.epsilon_high()), "grpo.epsilon_high"),
         ("loss_type", json!(loss_type(g.loss)), "grpo.loss"),
-        ("scale_rewards", json!(scale_rewards(g.scale_rewards)), "grpo.scale_rewards"),
+        (
+            "scale_rewards",
+            json!(scale_rewards(g.scale_rewards)),
+            "grpo.scale_rewards",
+        ),
         ("num_iterations", json!(g.iterations), "grpo.iterations"),
-        ("mask_truncated_completions", json!(g.mask_truncated), "grpo.mask_truncated"),
-        ("num_generations", json!(r.generation.group_size), "generation.group_size"),
-        ("max_completion_length", json!(r.generation.max_new_tokens), "generation.max_new_tokens"),
-        ("temperature", json!(r.generation.temperature), "generation.temperature"),
+        (
+            "mask_truncated_completions",
+            json!(g.mask_truncated),
+            "grpo.mask_truncated",
+        ),
+        (
+            "num_generations",
+            json!(r.generation.group_size),
+            "generation.group_size",
+        ),
+        (
+            "max_completion_length",
+            json!(r.generation.max_new_tokens),
+            "generation.max_new_tokens",
+        ),
+        (
+            "temperature",
+            json!(r.generation.temperature),
+            "generation.temperature",
+        ),
         ("top_p", json!(r.generation.top_p), "generation.top_p"),
         ("reward_weights", json!(weights), "rewards.<name>.weight"),
         ("learning_rate", json!(o.lr), "optimizer.lr"),
         ("adam_beta1", json!(o.betas[0]), "optimizer.betas[0]"),
         ("adam_beta2", json!(o.betas[1]), "optimizer.betas[1]"),
         ("adam_epsilon", json!(o.eps), "optimizer.eps"),
-        ("weight_decay", json!(o.weight_decay), "optimizer.weight_decay (matrices only: create_optimizer)"),
-        ("warmup_steps", json!(o.warmup_steps), "optimizer.warmup_steps (the schedule: lr_factor)"),
+        (
+            "weight_decay",
+            json!(o.weight_decay),
+            "optimizer.weight_decay (matrices only: create_optimizer)",
+        ),
+        (
+            "warmup_steps",
+            json!(o.warmup_steps),
+            "optimizer.warmup_steps (the schedule: lr_factor)",
+        ),
         ("max_grad_norm", json!(o.grad_clip), "optimizer.grad_clip"),
-        ("use_vllm", json!(false), "no recipe key: generation with the policy itself"),
+        (
+            "use_vllm",
+            json!(false),
+            "no recipe key: generation with the policy itself",
+        ),
     ]
 }
 
@@ -345,7 +389,10 @@ fn py_literal(v: &Value) -> String {
         Value::Null => "None".into(),
         Value::Bool(b) => if *b { "True" } else { "False" }.into(),
         Value::Number(_) | Value::String(_) => v.to_string(),
-        Value::Array(a) => format!("[{}]", a.iter().map(py_literal).collect::<Vec<_>>().join(", ")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(py_literal).collect::<Vec<_>>().join(", ")
+        ),
         Value::Object(o) => format!(
             "{{{}}}",
             o.iter()
@@ -405,7 +452,10 @@ mod tests {
     fn resampling_is_refused_naming_the_file_and_key() {
         let e = check("r.toml", &with("grpo.zero_std", "\"resample\"")).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("r.toml: key grpo.zero_std: \"resample\""), "{s}");
+        assert!(
+            s.starts_with("r.toml: key grpo.zero_std: \"resample\""),
+            "{s}"
+        );
         assert!(s.contains("cannot be expressed in TRL"), "{s}");
         assert_eq!(s.lines().count(), 1);
     }
@@ -423,14 +473,86 @@ mod tests {
 
     #[test]
     fn balancing_with_several_iterations_is_refused() {
-        let s = check("r.toml", &with("grpo.iterations", "2")).unwrap_err().to_string();
-        assert!(s.starts_with("r.toml: key balance.bias_update_rate: "), "{s}");
+        let s = check("r.toml", &with("grpo.iterations", "2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.starts_with("r.toml: key balance.bias_update_rate: "),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn lora_with_a_trained_router_and_sft_recipes_are_refused() {
+        let mut r = recipe("[lora]\nrank = 4\nalpha = 8\ntarget_modules = [\"q_proj\"]");
+        check("r.toml", &r).unwrap();
+        r.model.train_router = true;
+        let s = check("r.toml", &r).unwrap_err().to_string();
+        assert!(s.starts_with("r.toml: key model.train_router: "), "{s}");
+        let d = tempfile::tempdir().unwrap();
+        let e = export(
+            Path::new("recipes/tiny-sft.toml"),
+            &d.path().join("out"),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("recipes/tiny-sft.toml: key kind: "), "{e}");
+        assert!(!d.path().join("out").exists(), "nothing written");
+    }
+
+    #[test]
+    fn the_exported_script_is_filled_in_and_parses() {
+        let mut r = recipe("");
+        r.train.steps = 2;
+        let files = render("r.toml", &r).unwrap();
+        let text = |name: &str| {
+            files
+                .iter()
+                .find(|f| f.path == Path::new(name))
+                .map(|f| f.text.clone())
+                .unwrap()
+        };
+        let train = text("train.py");
+        for t in [&train, &text("README.md")] {
+            assert!(
+                !t.contains("@RECIPE") && !t.contains("@SETTINGS@") && !t.contains("@GRPO_ARGS@")
+            );
+            assert!(!t.contains("@REWARDS@") && !t.contains("@MAPPING@"));
+        }
+        assert!(
+            train.contains("    num_generations=8,  # generation.group_size"),
+            "{train}"
+        );
+        assert_eq!(text("train.jsonl").lines().count(), 2 * 8);
+        // It is valid Python (compiled only; running it needs TRL).
+        let d = tempfile::tempdir().unwrap();
+        for f in &files {
+            if f.path.extension().is_some_and(|e| e == "py") {
+                let p = d.path().join(&f.path);
+                std::fs::write(&p, &f.text).unwrap();
+                let out = std::process::Command::new("python3")
+                    .args(["-m", "py_compile"])
+                    .arg(&p)
+                    .output()
+                    .expect("python3 (its standard library only) checks the exported files");
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    f.path.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 
     #[test]
     fn python_literals() {
         let v = json!({"a": [true, null, 1.5, "x'y"], "b": false});
-        assert_eq!(py_literal(&v), r#"{"a": [True, None, 1.5, "x'y"], "b": False}"#);
+        assert_eq!(
+            py_literal(&v),
+            r#"{"a": [True, None, 1.5, "x'y"], "b": False}"#
+        );
     }
 
     #[test]
@@ -446,6 +568,10 @@ mod tests {
         let eval = eval.unwrap();
         assert_eq!(eval.len(), 4);
         // Asked as the 7th question: six earlier turns.
-        assert!(eval.iter().all(|p| p.earlier.len() == 6), "{:?}", eval[0].earlier.len());
+        assert!(
+            eval.iter().all(|p| p.earlier.len() == 6),
+            "{:?}",
+            eval[0].earlier.len()
+        );
     }
 }

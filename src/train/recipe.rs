@@ -1622,7 +1622,10 @@ mod tests {
             e("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [3]\n"),
             "recipes/g.toml: key data.earlier_turns: must be [fewest, most] with fewest <= most <= 16, e.g. [4, 7]"
         );
-        let late = TEST_GRPO_RECIPE.replace("levels = [1, 2]\n", "levels = [1, 2]\nearlier_turns = [2, 4]\n");
+        let late = TEST_GRPO_RECIPE.replace(
+            "levels = [1, 2]\n",
+            "levels = [1, 2]\nearlier_turns = [2, 4]\n",
+        );
         assert_ne!(late, TEST_GRPO_RECIPE);
         assert_eq!(grpo(&late).unwrap().data.earlier_turns, Some(vec![2, 4]));
         let eval_at = |turn: &str| {

@@ -48,7 +48,9 @@ impl RunInfo {
                 .and_then(Value::as_u64)
                 .map(|g| g as usize),
             beta: get(&["grpo", "beta"]).and_then(Value::as_f64),
-            producer: get(&["producer"]).and_then(Value::as_str).map(str::to_string),
+            producer: get(&["producer"])
+                .and_then(Value::as_str)
+                .map(str::to_string),
         }
     }
 

@@ -92,7 +92,12 @@ pub fn rollout_session(
         shown.finish = Some(FinishReason::Stop);
         parent = session.conversation.push(asked, shown);
     }
-    for t in session.conversation.nodes.iter().flat_map(|n| &n.message.tokens) {
+    for t in session
+        .conversation
+        .nodes
+        .iter()
+        .flat_map(|n| &n.message.tokens)
+    {
         session
             .token_texts
             .entry(t.id)
@@ -206,7 +211,9 @@ mod tests {
         let reply = &s.conversation.nodes[thread[5]].message;
         let prompt: Vec<u32> = reply.prompt.iter().map(|t| t.id).collect();
         assert_eq!(prompt, sent.ids);
-        assert!(sent.text.contains("What is 12 + 30?<｜Assistant｜>The answer is 42."));
+        assert!(sent
+            .text
+            .contains("What is 12 + 30?<｜Assistant｜>The answer is 42."));
         assert_eq!(reply.tokens.last().unwrap().phase, Phase::Answer);
     }
 }

@@ -147,9 +147,7 @@ impl RunReader {
         }
         // Both trainers create rollouts.jsonl before their first metrics line, so a metrics log
         // without it means the folder has none (said once, not at every poll).
-        if !self.no_rollouts_sent
-            && self.metrics.path().exists()
-            && !self.rollouts.path().exists()
+        if !self.no_rollouts_sent && self.metrics.path().exists() && !self.rollouts.path().exists()
         {
             self.no_rollouts_sent = true;
             u.no_rollouts = true;
@@ -346,7 +344,10 @@ mod tests {
         // No recipe.json at all: an unknown producer.
         std::fs::remove_file(dir.path().join("recipe.json")).unwrap();
         let bad = tail(&mut RunReader::new(dir.path().to_path_buf()));
-        assert!(bad.contains("; written by an unknown producer (no recipe.json"), "{bad}");
+        assert!(
+            bad.contains("; written by an unknown producer (no recipe.json"),
+            "{bad}"
+        );
     }
 
     #[test]
@@ -368,12 +369,22 @@ mod tests {
 
         // A folder with rollouts.jsonl (empty: nothing logged yet) is not charts only.
         let d2 = tempfile::tempdir().unwrap();
-        std::fs::write(d2.path().join("metrics.jsonl"), "{\"step\":1,\"reward\":0.5}\n").unwrap();
+        std::fs::write(
+            d2.path().join("metrics.jsonl"),
+            "{\"step\":1,\"reward\":0.5}\n",
+        )
+        .unwrap();
         std::fs::write(d2.path().join("rollouts.jsonl"), "").unwrap();
-        let u = RunReader::new(d2.path().to_path_buf()).poll().unwrap().unwrap();
+        let u = RunReader::new(d2.path().to_path_buf())
+            .poll()
+            .unwrap()
+            .unwrap();
         assert!(!u.no_rollouts);
         // Nor is an empty folder (nothing written yet).
         let d3 = tempfile::tempdir().unwrap();
-        assert_eq!(RunReader::new(d3.path().to_path_buf()).poll().unwrap(), None);
+        assert_eq!(
+            RunReader::new(d3.path().to_path_buf()).poll().unwrap(),
+            None
+        );
     }
 }

@@ -21,32 +21,87 @@ const EOS: &str = "<｜end▁of▁sentence｜>";
 fn corpus() -> Vec<(String, &'static str, usize, bool)> {
     let e = EOS;
     let mut v: Vec<(String, &'static str, usize, bool)> = vec![
-        (format!("Add.\n</think>\n\nThe answer is 12.{e}"), "12", 20, true),
+        (
+            format!("Add.\n</think>\n\nThe answer is 12.{e}"),
+            "12",
+            20,
+            true,
+        ),
         (format!("r</think>\n\nThe answer is 13.{e}"), "12", 20, true),
         (format!("r</think>\\boxed{{12}}{e}"), "12", 9, true),
-        (format!("r</think>So \\boxed{{\\frac{{1}}{{2}}}}.{e}"), "0.5", 14, true),
-        (format!("r</think>\\boxed{{-\\dfrac{{3}}{{4}}}}{e}"), "-0.75", 14, true),
-        (format!("r</think>The answer is 1,000.{e}"), "1000", 12, true),
-        (format!("r</think>The answer is $12.50.{e}"), "12.5", 12, true),
+        (
+            format!("r</think>So \\boxed{{\\frac{{1}}{{2}}}}.{e}"),
+            "0.5",
+            14,
+            true,
+        ),
+        (
+            format!("r</think>\\boxed{{-\\dfrac{{3}}{{4}}}}{e}"),
+            "-0.75",
+            14,
+            true,
+        ),
+        (
+            format!("r</think>The answer is 1,000.{e}"),
+            "1000",
+            12,
+            true,
+        ),
+        (
+            format!("r</think>The answer is $12.50.{e}"),
+            "12.5",
+            12,
+            true,
+        ),
         (format!("r</think>The answer is 3/4{e}"), "0.75", 12, true),
         (format!("r</think><answer> 42 </answer>{e}"), "42", 12, true),
-        (format!("r</think>\\boxed{{1}} then \\boxed{{ 2 }}{e}"), "2", 12, true),
-        (format!("r</think>The answer is: 3.5. Done{e}"), "3.5", 12, true),
+        (
+            format!("r</think>\\boxed{{1}} then \\boxed{{ 2 }}{e}"),
+            "2",
+            12,
+            true,
+        ),
+        (
+            format!("r</think>The answer is: 3.5. Done{e}"),
+            "3.5",
+            12,
+            true,
+        ),
         (format!("r</think>The answer is 0012.{e}"), "12", 12, true),
         (format!("r</think>The answer is -7.{e}"), "-7", 12, true),
         (format!("r</think>Three.{e}"), "3", 12, true),
         // No </think>: the thought never closed.
         (format!("The answer is 5.{e}"), "5", 8, true),
-        ("\\boxed{5} but the thought never closed".into(), "5", 8, false),
+        (
+            "\\boxed{5} but the thought never closed".into(),
+            "5",
+            8,
+            false,
+        ),
         // Doubled </think>.
-        (format!("a</think>b</think>The answer is 3.{e}"), "3", 12, true),
-        (format!("<think>a</think>The answer is 3.{e}"), "3", 12, true),
+        (
+            format!("a</think>b</think>The answer is 3.{e}"),
+            "3",
+            12,
+            true,
+        ),
+        (
+            format!("<think>a</think>The answer is 3.{e}"),
+            "3",
+            12,
+            true,
+        ),
         (format!("</think>The answer is 3.{e}"), "3", 12, true),
         // No end-of-sentence (truncated).
         ("r</think>The answer is 3.".into(), "3", 48, false),
         ("r r r r".into(), "3", 48, false),
         // Text after the end-of-sentence was never generated.
-        (format!("r</think>The answer is 3.{e}garbage"), "3", 12, true),
+        (
+            format!("r</think>The answer is 3.{e}garbage"),
+            "3",
+            12,
+            true,
+        ),
         // Overlong: around L_max - L_cache and L_max (48 - 8 = 40 .. 48).
         (format!("r</think>The answer is 3.{e}"), "3", 40, true),
         (format!("r</think>The answer is 3.{e}"), "3", 41, true),
@@ -61,12 +116,32 @@ fn corpus() -> Vec<(String, &'static str, usize, bool)> {
         (format!("r</think>$\\boxed{{3}}$.{e}"), "3", 12, true),
         (format!("r</think>\\boxed{{unbalanced{e}"), "3", 12, true),
         (format!("r</think>The ANSWER IS 9\nmore{e}"), "9", 12, true),
-        (format!("r</think>x + 1 is the answer is x+1{e}"), "x+1", 12, true),
-        (format!("r</think>The answer is \\text{{7}}{e}"), "7", 12, true),
+        (
+            format!("r</think>x + 1 is the answer is x+1{e}"),
+            "x+1",
+            12,
+            true,
+        ),
+        (
+            format!("r</think>The answer is \\text{{7}}{e}"),
+            "7",
+            12,
+            true,
+        ),
         (format!("r</think>The answer is 1/0{e}"), "1", 12, true),
         (format!("r</think>The answer is 1e3{e}"), "1000", 12, true),
-        (format!("r</think>\\boxed{{\\frac{{1e3}}{{2}}}}{e}"), "500", 12, true),
-        (format!("r\u{00a0}</think>\u{2003}The answer is 4.\u{3000}{e}"), "4", 12, true),
+        (
+            format!("r</think>\\boxed{{\\frac{{1e3}}{{2}}}}{e}"),
+            "500",
+            12,
+            true,
+        ),
+        (
+            format!("r\u{00a0}</think>\u{2003}The answer is 4.\u{3000}{e}"),
+            "4",
+            12,
+            true,
+        ),
         (format!("r</think>The answer is 12.{e}"), "12.0", 12, true),
     ];
     // The same texts, judged as not finished.
@@ -198,7 +273,12 @@ fn python_scores(config: &Value, cases: &[(String, &str, usize, bool)]) -> Vec<V
         let line = json!({"text": text, "answer": answer, "tokens": tokens, "finished": finished});
         input.push_str(&(line.to_string() + "\n"));
     }
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "rewards.py failed");
     String::from_utf8(out.stdout)
@@ -227,13 +307,26 @@ fn compare(r: &GrpoRecipe) -> Vec<(bool, f64, f64)> {
         });
         let at = format!("{text:?} (answer {answer}, {tokens} tokens, finished {finished})");
         let total = p["total"].as_f64().unwrap();
-        assert!((total - s.total).abs() <= 1e-12, "total {total} vs {} for {at}", s.total);
+        assert!(
+            (total - s.total).abs() <= 1e-12,
+            "total {total} vs {} for {at}",
+            s.total
+        );
         for part in &s.parts {
             let v = p["parts"][part.name].as_f64().unwrap();
-            assert!((v - part.value).abs() <= 1e-12, "{} {v} vs {} for {at}", part.name, part.value);
+            assert!(
+                (v - part.value).abs() <= 1e-12,
+                "{} {v} vs {} for {at}",
+                part.name,
+                part.value
+            );
         }
         assert_eq!(p["correct"].as_bool(), Some(s.correct), "correct for {at}");
-        assert_eq!(p["extracted"].as_str(), s.extracted.as_deref(), "extracted for {at}");
+        assert_eq!(
+            p["extracted"].as_str(),
+            s.extracted.as_deref(),
+            "extracted for {at}"
+        );
         out.push((
             s.correct,
             s.value("format").unwrap_or(f64::NAN),
@@ -249,7 +342,10 @@ fn exported_rewards_match_for_jsonl_problems_numeric() {
     let p = dir.path().join("p.jsonl");
     std::fs::write(&p, "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
     let data = format!("path = {:?}", p.display().to_string());
-    let got = compare(&recipe(&data, "weight = 1.0\ncompare = \"numeric\"\nwrong = -1.0"));
+    let got = compare(&recipe(
+        &data,
+        "weight = 1.0\ncompare = \"numeric\"\nwrong = -1.0",
+    ));
     let cases = corpus();
     assert_eq!(cases.len(), SPEC.len());
     for (((text, answer, tokens, finished), &(correct, format)), g) in
@@ -277,13 +373,19 @@ fn exported_rewards_match_for_jsonl_problems_exact() {
     let p = dir.path().join("p.jsonl");
     std::fs::write(&p, "{\"prompt\": \"1+1?\", \"answer\": \"2\"}\n").unwrap();
     let data = format!("path = {:?}", p.display().to_string());
-    let got = compare(&recipe(&data, "weight = 2.0\ncompare = \"exact\"\ncorrect = 1.5"));
+    let got = compare(&recipe(
+        &data,
+        "weight = 2.0\ncompare = \"exact\"\ncorrect = 1.5",
+    ));
     // Exact comparison: the same text only (trimmed), so these numbers are wrong answers.
     let cases = corpus();
     for (i, ((text, answer, ..), &(numeric, _))) in cases.iter().zip(&SPEC).enumerate() {
         let exact_differs = matches!(i, 3 | 4 | 5 | 6 | 7 | 11 | 34 | 37 | 39 | 43 | 44 | 45);
         let want = numeric && !exact_differs;
-        assert_eq!(got[i].0, want, "correct (exact) for {text:?} (answer {answer})");
+        assert_eq!(
+            got[i].0, want,
+            "correct (exact) for {text:?} (answer {answer})"
+        );
     }
 }
 

@@ -37,12 +37,8 @@ impl App {
             g.group + 1,
             self.train.rollouts.completion + 1
         );
-        let (step, earlier, prompt, completion) = (
-            g.step,
-            g.earlier.clone(),
-            g.prompt.clone(),
-            c.text.clone(),
-        );
+        let (step, earlier, prompt, completion) =
+            (g.step, g.earlier.clone(), g.prompt.clone(), c.text.clone());
         let run = self.train.run.as_ref();
         let policy = run.and_then(|r| {
             policy_for_step(&r.dir, r.info.base_model.as_deref(), &r.checkpoints, step)

@@ -228,7 +228,11 @@ fn a_run_without_rollouts_is_said_to_be_charts_only_once() {
         checkpoints: Some(vec![3, 6]),
         ..Default::default()
     })));
-    assert!(app.notice.is_none(), "{:?}", app.notice.as_ref().map(|n| &n.text));
+    assert!(
+        app.notice.is_none(),
+        "{:?}",
+        app.notice.as_ref().map(|n| &n.text)
+    );
     // With a bad line in the same update, neither hides the other.
     app.update(ev(TrainEvent::Update(RunUpdate {
         dir: fixture_dir(),
@@ -241,8 +245,14 @@ fn a_run_without_rollouts_is_said_to_be_charts_only_once() {
         ..Default::default()
     })));
     let n = &app.notice.as_ref().unwrap().text;
-    assert!(n.starts_with("tests/fixtures/train_run/metrics.jsonl:2: not JSON (skipped)"), "{n}");
-    assert!(n.ends_with("; charts only: tests/fixtures/train_run has no rollouts.jsonl"), "{n}");
+    assert!(
+        n.starts_with("tests/fixtures/train_run/metrics.jsonl:2: not JSON (skipped)"),
+        "{n}"
+    );
+    assert!(
+        n.ends_with("; charts only: tests/fixtures/train_run has no rollouts.jsonl"),
+        "{n}"
+    );
 }
 
 #[test]
