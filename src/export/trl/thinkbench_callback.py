@@ -141,6 +141,7 @@ class ThinkbenchCallback(TrainerCallback):
             is_zero = all(t == group[0] for t in group)
             zero += is_zero
             group_std.append(_std(group))
+            skipped = is_zero and self.settings["zero_std"] == "skip"
             prompt, earlier = _split_conversation(logs_["prompt"][lo])
             completions = []
             for i in range(lo, hi):
@@ -153,9 +154,10 @@ class ThinkbenchCallback(TrainerCallback):
                     "rewards": {k: logs_["rewards"][k][i] for k in names},
                     "correct": bool(extra["tb_correct"][i]) if "tb_correct" in extra else None,
                     "extracted": extra["tb_extracted"][i] if "tb_extracted" in extra else None,
-                    "advantage": logs_["advantages"][i],
+                    # A group left out of the loss has no advantage (thinkbench writes null;
+                    # the viewer shows "—"), not TRL's 0.
+                    "advantage": None if skipped else logs_["advantages"][i],
                 })
-            skipped = is_zero and self.settings["zero_std"] == "skip"
             rollouts.append({
                 "step": step, "group": gi, "round": 0, "used": not skipped, "zero_std": is_zero,
                 "prompt": prompt, "earlier": earlier,
