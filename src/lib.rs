@@ -24,6 +24,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod engines;
+pub mod export;
 pub mod gguf;
 pub mod model;
 pub mod remote;

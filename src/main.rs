@@ -34,6 +34,8 @@ enum Command {
     Merge(cli::merge::MergeArgs),
     /// Score a completion with a GRPO recipe's rewards (the reward playground).
     Reward(cli::reward::RewardArgs),
+    /// Write a recipe as another trainer's program: `export trl RECIPE --out DIR`.
+    Export(cli::export::ExportArgs),
     /// Accuracy, format rate, reasoning length and expert load on a task's held-out problems.
     Eval(cli::eval::EvalArgs),
     /// Ask a model questions without the interface and save the conversation as a session.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Some(Command::Reward(args)) => cli::reward::run(args),
         Some(Command::Merge(args)) => cli::merge::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),
+        Some(Command::Export(args)) => cli::export::run(args),
         Some(Command::Record(args)) => cli::record::run(args),
         Some(Command::Serve(args)) => cli::serve::run(args),
         Some(Command::Open { file, workbench }) => cli::workbench::run(workbench, Some(file)),

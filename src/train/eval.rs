@@ -125,6 +125,16 @@ struct Ask<'a> {
     earlier: Vec<Example>,
 }
 
+/// Every conversation an evaluation asks: the problem and the earlier problems before it (what
+/// `thinkbench export trl` writes out as the held-out set).
+pub fn conversations(task: &dyn Task, opts: &EvalOptions) -> Vec<(Example, Vec<Example>)> {
+    let list = problems(task, opts);
+    asks(task, &list, opts)
+        .into_iter()
+        .map(|a| (a.ex.clone(), a.earlier))
+        .collect()
+}
+
 /// Every (problem, turn) of the evaluation, turn-major within a problem.
 fn asks<'a>(task: &dyn Task, list: &'a [Example], opts: &EvalOptions) -> Vec<Ask<'a>> {
     let mut out = Vec::with_capacity(list.len() * opts.turns.max(1));

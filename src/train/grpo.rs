@@ -882,7 +882,17 @@ fn step_record(
         .flat_map(|g| g.group.samples.iter())
         .map(|s| reflection_words(&s.text))
         .sum();
-    let group_std: Vec<f64> = first.iter().map(|g| std_bessel(&g.rewards)).collect();
+    // A group of equal rewards has no spread: exactly 0, not the 1e-17 a rounded mean leaves.
+    let group_std: Vec<f64> = first
+        .iter()
+        .map(|g| {
+            if g.zero_std {
+                0.0
+            } else {
+                std_bessel(&g.rewards)
+            }
+        })
+        .collect();
     let zero = first.iter().filter(|g| g.zero_std).count() as f64;
     let mut rec = json!({
         "step": step,

@@ -59,6 +59,9 @@ pub struct RunUpdate {
     /// The recipe the run was started with, once it is readable.
     pub info: Option<RunInfo>,
     pub bad_lines: Vec<BadLine>,
+    /// Sent once per folder: metrics.jsonl is there but rollouts.jsonl is not (a run folder
+    /// synced without it, or written by a program that logs no rollouts): charts only.
+    pub no_rollouts: bool,
 }
 
 /// How the process of a run launched from the workbench is doing.

@@ -23,6 +23,9 @@ pub struct RunInfo {
     pub group_size: Option<usize>,
     pub max_new_tokens: Option<usize>,
     pub beta: Option<f64>,
+    /// What wrote the run when it was not thinkbench's trainer (an exported TRL script's
+    /// callback says `trl 1.16.0 (thinkbench_callback.py)`).
+    pub producer: Option<String>,
 }
 
 impl RunInfo {
@@ -45,6 +48,22 @@ impl RunInfo {
                 .and_then(Value::as_u64)
                 .map(|g| g as usize),
             beta: get(&["grpo", "beta"]).and_then(Value::as_f64),
+            producer: get(&["producer"])
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    }
+
+    /// Who wrote the run, in words for a message about one of its lines.
+    pub fn producer_of(dir: &Path) -> String {
+        match Self::read(dir) {
+            Some(RunInfo {
+                producer: Some(p), ..
+            }) => p,
+            Some(_) => "thinkbench train".into(),
+            None => "an unknown producer (no recipe.json: not written by thinkbench train or \
+                     an exported TRL script's callback)"
+                .into(),
         }
     }
 

@@ -71,6 +71,8 @@ pub struct RunReader {
     index: RolloutIndex,
     checkpoints: Vec<u64>,
     info_sent: bool,
+    /// "charts only" was said for this folder.
+    no_rollouts_sent: bool,
 }
 
 impl RunReader {
@@ -82,6 +84,7 @@ impl RunReader {
             index: RolloutIndex::default(),
             checkpoints: Vec::new(),
             info_sent: false,
+            no_rollouts_sent: false,
         }
     }
 
@@ -106,7 +109,11 @@ impl RunReader {
                 Err(error) => u.bad_lines.push(BadLine {
                     file: self.metrics.path().to_path_buf(),
                     line: line.number,
-                    error,
+                    // Who wrote it: a line of another program's log needs that program fixed.
+                    error: format!(
+                        "{error}; written by {}",
+                        super::run::RunInfo::producer_of(&self.dir)
+                    ),
                 }),
             }
         }
@@ -138,7 +145,15 @@ impl RunReader {
                 u.info = Some(info);
             }
         }
-        let changed = u.reset
+        // Both trainers create rollouts.jsonl before their first metrics line, so a metrics log
+        // without it means the folder has none (said once, not at every poll).
+        if !self.no_rollouts_sent && self.metrics.path().exists() && !self.rollouts.path().exists()
+        {
+            self.no_rollouts_sent = true;
+            u.no_rollouts = true;
+        }
+        let changed = u.no_rollouts
+            || u.reset
             || u.rollouts_reset
             || !u.records.is_empty()
             || !u.rollout_steps.is_empty()
@@ -296,5 +311,80 @@ mod tests {
         let u = r.poll().unwrap().unwrap();
         assert!(matches!(&u.records[..], [Record::Step(s)] if s.step == 3));
         assert!(u.bad_lines.is_empty());
+    }
+
+    #[test]
+    fn a_bad_metrics_line_names_who_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let tail = |r: &mut RunReader| r.poll().unwrap().unwrap().bad_lines[0].to_string();
+        // An exported TRL script's callback says so in recipe.json.
+        std::fs::write(
+            dir.path().join("recipe.json"),
+            r#"{"kind": "grpo", "name": "t", "producer": "trl 1.16.0 (thinkbench_callback.py)"}"#,
+        )
+        .unwrap();
+        std::fs::write(&p, "{\"step\":1,\"reward\":0.5}\n{\"step\": \"two\"}\n").unwrap();
+        let bad = tail(&mut RunReader::new(dir.path().to_path_buf()));
+        let want = format!("{}:2: ", p.display());
+        assert!(bad.starts_with(&want), "{bad}");
+        assert!(
+            bad.ends_with("; written by trl 1.16.0 (thinkbench_callback.py)"),
+            "{bad}"
+        );
+        // thinkbench's own trainer writes no producer.
+        std::fs::write(
+            dir.path().join("recipe.json"),
+            r#"{"kind": "grpo", "name": "t"}"#,
+        )
+        .unwrap();
+        let bad = tail(&mut RunReader::new(dir.path().to_path_buf()));
+        assert!(bad.starts_with(&want), "{bad}");
+        assert!(bad.ends_with("; written by thinkbench train"), "{bad}");
+        // No recipe.json at all: an unknown producer.
+        std::fs::remove_file(dir.path().join("recipe.json")).unwrap();
+        let bad = tail(&mut RunReader::new(dir.path().to_path_buf()));
+        assert!(
+            bad.contains("; written by an unknown producer (no recipe.json"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn a_folder_without_rollouts_is_charts_only_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        std::fs::write(&p, "{\"step\":1,\"reward\":0.5}\n").unwrap();
+        let mut r = RunReader::new(dir.path().to_path_buf());
+        let u = r.poll().unwrap().unwrap();
+        assert!(u.no_rollouts);
+        assert_eq!(u.records.len(), 1);
+        // Not again: neither on an idle poll nor with the next step.
+        assert_eq!(r.poll().unwrap(), None);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"{\"step\":2,\"reward\":0.7}\n").unwrap();
+        let u = r.poll().unwrap().unwrap();
+        assert!(!u.no_rollouts);
+        assert_eq!(u.records.len(), 1);
+
+        // A folder with rollouts.jsonl (empty: nothing logged yet) is not charts only.
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d2.path().join("metrics.jsonl"),
+            "{\"step\":1,\"reward\":0.5}\n",
+        )
+        .unwrap();
+        std::fs::write(d2.path().join("rollouts.jsonl"), "").unwrap();
+        let u = RunReader::new(d2.path().to_path_buf())
+            .poll()
+            .unwrap()
+            .unwrap();
+        assert!(!u.no_rollouts);
+        // Nor is an empty folder (nothing written yet).
+        let d3 = tempfile::tempdir().unwrap();
+        assert_eq!(
+            RunReader::new(d3.path().to_path_buf()).poll().unwrap(),
+            None
+        );
     }
 }

@@ -15,4 +15,5 @@ mod remote;
 mod scoring;
 mod serve;
 mod text;
+mod trl_rewards;
 mod workbench;

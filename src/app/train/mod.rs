@@ -575,15 +575,24 @@ impl App {
                 if let Some(info) = u.info {
                     run.info = info;
                 }
+                // The watcher says it once per folder; the rollouts pane keeps saying it.
+                let charts_only = u
+                    .no_rollouts
+                    .then(|| format!("charts only: {} has no rollouts.jsonl", run.dir.display()));
                 if let Some(first) = u.bad_lines.first() {
                     run.bad_lines += u.bad_lines.len();
                     let more = run.bad_lines - 1;
-                    let text = if more > 0 {
+                    let mut text = if more > 0 {
                         format!("{first} (skipped; {more} more bad lines)")
                     } else {
                         format!("{first} (skipped)")
                     };
+                    if let Some(c) = &charts_only {
+                        text = format!("{text}; {c}");
+                    }
                     self.notice(text);
+                } else if let Some(c) = charts_only {
+                    self.notice(c);
                 }
                 self.want_rollouts()
             }

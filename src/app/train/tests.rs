@@ -188,6 +188,74 @@ fn bad_lines_make_one_notice_naming_the_file_and_line() {
 }
 
 #[test]
+fn a_bad_line_of_a_trl_run_names_its_producer() {
+    let mut app = sample::train_run(TrainPane::Charts);
+    app.update(ev(TrainEvent::Update(RunUpdate {
+        dir: fixture_dir(),
+        bad_lines: vec![BadLine {
+            file: fixture_dir().join("metrics.jsonl"),
+            line: 4,
+            error: "no \"step\" (a whole number); written by trl 1.16.0 (thinkbench_callback.py)"
+                .into(),
+        }],
+        ..Default::default()
+    })));
+    let n = &app.notice.as_ref().unwrap().text;
+    assert_eq!(
+        n,
+        "tests/fixtures/train_run/metrics.jsonl:4: no \"step\" (a whole number); written by \
+         trl 1.16.0 (thinkbench_callback.py) (skipped)"
+    );
+}
+
+#[test]
+fn a_run_without_rollouts_is_said_to_be_charts_only_once() {
+    let mut app = sample::train_run(TrainPane::Charts);
+    app.notice = None;
+    app.update(ev(TrainEvent::Update(RunUpdate {
+        dir: fixture_dir(),
+        no_rollouts: true,
+        ..Default::default()
+    })));
+    assert_eq!(
+        app.notice.as_ref().unwrap().text,
+        "charts only: tests/fixtures/train_run has no rollouts.jsonl"
+    );
+    // The next update (a new checkpoint, no flag) says nothing more.
+    app.notice = None;
+    app.update(ev(TrainEvent::Update(RunUpdate {
+        dir: fixture_dir(),
+        checkpoints: Some(vec![3, 6]),
+        ..Default::default()
+    })));
+    assert!(
+        app.notice.is_none(),
+        "{:?}",
+        app.notice.as_ref().map(|n| &n.text)
+    );
+    // With a bad line in the same update, neither hides the other.
+    app.update(ev(TrainEvent::Update(RunUpdate {
+        dir: fixture_dir(),
+        no_rollouts: true,
+        bad_lines: vec![BadLine {
+            file: fixture_dir().join("metrics.jsonl"),
+            line: 2,
+            error: "not JSON".into(),
+        }],
+        ..Default::default()
+    })));
+    let n = &app.notice.as_ref().unwrap().text;
+    assert!(
+        n.starts_with("tests/fixtures/train_run/metrics.jsonl:2: not JSON (skipped)"),
+        "{n}"
+    );
+    assert!(
+        n.ends_with("; charts only: tests/fixtures/train_run has no rollouts.jsonl"),
+        "{n}"
+    );
+}
+
+#[test]
 fn a_failed_run_says_why() {
     let mut app = sample::train_run(TrainPane::Charts);
     app.update(ev(TrainEvent::Process {

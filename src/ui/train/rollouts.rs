@@ -24,7 +24,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, run: &RunView) {
         let msg = if run.rows.is_empty() {
             "no rollouts yet: they appear after the first step"
         } else {
-            "no rollouts.jsonl in this run"
+            "charts only: this run has no rollouts.jsonl"
         };
         frame.render_widget(
             Paragraph::new(Span::styled(format!(" {msg}"), theme::dim())),
