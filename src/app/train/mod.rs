@@ -95,17 +95,21 @@ impl RunView {
         self.names_between("router/mismatch/", "")
     }
 
-    /// The `X` of the newest step's metrics named `{prefix}X{suffix}`.
+    /// The `X` of the metrics named `{prefix}X{suffix}` in the newest step that logs any (a
+    /// step may leave some out: one with no update logs no router mismatch).
     fn names_between(&self, prefix: &str, suffix: &str) -> Vec<String> {
-        let mut names = Vec::new();
-        for row in self.rows.iter().rev().take(1) {
-            for k in row.values.keys() {
-                if let Some(n) = k.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix)) {
-                    names.push(n.to_string());
-                }
+        for row in self.rows.iter().rev() {
+            let names: Vec<String> = row
+                .values
+                .keys()
+                .filter_map(|k| k.strip_prefix(prefix)?.strip_suffix(suffix))
+                .map(str::to_string)
+                .collect();
+            if !names.is_empty() {
+                return names;
             }
         }
-        names
+        Vec::new()
     }
 
     /// Seconds left at the pace of the last few steps, when the length of the run is known.

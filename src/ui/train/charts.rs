@@ -417,6 +417,13 @@ mod tests {
         let labels: Vec<&str> = charts[3].series.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["all", "L1", "L3"]);
         assert_eq!(charts[3].series[2].key, "router/mismatch/layer_3");
+        // A last step with no update (every group skipped) logs no mismatch: still charted.
+        let mut idle_end = moe;
+        idle_end.rows.push(StepRow {
+            step: 2,
+            values: [("reward".to_string(), 0.1)].into(),
+        });
+        assert_eq!(specs(&idle_end)[3].title, "router mismatch");
         let dense = specs(&run_logging(&["reward"]));
         assert!(dense.iter().all(|c| c.title != "router mismatch"));
         assert_eq!(dense.len() + 1, charts.len());
