@@ -153,13 +153,23 @@ impl Moe {
     /// Picks experts for one token from its f32 router logits. Selection is discrete, so it runs
     /// on the CPU in plain Rust: a few comparisons instead of a score of tensor ops per layer.
     fn choose(&self, logits: &[f32], bias: &[f32]) -> TokenChoice {
-        let experts = self.select(logits, bias);
-        let weights = self.weigh(logits, &experts);
+        // Scored once: selection and weighting read the same scores.
+        let scores = self.scores(logits);
+        let experts = self.select(&scores, bias);
+        let weights = self.weigh(&scores, &experts);
         TokenChoice { experts, weights }
     }
 
-    /// The experts the router picks for one token, best first.
-    fn select(&self, logits: &[f32], bias: &[f32]) -> Vec<usize> {
+    /// The router's unbiased score of every expert: sigmoid (V3) or softmax (V2) of the logits.
+    fn scores(&self, logits: &[f32]) -> Vec<f32> {
+        match self.cfg.routing {
+            Routing::SigmoidNoAux => logits.iter().map(|&l| sigmoid(l)).collect(),
+            Routing::SoftmaxGreedy | Routing::SoftmaxGroupLimited => softmax(logits),
+        }
+    }
+
+    /// The experts the router picks for one token from its [`Moe::scores`], best first.
+    fn select(&self, scores: &[f32], bias: &[f32]) -> Vec<usize> {
         let c = &self.cfg;
         let per_group = c.n_routed_experts / c.n_group;
         // Keeps only the experts of the `topk_group` best groups (the others become -inf).
@@ -180,23 +190,18 @@ impl Moe {
         };
         match c.routing {
             Routing::SigmoidNoAux => {
-                let biased: Vec<f32> = logits
-                    .iter()
-                    .zip(bias)
-                    .map(|(&l, b)| sigmoid(l) + b)
-                    .collect();
+                let biased: Vec<f32> = scores.iter().zip(bias).map(|(s, b)| s + b).collect();
                 let top2_sum = |g: &[f32]| top_indices(g, 2).iter().map(|&i| g[i]).sum::<f32>();
                 let masked = keep_best_groups(&biased, &top2_sum);
                 top_indices(&masked, c.top_k)
             }
             Routing::SoftmaxGreedy | Routing::SoftmaxGroupLimited => {
-                let probs = softmax(logits);
                 let candidates = if c.routing == Routing::SoftmaxGroupLimited {
-                    keep_best_groups(&probs, &|g: &[f32]| {
+                    keep_best_groups(scores, &|g: &[f32]| {
                         g.iter().copied().fold(f32::NEG_INFINITY, f32::max)
                     })
                 } else {
-                    probs
+                    scores.to_vec()
                 };
                 top_indices(&candidates, c.top_k)
             }
@@ -206,24 +211,17 @@ impl Moe {
     /// The mixing weights of `experts` for one token: the router's unbiased scores for them
     /// (renormalised where the model says so), times `routed_scaling_factor` — whoever picked
     /// the experts (the router itself, or a replay of another pass's choice).
-    fn weigh(&self, logits: &[f32], experts: &[usize]) -> Vec<f32> {
+    fn weigh(&self, scores: &[f32], experts: &[usize]) -> Vec<f32> {
         let c = &self.cfg;
         let scale = c.routed_scaling_factor as f32;
-        match c.routing {
-            Routing::SigmoidNoAux => {
-                let mut weights: Vec<f32> = experts.iter().map(|&e| sigmoid(logits[e])).collect();
-                if c.norm_topk_prob {
-                    let z: f32 = weights.iter().sum::<f32>() + 1e-20;
-                    weights.iter_mut().for_each(|w| *w /= z);
-                }
-                weights.iter_mut().for_each(|w| *w *= scale);
-                weights
-            }
-            Routing::SoftmaxGreedy | Routing::SoftmaxGroupLimited => {
-                let probs = softmax(logits);
-                experts.iter().map(|&e| probs[e] * scale).collect()
-            }
+        let mut weights: Vec<f32> = experts.iter().map(|&e| scores[e]).collect();
+        // V3 renormalises its sigmoid scores over the chosen experts; V2's softmax is not.
+        if c.routing == Routing::SigmoidNoAux && c.norm_topk_prob {
+            let z: f32 = weights.iter().sum::<f32>() + 1e-20;
+            weights.iter_mut().for_each(|w| *w /= z);
         }
+        weights.iter_mut().for_each(|w| *w *= scale);
+        weights
     }
 
     /// The mixing weights as a differentiable function of the router logits, for training: the
@@ -291,7 +289,7 @@ impl Moe {
                 .zip(replayed.chunks(k))
             {
                 choice.experts = ids.iter().map(|&x| x as usize).collect();
-                choice.weights = self.weigh(row, &choice.experts);
+                choice.weights = self.weigh(&self.scores(row), &choice.experts);
             }
             flat_experts = replayed;
         }

@@ -96,9 +96,11 @@ impl RunView {
     }
 
     /// The `X` of the metrics named `{prefix}X{suffix}` in the newest step that logs any (a
-    /// step may leave some out: one with no update logs no router mismatch).
+    /// step may leave some out: one with no update logs no router mismatch). Called every frame,
+    /// so only the last steps are looked at: a run that logged none of them lately has none.
     fn names_between(&self, prefix: &str, suffix: &str) -> Vec<String> {
-        for row in self.rows.iter().rev() {
+        const RECENT: usize = 64;
+        for row in self.rows.iter().rev().take(RECENT) {
             let names: Vec<String> = row
                 .values
                 .keys()
