@@ -57,8 +57,7 @@ pub fn run(args: &MergeArgs) -> Result<()> {
     w.write_json("config.json", &config)?;
     w.write(
         "model.safetensors",
-        &safetensors_bytes(&model_tensors(&model.vars, kind), &metadata())
-            .map_err(|e| anyhow!(e))?,
+        &safetensors_bytes(&model_tensors(&model, kind), &metadata()).map_err(|e| anyhow!(e))?,
     )?;
     w.commit()?;
     eprintln!(

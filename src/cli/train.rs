@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::train::recipe::{self, Recipe};
+use crate::train::step_loop::RunOptions;
 use crate::train::{grpo, sft};
 
 #[derive(Debug, Args)]
@@ -41,32 +42,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
         recipe::parse(&format!("{file} (with --set)"), &changed)?
     };
+    let opts = RunOptions {
+        quiet: false,
+        stop_after: args.stop_after,
+        skip_eval: args.no_eval,
+        require_checkpoint: args.resume,
+        cancel: None,
+    };
     match recipe {
         Recipe::Sft(r) => {
-            if args.resume {
-                let ckpt = r.output_dir.join("checkpoints");
-                if crate::train::checkpoint::latest_checkpoint(&ckpt).is_none() {
-                    anyhow::bail!(
-                        "--resume: {} has no checkpoint to resume from",
-                        ckpt.display()
-                    );
-                }
-            }
-            let opts = sft::RunOptions {
-                quiet: false,
-                stop_after: args.stop_after,
-                skip_eval: args.no_eval,
-            };
             sft::run(&r, &opts)?;
         }
         Recipe::Grpo(r) => {
-            let opts = grpo::RunOptions {
-                quiet: false,
-                stop_after: args.stop_after,
-                skip_eval: args.no_eval,
-                require_checkpoint: args.resume,
-                cancel: None,
-            };
             grpo::run(&r, &opts)?;
         }
     }

@@ -94,6 +94,14 @@ pub fn check(file: &str, r: &GrpoRecipe) -> Result<(), RecipeError> {
              routers' own choices and keeps no rollout routing to replay",
         );
     }
+    if r.generation.dtype != "f32" {
+        return refuse(
+            "generation.dtype",
+            "a rollout precision apart from the update's cannot be expressed in TRL 1.16 \
+             without vLLM: GRPOTrainer samples with the policy itself (with use_vllm, vLLM \
+             samples in the model's dtype); leave it at \"f32\"",
+        );
+    }
     // rewards.py mirrors these three; a reward added to thinkbench needs its Python twin first.
     if let Some(other) = r
         .rewards
@@ -489,6 +497,14 @@ mod tests {
             e.starts_with("r.toml: key grpo.routing_replay: \"rollout\" cannot be expressed"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_separate_rollout_precision_is_refused() {
+        let mut r = with("grpo.beta", "0.04");
+        r.generation.dtype = "bf16".into();
+        let e = check("r.toml", &r).unwrap_err().to_string();
+        assert!(e.starts_with("r.toml: key generation.dtype: "), "{e}");
     }
 
     #[test]

@@ -276,19 +276,25 @@ pub fn prune_checkpoints(dir: &Path, keep: usize) {
     }
 }
 
-/// Model weights by HF key name, from a var store, in the save dtype. The f32 router bias stays
-/// f32 whatever the save dtype (as DeepSeek-V3 publishes it).
-pub fn model_tensors(vars: &tch::nn::VarStore, kind: Kind) -> Vec<(String, Tensor)> {
-    let mut out: Vec<(String, Tensor)> = vars
+/// A model's weights by HF key name, in the save dtype. The routers' selection biases stay f32
+/// whatever the save dtype (as DeepSeek-V3 publishes them): the model names them.
+pub fn model_tensors(model: &crate::model::Model, kind: Kind) -> Vec<(String, Tensor)> {
+    let keep_f32: std::collections::HashSet<String> = model
+        .routers()
+        .into_iter()
+        .filter_map(|r| r.bias_name)
+        .collect();
+    let mut out: Vec<(String, Tensor)> = model
+        .vars
         .variables()
         .into_iter()
         .map(|(name, t)| {
-            let t = if name.ends_with("e_score_correction_bias") {
-                t.to_kind(Kind::Float)
+            let k = if keep_f32.contains(&name) {
+                Kind::Float
             } else {
-                t.to_kind(kind)
+                kind
             };
-            (name, t)
+            (name, t.to_kind(k))
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -399,5 +405,25 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().starts_with("/proc/thinkbench-no"), "{e}");
+    }
+
+    /// Saved in bf16, the built-in model keeps exactly its routers' selection biases in f32 (found
+    /// through the model, not by name): 3 MoE layers, so 3 f32 tensors.
+    #[test]
+    fn a_bf16_save_keeps_only_the_selection_biases_in_f32() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/thinkbench-tiny");
+        let model =
+            crate::model::Model::load(&dir, crate::model::DType::F32, tch::Device::Cpu).unwrap();
+        let tensors = model_tensors(&model, Kind::BFloat16);
+        let f32_names: Vec<&str> = tensors
+            .iter()
+            .filter(|(_, t)| t.kind() == Kind::Float)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            f32_names,
+            [1, 2, 3].map(|l| format!("model.layers.{l}.mlp.gate.e_score_correction_bias"))
+        );
+        assert!(tensors.len() > 20);
     }
 }

@@ -43,8 +43,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::train::progress::StepProgress;
@@ -71,6 +70,7 @@ use super::rollout::{eos_ids, rollouts, Group};
 use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{ensure_writable, metadata, ModelFiles};
 use super::run_skeleton::{configure_process, restore_optimizer, RunFolder};
+use super::step_loop::{run_steps, Logs, Schedule, StepReport, Steps};
 use super::task::{content_hash, Split};
 use crate::model::{parse_device, DType, Model};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
@@ -105,33 +105,10 @@ pub fn resolve_model_dir(init: &str) -> PathBuf {
         .unwrap_or_else(|| candidates.remove(0))
 }
 
-/// How the caller wants the run to behave (not part of the recipe: it does not change results).
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// No progress bar or compact lines (tests).
-    pub quiet: bool,
-    /// Stop after this optimiser step, with a checkpoint there (`--stop-after`; tests).
-    pub stop_after: Option<u64>,
-    /// Skip evaluations.
-    pub skip_eval: bool,
-    /// Refuse to start from scratch: there must be a checkpoint to resume (`--resume`).
-    pub require_checkpoint: bool,
-    /// Set to stop after the current step (with a checkpoint), e.g. from a UI.
-    pub cancel: Option<Arc<AtomicBool>>,
-}
+pub use super::step_loop::RunOptions;
 
 /// What a finished (or stopped) run reports.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub output_dir: PathBuf,
-    pub steps_done: u64,
-    pub resumed_from: Option<u64>,
-    pub final_checkpoint: Option<PathBuf>,
-    pub exported_to: Option<PathBuf>,
-    /// Seconds in the training loop (rollouts and updates; evaluations excluded).
-    pub train_seconds: f64,
-    pub last_eval: Option<EvalSummary>,
-}
+pub type RunSummary = super::step_loop::RunSummary<EvalSummary>;
 
 /// Held-out accuracy at one step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +190,10 @@ struct Trainer<'a> {
     /// Copies of the policy for rollout workers beyond the first (`generation.workers`), kept
     /// equal to it after every update.
     replicas: Vec<Replica>,
+    /// With `generation.dtype` other than f32: one copy of the policy per rollout worker in that
+    /// precision, which samples the rollouts (refreshed after every update). Empty: the
+    /// workers sample with the f32 policy and its replicas.
+    rollout_copies: Vec<Model>,
     codec: TextCodec,
     opt: AdamW,
     files: ModelFiles,
@@ -309,12 +290,22 @@ impl<'a> Trainer<'a> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let rollout_dtype = DType::parse(&r.generation.dtype)
+            .ok_or_else(|| anyhow!("generation.dtype: \"{}\"", r.generation.dtype))?;
+        let rollout_copies = if rollout_dtype == DType::F32 {
+            Vec::new()
+        } else {
+            (0..r.generation.workers.max(1))
+                .map(|_| Ok(Model::load(start_dir, rollout_dtype, device)?))
+                .collect::<Result<Vec<_>>>()?
+        };
         let mut t = Self {
             r,
             model,
             reference,
             lora,
             replicas,
+            rollout_copies,
             codec,
             opt,
             files,
@@ -332,7 +323,7 @@ impl<'a> Trainer<'a> {
         let target = self.ckpt_dir.join(step_dir_name(state.step));
         let w = AtomicDir::begin(&target)?;
         self.files.write_into(&w)?;
-        write_weights_and_optimizer(&w, &self.model.vars, &self.opt)?;
+        write_weights_and_optimizer(&w, &self.model, &self.opt)?;
         if let Some(l) = &self.lora {
             w.write(
                 "adapter_model.safetensors",
@@ -368,8 +359,17 @@ impl<'a> Trainer<'a> {
         };
         if self.replicas.is_empty() || problems.len() < 2 {
             let all: Vec<&Problem> = problems.iter().collect();
-            return rollouts(&self.model, codec, &all, g, eos, seeds);
+            let model = self.rollout_copies.first().unwrap_or(&self.model);
+            return rollouts(model, codec, &all, g, eos, seeds);
         }
+        // Worker k samples with its rollout copy, when there are some.
+        let (first_copy, other_copies) = match self.rollout_copies.split_first_mut() {
+            Some((first, rest)) => (Some(&*first), rest.iter_mut().map(Some).collect()),
+            None => (
+                None,
+                (0..self.replicas.len()).map(|_| None).collect::<Vec<_>>(),
+            ),
+        };
         let mut results: Vec<Option<Group>> = (0..problems.len()).map(|_| None).collect();
         let mut place = |idx: Vec<usize>, groups: Vec<Group>| {
             for (i, group) in idx.into_iter().zip(groups) {
@@ -380,12 +380,13 @@ impl<'a> Trainer<'a> {
             let handles: Vec<_> = self
                 .replicas
                 .iter_mut()
+                .zip(other_copies)
                 .enumerate()
-                .map(|(w, rep)| {
+                .map(|(w, (rep, copy))| {
                     let (idx, ps, ss) = share(w + 1);
                     // `&mut`: a model may be used by one thread at a time (its rope tables are
                     // cached in a RefCell).
-                    let (model, codec) = (&mut rep.model, &rep.codec);
+                    let (model, codec) = (copy.unwrap_or(&mut rep.model), &rep.codec);
                     scope.spawn(move || {
                         // A new thread starts with libtorch's default thread count.
                         tch::set_num_threads(1);
@@ -394,7 +395,7 @@ impl<'a> Trainer<'a> {
                 })
                 .collect();
             let (idx, ps, ss) = share(0);
-            let mine = rollouts(&self.model, codec, &ps, g, eos, &ss);
+            let mine = rollouts(first_copy.unwrap_or(&self.model), codec, &ps, g, eos, &ss);
             for h in handles {
                 let (idx, groups) = h.join().expect("a rollout worker panicked")?;
                 place(idx, groups);
@@ -408,15 +409,21 @@ impl<'a> Trainer<'a> {
             .collect())
     }
 
-    /// Copies the policy's weights (and router biases) into the rollout replicas.
+    /// Copies the policy's weights (and router biases) into the replicas and the rollout
+    /// copies (cast to their precision).
     fn sync_replicas(&mut self) {
-        if self.replicas.is_empty() {
+        if self.replicas.is_empty() && self.rollout_copies.is_empty() {
             return;
         }
         let _g = tch::no_grad_guard();
         let src = self.model.vars.variables();
-        for rep in &mut self.replicas {
-            for (name, mut dst) in rep.model.vars.variables() {
+        let copies = self
+            .replicas
+            .iter()
+            .map(|r| &r.model)
+            .chain(&self.rollout_copies);
+        for model in copies {
+            for (name, mut dst) in model.vars.variables() {
                 dst.copy_(&src[&name]);
             }
         }
@@ -1013,13 +1020,7 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let folder = RunFolder::claim(&out, r)?;
     let ckpt_dir = folder.checkpoints.clone();
 
-    let resumed = folder.latest_checkpoint();
-    if opts.require_checkpoint && resumed.is_none() {
-        bail!(
-            "--resume: {} has no checkpoint to resume from",
-            ckpt_dir.display()
-        );
-    }
+    let resumed = folder.checkpoint_to_resume(opts.require_checkpoint)?;
     let (start_dir, state) = match &resumed {
         Some((_, dir)) => (dir.clone(), load_state(dir)?),
         None => (
@@ -1036,7 +1037,7 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let names = rewards.names();
 
     let mut log = folder.open_log("metrics.jsonl", state.step)?;
-    let mut rollout_log = folder.open_log("rollouts.jsonl", state.step)?;
+    let rollout_log = folder.open_log("rollouts.jsonl", state.step)?;
     let total = r.train.steps;
     let trainable: i64 = trainer
         .opt
@@ -1071,17 +1072,9 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
         .and_then(|e| e.every)
         .filter(|_| !opts.skip_eval);
     let mut last_eval: Option<EvalSummary> = None;
-    let do_eval = |trainer: &Trainer, log: &mut MetricsLog, step: u64| -> Result<EvalSummary> {
-        let e = trainer.evaluate(&source, &rewards, step)?;
-        log.write(
-            &json!({"event": "eval", "step": step, "accuracy": e.accuracy,
-            "format_rate": e.format_rate, "n": e.n, "by_level": e.by_level, "seconds": e.seconds}),
-        )?;
-        Ok(e)
-    };
     // The starting point, for the before/after comparison (fresh runs only).
     if eval_every.is_some() && state.step == 0 {
-        let e = do_eval(&trainer, &mut log, 0)?;
+        let e = eval_and_log(&trainer, &source, &rewards, &mut log, 0)?;
         say(format!(
             "step 0: held-out accuracy {:.1}% (n={}, greedy)",
             100.0 * e.accuracy,
@@ -1090,156 +1083,44 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
         last_eval = Some(e);
     }
 
-    let mut st = state.clone();
-    let mut last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
-    for step in st.step..total {
-        let t0 = Instant::now();
-        let mut groups = trainer.collect(&source, &rewards, step)?;
-        let rollout_s = t0.elapsed().as_secs_f64();
-        // Advantages over the groups trained on.
-        let used: Vec<usize> = (0..groups.len()).filter(|&i| groups[i].used).collect();
-        let flat: Vec<f64> = used
-            .iter()
-            .flat_map(|&i| groups[i].rewards.iter().copied())
-            .collect();
-        let mut rows = Vec::new();
-        if !used.is_empty() {
-            let adv = advantages(&flat, r.generation.group_size, r.grpo.scale_rewards);
-            for (k, &i) in used.iter().enumerate() {
-                let g = r.generation.group_size;
-                groups[i].advantages = adv.values[k * g..(k + 1) * g].to_vec();
-                let sg = &groups[i];
-                for (s, &a) in sg.group.samples.iter().zip(&sg.advantages) {
-                    let mut ids: Vec<i64> = sg.group.prompt_ids.iter().map(|&x| x as i64).collect();
-                    ids.extend(s.ids.iter().map(|&x| x as i64));
-                    rows.push(Row {
-                        ids,
-                        prompt_len: sg.group.prompt_ids.len(),
-                        completion_len: s.ids.len(),
-                        advantage: a,
-                        in_loss: (!r.grpo.mask_truncated || s.finished) && !s.ids.is_empty(),
-                        prompt_routing: sg.group.prompt_routing.clone(),
-                        routing: s.routing.clone(),
-                    });
-                }
-            }
-        }
-        let lr = lr_at(step, total, &r.optimizer);
-        let t1 = Instant::now();
-        let up = if rows.iter().any(|x| x.in_loss) {
-            trainer.update(&rows, lr)
-        } else {
-            // Nothing to learn from (every group's rewards were equal and skipped): no update.
-            UpdateOutcome {
-                applied: true,
-                ..Default::default()
-            }
-        };
-        let train_s = t1.elapsed().as_secs_f64();
-        let dt = t0.elapsed().as_secs_f64();
-        st.step = step + 1;
-        st.adam_t = trainer.opt.t;
-        st.completions_seen += rows.len() as u64;
-        st.tokens_seen += up.tokens as u64;
-        st.train_seconds += dt;
-        if up.applied {
-            st.bad_steps = 0;
-        } else {
-            st.bad_steps += 1;
-            say(format!(
-                "step {}: loss {} / grad norm {}: not finite, update skipped",
-                st.step, up.loss, up.grad_norm
-            ));
-        }
-        let generated: usize = groups
-            .iter()
-            .flat_map(|g| g.group.samples.iter())
-            .map(|s| s.ids.len())
-            .sum();
-        let mut rec = step_record(st.step, &groups, &names, &up, lr, r.grpo.beta);
-        rec["step_time"] = json!(dt);
-        rec["rollout_time"] = json!(rollout_s);
-        rec["update_time"] = json!(train_s);
-        rec["tokens_per_s"] = json!(generated as f64 / dt);
-        rec["num_tokens"] = json!(st.tokens_seen);
-        rec["elapsed_s"] = json!(st.train_seconds);
-        log.write(&rec)?;
-        for line in rollout_records(st.step, &groups) {
-            rollout_log.write(&line)?;
-        }
-        let f = |k: &str| rec[k].as_f64().unwrap_or(0.0);
-        pb.set_position(st.step);
-        pb.set_message(format!(
-            "reward {:.3}  acc {:.0}%",
-            f("reward"),
-            100.0 * f("accuracy")
-        ));
-        if st.step.is_multiple_of(r.train.log_every) || st.step == total {
-            say(format!(
-                "step {:>4}/{total}  reward {:.3} ±{:.3}  acc {:>5.1}%  loss {:+.4}{}{}  ent {:.3}  len {:.0}  zero-std {:>3.0}%  clip {:.3}  {:.2} s/step",
-                st.step,
-                f("reward"),
-                f("reward_std"),
-                100.0 * f("accuracy"),
-                f("loss"),
-                rec.get("kl").and_then(Value::as_f64).map_or(String::new(), |k| format!("  kl {k:.4}")),
-                rec.get("router/mismatch").and_then(Value::as_f64).map_or(String::new(), |m| format!("  route≠ {:.1}%", 100.0 * m)),
-                f("entropy"),
-                f("completions/mean_length"),
-                100.0 * f("frac_reward_zero_std"),
-                f("clip_ratio/region_mean"),
-                dt,
-            ));
-        }
-        if st.bad_steps >= r.train.max_bad_steps {
-            bail!(
-                "{} steps in a row had a non-finite loss or gradient; stopping (last good checkpoint: {})",
-                st.bad_steps,
-                last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string())
-            );
-        }
-        let cancelled = opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed));
-        let stopping = opts.stop_after == Some(st.step) || cancelled;
-        if st.step.is_multiple_of(r.train.checkpoint_every) || st.step == total || stopping {
-            let p = trainer.save(&st)?;
-            log.write(
-                &json!({"event": "checkpoint", "step": st.step, "path": p.display().to_string()}),
-            )?;
-            last_ckpt = Some(p);
-        }
-        if let Some(every) = eval_every {
-            if st.step.is_multiple_of(every) || st.step == total {
-                let e = do_eval(&trainer, &mut log, st.step)?;
-                say(format!(
-                    "step {}: held-out accuracy {:.1}% (n={}, greedy{})",
-                    st.step,
-                    100.0 * e.accuracy,
-                    e.n,
-                    e.by_level
-                        .iter()
-                        .map(|(l, a)| format!(", L{l} {:.0}%", 100.0 * a))
-                        .collect::<String>()
-                ));
-                last_eval = Some(e);
-            }
-        }
-        if stopping {
-            pb.abandon();
-            return Ok(RunSummary {
-                output_dir: out,
-                steps_done: st.step,
-                resumed_from,
-                final_checkpoint: last_ckpt,
-                exported_to: None,
-                train_seconds: st.train_seconds,
-                last_eval,
-            });
-        }
+    let from = state.step;
+    let mut steps = GrpoSteps {
+        trainer: &mut trainer,
+        source: &source,
+        rewards: &rewards,
+        names: &names,
+        st: state,
+        last_eval,
+    };
+    let schedule = Schedule {
+        total,
+        log_every: r.train.log_every,
+        checkpoint_every: r.train.checkpoint_every,
+        max_bad_steps: r.train.max_bad_steps,
+        eval_every,
+    };
+    let mut logs = Logs {
+        metrics: log,
+        rollouts: Some(rollout_log),
+    };
+    let last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
+    let end = run_steps(&mut steps, from, &schedule, &mut logs, opts, &pb, last_ckpt)?;
+    let GrpoSteps {
+        st, mut last_eval, ..
+    } = steps;
+    let mut log = logs.metrics;
+    if end.stopped {
+        return Ok(RunSummary {
+            output_dir: out,
+            steps_done: st.step,
+            resumed_from,
+            final_checkpoint: end.last_checkpoint,
+            exported_to: None,
+            train_seconds: st.train_seconds,
+            last_eval,
+        });
     }
-    pb.finish_and_clear();
+    let last_ckpt = end.last_checkpoint;
     let final_dir = match last_ckpt {
         Some(p) => p,
         None => trainer.save(&st)?,
@@ -1259,7 +1140,9 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
         last_eval.as_ref().is_none_or(|e| e.step != st.step),
         opts.skip_eval,
     ) {
-        last_eval = Some(do_eval(&trainer, &mut log, st.step)?);
+        last_eval = Some(eval_and_log(
+            &trainer, &source, &rewards, &mut log, st.step,
+        )?);
     }
     if let Some(e) = &last_eval {
         let path = out.join("eval.json");
@@ -1274,16 +1157,12 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
             );
         }
     }
-    let exported_to = match &r.export_to {
-        Some(dst) => {
-            super::sft::export(&final_dir, dst, &r.model.save_dtype)?;
-            if !opts.quiet {
-                eprintln!("exported the model to {}", dst.display());
-            }
-            Some(dst.clone())
-        }
-        None => None,
-    };
+    let exported_to = super::sft::export_if_asked(
+        &final_dir,
+        r.export_to.as_deref(),
+        &r.model.save_dtype,
+        opts.quiet,
+    )?;
     Ok(RunSummary {
         output_dir: out,
         steps_done: st.step,
@@ -1293,6 +1172,159 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
         train_seconds: st.train_seconds,
         last_eval,
     })
+}
+
+/// Evaluates the policy on held-out problems and logs the event.
+fn eval_and_log(
+    trainer: &Trainer,
+    source: &Source,
+    rewards: &Rewards,
+    log: &mut MetricsLog,
+    step: u64,
+) -> Result<EvalSummary> {
+    let e = trainer.evaluate(source, rewards, step)?;
+    log.write(
+        &json!({"event": "eval", "step": step, "accuracy": e.accuracy,
+        "format_rate": e.format_rate, "n": e.n, "by_level": e.by_level, "seconds": e.seconds}),
+    )?;
+    Ok(e)
+}
+
+/// GRPO's side of the shared loop: one step rolls out the step's groups, scores them, turns
+/// rewards into advantages and updates the policy (μ iterations).
+struct GrpoSteps<'t, 'r> {
+    trainer: &'t mut Trainer<'r>,
+    source: &'t Source,
+    rewards: &'t Rewards,
+    names: &'t [&'static str],
+    st: TrainerState,
+    last_eval: Option<EvalSummary>,
+}
+
+impl Steps for GrpoSteps<'_, '_> {
+    fn step(&mut self, step: u64) -> Result<StepReport> {
+        let r = self.trainer.r;
+        let t0 = Instant::now();
+        let mut groups = self.trainer.collect(self.source, self.rewards, step)?;
+        let rollout_s = t0.elapsed().as_secs_f64();
+        let rows = training_rows(r, &mut groups);
+        let lr = lr_at(step, r.train.steps, &r.optimizer);
+        let t1 = Instant::now();
+        let up = if rows.iter().any(|x| x.in_loss) {
+            self.trainer.update(&rows, lr)
+        } else {
+            // Nothing to learn from (every group's rewards were equal and skipped): no update.
+            UpdateOutcome {
+                applied: true,
+                ..Default::default()
+            }
+        };
+        let train_s = t1.elapsed().as_secs_f64();
+        let dt = t0.elapsed().as_secs_f64();
+        let st = &mut self.st;
+        st.step = step + 1;
+        st.adam_t = self.trainer.opt.t;
+        st.completions_seen += rows.len() as u64;
+        st.tokens_seen += up.tokens as u64;
+        st.train_seconds += dt;
+        st.bad_steps = if up.applied { 0 } else { st.bad_steps + 1 };
+        let generated: usize = groups
+            .iter()
+            .flat_map(|g| g.group.samples.iter())
+            .map(|s| s.ids.len())
+            .sum();
+        let mut rec = step_record(st.step, &groups, self.names, &up, lr, r.grpo.beta);
+        rec["step_time"] = json!(dt);
+        rec["rollout_time"] = json!(rollout_s);
+        rec["update_time"] = json!(train_s);
+        rec["tokens_per_s"] = json!(generated as f64 / dt);
+        rec["num_tokens"] = json!(st.tokens_seen);
+        rec["elapsed_s"] = json!(st.train_seconds);
+        let f = |k: &str| rec[k].as_f64().unwrap_or(0.0);
+        let progress = format!(
+            "reward {:.3}  acc {:.0}%",
+            f("reward"),
+            100.0 * f("accuracy")
+        );
+        let line = format!(
+            "step {:>4}/{}  reward {:.3} ±{:.3}  acc {:>5.1}%  loss {:+.4}{}{}  ent {:.3}  len {:.0}  zero-std {:>3.0}%  clip {:.3}  {:.2} s/step",
+            st.step,
+            r.train.steps,
+            f("reward"),
+            f("reward_std"),
+            100.0 * f("accuracy"),
+            f("loss"),
+            rec.get("kl").and_then(Value::as_f64).map_or(String::new(), |k| format!("  kl {k:.4}")),
+            rec.get("router/mismatch").and_then(Value::as_f64).map_or(String::new(), |m| format!("  route≠ {:.1}%", 100.0 * m)),
+            f("entropy"),
+            f("completions/mean_length"),
+            100.0 * f("frac_reward_zero_std"),
+            f("clip_ratio/region_mean"),
+            dt,
+        );
+        Ok(StepReport {
+            applied: up.applied,
+            loss: up.loss,
+            grad_norm: up.grad_norm,
+            rollouts: rollout_records(st.step, &groups),
+            record: rec,
+            progress,
+            line,
+        })
+    }
+
+    fn save(&mut self) -> Result<PathBuf> {
+        self.trainer.save(&self.st)
+    }
+
+    fn evaluate(&mut self, step: u64, _last: bool, log: &mut MetricsLog) -> Result<Option<String>> {
+        let e = eval_and_log(self.trainer, self.source, self.rewards, log, step)?;
+        let line = format!(
+            "step {step}: held-out accuracy {:.1}% (n={}, greedy{})",
+            100.0 * e.accuracy,
+            e.n,
+            e.by_level
+                .iter()
+                .map(|(l, a)| format!(", L{l} {:.0}%", 100.0 * a))
+                .collect::<String>()
+        );
+        self.last_eval = Some(e);
+        Ok(Some(line))
+    }
+}
+
+/// The step's training rows: every sample of the groups trained on, with its group-relative
+/// advantage (also stored on its group, for the rollout log).
+fn training_rows(r: &GrpoRecipe, groups: &mut [ScoredGroup]) -> Vec<Row> {
+    let used: Vec<usize> = (0..groups.len()).filter(|&i| groups[i].used).collect();
+    let flat: Vec<f64> = used
+        .iter()
+        .flat_map(|&i| groups[i].rewards.iter().copied())
+        .collect();
+    let mut rows = Vec::new();
+    if used.is_empty() {
+        return rows;
+    }
+    let g = r.generation.group_size;
+    let adv = advantages(&flat, g, r.grpo.scale_rewards);
+    for (k, &i) in used.iter().enumerate() {
+        groups[i].advantages = adv.values[k * g..(k + 1) * g].to_vec();
+        let sg = &groups[i];
+        for (s, &a) in sg.group.samples.iter().zip(&sg.advantages) {
+            let mut ids: Vec<i64> = sg.group.prompt_ids.iter().map(|&x| x as i64).collect();
+            ids.extend(s.ids.iter().map(|&x| x as i64));
+            rows.push(Row {
+                ids,
+                prompt_len: sg.group.prompt_ids.len(),
+                completion_len: s.ids.len(),
+                advantage: a,
+                in_loss: (!r.grpo.mask_truncated || s.finished) && !s.ids.is_empty(),
+                prompt_routing: sg.group.prompt_routing.clone(),
+                routing: s.routing.clone(),
+            });
+        }
+    }
+    rows
 }
 
 mod pass;

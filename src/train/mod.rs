@@ -49,5 +49,6 @@ pub mod rollout;
 pub mod run_dir;
 pub mod run_skeleton;
 pub mod sft;
+pub mod step_loop;
 pub mod task;
 pub mod tokenizer;

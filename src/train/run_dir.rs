@@ -20,10 +20,10 @@ pub fn metadata() -> BTreeMap<String, String> {
 /// weights in f32 (`model.safetensors`, transformers' layout) and the AdamW state.
 pub fn write_weights_and_optimizer(
     w: &AtomicDir,
-    vars: &tch::nn::VarStore,
+    model: &crate::model::Model,
     opt: &AdamW,
 ) -> Result<()> {
-    let weights = model_tensors(vars, tch::Kind::Float);
+    let weights = model_tensors(model, tch::Kind::Float);
     w.write(
         "model.safetensors",
         &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,

@@ -62,6 +62,19 @@ impl RunFolder {
         latest_checkpoint(&self.checkpoints)
     }
 
+    /// The checkpoint a run resumes from; with `required` (`--resume`), an error when there is
+    /// none rather than a fresh start.
+    pub fn checkpoint_to_resume(&self, required: bool) -> Result<Option<(u64, PathBuf)>> {
+        let found = self.latest_checkpoint();
+        if required && found.is_none() {
+            anyhow::bail!(
+                "--resume: {} has no checkpoint to resume from",
+                self.checkpoints.display()
+            );
+        }
+        Ok(found)
+    }
+
     /// Opens the JSONL log `out/NAME` for appending, keeping only the lines of steps up to
     /// `step` (where a resumed run starts again).
     pub fn open_log(&self, name: &str, step: u64) -> Result<MetricsLog> {

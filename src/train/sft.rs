@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::train::progress::StepProgress;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 
@@ -39,38 +39,26 @@ use super::head::{backward_into_layers, head_chunks, positions, HEAD_CHUNK_ELEME
 use super::init::{
     config_json, deepseek_v3_weights, padded_vocab, parameter_counts, random_weights,
 };
+use super::metrics::MetricsLog;
 use super::optim::{lr_at, AdamW};
 use super::recipe::SftRecipe;
 pub use super::run_dir::ensure_writable;
 use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{metadata, ModelFiles};
 use super::run_skeleton::{configure_process, restore_optimizer, RunFolder};
+use super::step_loop::{run_steps, Logs, Schedule, StepReport, Steps};
 use super::task::{self, Split, Task};
 use super::tokenizer;
 use crate::model::{DType, Model};
 use crate::text::TextCodec;
 
-/// How the caller wants the run to behave (not part of the recipe: it does not change results).
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// No progress bar or compact lines (tests).
-    pub quiet: bool,
-    /// Stop after this optimiser step, with a checkpoint there (`--stop-after`; tests).
-    pub stop_after: Option<u64>,
-    /// Skip the final evaluation.
-    pub skip_eval: bool,
-}
+pub use super::step_loop::RunOptions;
 
 /// What a finished (or stopped) run reports.
-#[derive(Debug, Clone)]
-pub struct RunSummary {
-    pub output_dir: PathBuf,
-    pub steps_done: u64,
-    pub resumed_from: Option<u64>,
-    pub final_checkpoint: Option<PathBuf>,
-    pub exported_to: Option<PathBuf>,
-    pub train_seconds: f64,
-}
+pub type RunSummary = super::step_loop::RunSummary<super::eval::EvalReport>;
+
+/// SFT has no recipe key for it: five non-finite steps in a row end a run.
+const MAX_BAD_STEPS: u64 = 5;
 
 /// Trainer state saved next to the weights.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -155,7 +143,7 @@ impl Trainer<'_> {
         let target = self.ckpt_dir.join(step_dir_name(state.step));
         let w = AtomicDir::begin(&target)?;
         self.files.write_into(&w)?;
-        write_weights_and_optimizer(&w, &self.model.vars, &self.opt)?;
+        write_weights_and_optimizer(&w, &self.model, &self.opt)?;
         w.write_json("trainer_state.json", &serde_json::to_value(state)?)?;
         w.commit()?;
         prune_checkpoints(&self.ckpt_dir, self.r.train.keep_checkpoints);
@@ -164,7 +152,7 @@ impl Trainer<'_> {
 
     /// One optimiser step over `examples`; returns (mean loss per target token, grad norm,
     /// target tokens, real tokens, load counts, whether the update was applied).
-    fn step(&mut self, examples: &[Encoded], lr: f64) -> StepOutcome {
+    fn update(&mut self, examples: &[Encoded], lr: f64) -> StepOutcome {
         let experts = self
             .model
             .config
@@ -267,7 +255,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let ckpt_dir = folder.checkpoints.clone();
 
     // Start: the newest checkpoint, else a new model.
-    let (start_dir, resumed_from) = match folder.latest_checkpoint() {
+    let (start_dir, resumed_from) = match folder.checkpoint_to_resume(opts.require_checkpoint)? {
         Some((step, dir)) => (dir, Some(step)),
         None => {
             if r.model.init == "scratch" {
@@ -310,7 +298,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         .first()
         .copied()
         .ok_or_else(|| anyhow!("{}: the tokenizer has no eos_token", start_dir.display()))?;
-    let mut trainer = Trainer {
+    let trainer = Trainer {
         r,
         model,
         codec,
@@ -321,7 +309,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         pad: eos,
     };
 
-    let mut log = folder.open_log("metrics.jsonl", state.step)?;
+    let log = folder.open_log("metrics.jsonl", state.step)?;
     let sampler = Sampler::new(
         task.as_ref(),
         &r.data.levels,
@@ -359,136 +347,42 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     }
 
     let pb = StepProgress::new(total, state.step, opts.quiet);
-    let say = |line: String| pb.say(line);
-
-    let mut st = state.clone();
-    let mut last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
-    let mut bad_steps = 0;
-    let run_t0 = Instant::now();
-    let seconds_before = st.train_seconds;
-    for step in st.step..total {
-        let t0 = Instant::now();
-        let max_turns = if step >= r.data.earlier_turns_from_step {
-            r.data.max_earlier_turns
-        } else {
-            0
-        };
-        let earlier = training_turns(&sampler, step, r.train.batch_size, 0..=max_turns);
-        let examples: Vec<Encoded> = sampler
-            .step(step, r.train.batch_size)
-            .iter()
-            .zip(&earlier)
-            .map(|(ex, turns)| encode(&trainer.codec, turns, ex, trainer.eos))
-            .collect::<Result<_, _>>()
-            .map_err(|e| anyhow!(e))?;
-        let lr = lr_at(step, total, &r.optimizer);
-        let out_step = trainer.step(&examples, lr);
-        let dt = t0.elapsed().as_secs_f64();
-        st.step = step + 1;
-        st.data_step = step + 1;
-        st.adam_t = trainer.opt.t;
-        st.tokens_seen += out_step.tokens as u64;
-        st.examples_seen += examples.len() as u64;
-        st.train_seconds = seconds_before + run_t0.elapsed().as_secs_f64();
-        if out_step.applied {
-            bad_steps = 0;
-        } else {
-            bad_steps += 1;
-            say(format!(
-                "step {}: loss {} / grad norm {}: not finite, update skipped",
-                st.step, out_step.loss, out_step.grad_norm
-            ));
-            if bad_steps >= 5 {
-                bail!("5 steps in a row had a non-finite loss or gradient; stopping (last good checkpoint: {})",
-                    last_ckpt.as_ref().map_or("none".into(), |p| p.display().to_string()));
-            }
-        }
-        let loads = layer_loads(&out_step.counts);
-        let min_load = loads.iter().map(|l| l.min_over_mean).reduce(f64::min);
-        let max_vio = loads.iter().map(|l| l.max_violation).reduce(f64::max);
-        let record = json!({
-            "step": st.step,
-            "loss": out_step.loss,
-            "lr": lr,
-            "grad_norm": out_step.grad_norm,
-            "skipped": !out_step.applied,
-            "tokens": out_step.tokens,
-            "target_tokens": out_step.target_tokens,
-            "tokens_per_s": out_step.tokens as f64 / dt,
-            "step_time_s": dt,
-            "elapsed_s": st.train_seconds,
-            "expert_load_min_over_mean": min_load,
-            "expert_load_max_violation": max_vio,
-            "expert_load": loads.iter().map(|l| json!({
-                "layer": l.layer,
-                "share": l.share.iter().map(|&s| round4(s)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+    let from = state.step;
+    let mut steps = SftSteps {
+        trainer,
+        task: task.as_ref(),
+        sampler,
+        seconds_before: state.train_seconds,
+        run_t0: Instant::now(),
+        st: state,
+    };
+    let schedule = Schedule {
+        total,
+        log_every: r.train.log_every,
+        checkpoint_every: r.train.checkpoint_every,
+        max_bad_steps: MAX_BAD_STEPS,
+        eval_every: r.eval.as_ref().and_then(|e| e.every),
+    };
+    let mut logs = Logs {
+        metrics: log,
+        rollouts: None,
+    };
+    let last_ckpt = resumed_from.map(|s| ckpt_dir.join(step_dir_name(s)));
+    let end = run_steps(&mut steps, from, &schedule, &mut logs, opts, &pb, last_ckpt)?;
+    let SftSteps { trainer, st, .. } = steps;
+    let mut log = logs.metrics;
+    if end.stopped {
+        return Ok(RunSummary {
+            output_dir: out,
+            steps_done: st.step,
+            resumed_from,
+            final_checkpoint: end.last_checkpoint,
+            exported_to: None,
+            train_seconds: st.train_seconds,
+            last_eval: None,
         });
-        log.write(&record)?;
-        pb.set_position(st.step);
-        pb.set_message(format!("loss {:.4}", out_step.loss));
-        if st.step.is_multiple_of(r.train.log_every) || st.step == total {
-            say(format!(
-                "step {:>5}/{total}  loss {:.4}  lr {:.2e}  grad {:.3}  {:.0} tok/s  {:.2} s/step  expert load min/mean {}",
-                st.step,
-                out_step.loss,
-                lr,
-                out_step.grad_norm,
-                out_step.tokens as f64 / dt,
-                dt,
-                min_load.map_or("-".into(), |m| format!("{m:.2}")),
-            ));
-        }
-        if st.step.is_multiple_of(r.train.checkpoint_every) || st.step == total {
-            let p = trainer.save(&st)?;
-            log.write(
-                &json!({"event": "checkpoint", "step": st.step, "path": p.display().to_string()}),
-            )?;
-            last_ckpt = Some(p);
-        }
-        if let Some(e) = r
-            .eval
-            .as_ref()
-            .and_then(|e| e.every.map(|every| (e, every)))
-        {
-            if st.step.is_multiple_of(e.1) && st.step < total {
-                let report = run_eval(
-                    &trainer,
-                    task.as_ref(),
-                    r,
-                    e.0.n.min(64),
-                    e.0.max_new_tokens,
-                )?;
-                log.write(
-                    &json!({"event": "eval", "step": st.step, "accuracy": report.accuracy,
-                    "format_rate": report.format_rate, "n": report.n}),
-                )?;
-                say(format!(
-                    "step {}: held-out accuracy {:.1}% (n={})",
-                    st.step,
-                    100.0 * report.accuracy,
-                    report.n
-                ));
-            }
-        }
-        if opts.stop_after == Some(st.step) {
-            // A graceful stop: checkpoint here (unless just done) so the run resumes from it.
-            if !st.step.is_multiple_of(r.train.checkpoint_every) {
-                last_ckpt = Some(trainer.save(&st)?);
-            }
-            pb.abandon();
-            return Ok(RunSummary {
-                output_dir: out,
-                steps_done: st.step,
-                resumed_from,
-                final_checkpoint: last_ckpt,
-                exported_to: None,
-                train_seconds: st.train_seconds,
-            });
-        }
     }
-    pb.finish_and_clear();
-    let final_dir = match last_ckpt {
+    let final_dir = match end.last_checkpoint {
         Some(p) => p,
         None => trainer.save(&st)?,
     };
@@ -501,18 +395,15 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
             final_dir.display()
         );
     }
-    let exported_to = match &r.export_to {
-        Some(dst) => {
-            export(&final_dir, dst, &r.model.save_dtype)?;
-            if !opts.quiet {
-                eprintln!("exported the model to {}", dst.display());
-            }
-            Some(dst.clone())
-        }
-        None => None,
-    };
+    let exported_to = export_if_asked(
+        &final_dir,
+        r.export_to.as_deref(),
+        &r.model.save_dtype,
+        opts.quiet,
+    )?;
     // A finished run that is run again re-exports but does not evaluate again.
     let already_evaluated = resumed_from == Some(total) && out.join("eval.json").exists();
+    let mut last_eval = None;
     if let (Some(e), false) = (&r.eval, opts.skip_eval || already_evaluated) {
         let report = run_eval(&trainer, task.as_ref(), r, e.n, e.max_new_tokens)?;
         log.write(
@@ -525,6 +416,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         if !opts.quiet {
             println!("{}", render(&report, &final_dir.display().to_string()));
         }
+        last_eval = Some(report);
     }
     Ok(RunSummary {
         output_dir: out,
@@ -533,7 +425,136 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
         final_checkpoint: Some(final_dir),
         exported_to,
         train_seconds: st.train_seconds,
+        last_eval,
     })
+}
+
+/// SFT's side of the shared loop: one step draws the step's examples (conversations once
+/// `data.earlier_turns_from_step` is reached), trains on them, and logs loss and expert load.
+struct SftSteps<'a> {
+    trainer: Trainer<'a>,
+    task: &'a dyn Task,
+    sampler: Sampler<'a>,
+    st: TrainerState,
+    /// Loop seconds of the run before this process, and when this process started its loop.
+    seconds_before: f64,
+    run_t0: Instant,
+}
+
+impl Steps for SftSteps<'_> {
+    fn step(&mut self, step: u64) -> Result<StepReport> {
+        let r = self.trainer.r;
+        let t0 = Instant::now();
+        let max_turns = if step >= r.data.earlier_turns_from_step {
+            r.data.max_earlier_turns
+        } else {
+            0
+        };
+        let earlier = training_turns(&self.sampler, step, r.train.batch_size, 0..=max_turns);
+        let examples: Vec<Encoded> = self
+            .sampler
+            .step(step, r.train.batch_size)
+            .iter()
+            .zip(&earlier)
+            .map(|(ex, turns)| encode(&self.trainer.codec, turns, ex, self.trainer.eos))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow!(e))?;
+        let lr = lr_at(step, r.train.steps, &r.optimizer);
+        let out = self.trainer.update(&examples, lr);
+        let dt = t0.elapsed().as_secs_f64();
+        let st = &mut self.st;
+        st.step = step + 1;
+        st.data_step = step + 1;
+        st.adam_t = self.trainer.opt.t;
+        st.tokens_seen += out.tokens as u64;
+        st.examples_seen += examples.len() as u64;
+        st.train_seconds = self.seconds_before + self.run_t0.elapsed().as_secs_f64();
+        let loads = layer_loads(&out.counts);
+        let min_load = loads.iter().map(|l| l.min_over_mean).reduce(f64::min);
+        let max_vio = loads.iter().map(|l| l.max_violation).reduce(f64::max);
+        let record = json!({
+            "step": st.step,
+            "loss": out.loss,
+            "lr": lr,
+            "grad_norm": out.grad_norm,
+            "skipped": !out.applied,
+            "tokens": out.tokens,
+            "target_tokens": out.target_tokens,
+            "tokens_per_s": out.tokens as f64 / dt,
+            "step_time_s": dt,
+            "elapsed_s": st.train_seconds,
+            "expert_load_min_over_mean": min_load,
+            "expert_load_max_violation": max_vio,
+            "expert_load": loads.iter().map(|l| json!({
+                "layer": l.layer,
+                "share": l.share.iter().map(|&s| round4(s)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        Ok(StepReport {
+            applied: out.applied,
+            loss: out.loss,
+            grad_norm: out.grad_norm,
+            record,
+            rollouts: Vec::new(),
+            progress: format!("loss {:.4}", out.loss),
+            line: format!(
+                "step {:>5}/{}  loss {:.4}  lr {:.2e}  grad {:.3}  {:.0} tok/s  {:.2} s/step  expert load min/mean {}",
+                st.step,
+                r.train.steps,
+                out.loss,
+                lr,
+                out.grad_norm,
+                out.tokens as f64 / dt,
+                dt,
+                min_load.map_or("-".into(), |m| format!("{m:.2}")),
+            ),
+        })
+    }
+
+    fn save(&mut self) -> Result<PathBuf> {
+        self.trainer.save(&self.st)
+    }
+
+    /// A quick look during the run (at most 64 problems); the last step's full evaluation
+    /// comes after the loop.
+    fn evaluate(&mut self, step: u64, last: bool, log: &mut MetricsLog) -> Result<Option<String>> {
+        let Some(e) = self.trainer.r.eval.as_ref().filter(|_| !last) else {
+            return Ok(None);
+        };
+        let report = run_eval(
+            &self.trainer,
+            self.task,
+            self.trainer.r,
+            e.n.min(64),
+            e.max_new_tokens,
+        )?;
+        log.write(
+            &json!({"event": "eval", "step": step, "accuracy": report.accuracy,
+            "format_rate": report.format_rate, "n": report.n}),
+        )?;
+        Ok(Some(format!(
+            "step {step}: held-out accuracy {:.1}% (n={})",
+            100.0 * report.accuracy,
+            report.n
+        )))
+    }
+}
+
+/// Exports the finished run's model to `export_to`, when the recipe names a folder.
+pub fn export_if_asked(
+    final_dir: &Path,
+    export_to: Option<&Path>,
+    save_dtype: &str,
+    quiet: bool,
+) -> Result<Option<PathBuf>> {
+    let Some(dst) = export_to else {
+        return Ok(None);
+    };
+    export(final_dir, dst, save_dtype)?;
+    if !quiet {
+        eprintln!("exported the model to {}", dst.display());
+    }
+    Ok(Some(dst.to_path_buf()))
 }
 
 fn run_eval(
@@ -585,7 +606,7 @@ pub fn export(ckpt: &Path, dst: &Path, save_dtype: &str) -> Result<()> {
         "float32"
     });
     w.write_json("config.json", &config)?;
-    let weights = model_tensors(&model.vars, kind);
+    let weights = model_tensors(&model, kind);
     w.write(
         "model.safetensors",
         &safetensors_bytes(&weights, &metadata()).map_err(|e| anyhow!(e))?,
@@ -629,8 +650,8 @@ mod tests {
     fn quiet() -> RunOptions {
         RunOptions {
             quiet: true,
-            stop_after: None,
             skip_eval: true,
+            ..Default::default()
         }
     }
 

@@ -26,6 +26,8 @@ pub struct RunInfo {
     /// What wrote the run when it was not thinkbench's trainer (an exported TRL script's
     /// callback says `trl 1.16.0 (thinkbench_callback.py)`).
     pub producer: Option<String>,
+    /// The precision rollouts were sampled in, when not the update's f32 (`generation.dtype`).
+    pub rollout_dtype: Option<String>,
 }
 
 impl RunInfo {
@@ -50,6 +52,10 @@ impl RunInfo {
             beta: get(&["grpo", "beta"]).and_then(Value::as_f64),
             producer: get(&["producer"])
                 .and_then(Value::as_str)
+                .map(str::to_string),
+            rollout_dtype: get(&["generation", "dtype"])
+                .and_then(Value::as_str)
+                .filter(|d| *d != "f32")
                 .map(str::to_string),
         }
     }

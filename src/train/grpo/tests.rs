@@ -1027,3 +1027,56 @@ fn replay_on_a_dense_model_is_refused() {
         "{e}"
     );
 }
+
+/// Rollouts sampled in bf16 and re-scored in f32 by the update: before the policy has moved
+/// (μ = 1, first step) the update's routers already choose differently for some tokens, and
+/// `router/mismatch` says so. Sampled in f32 it is exactly zero (the control). With replay, the
+/// update's experts are the bf16 rollout's, so the step's gradient differs from the unreplayed one.
+#[test]
+fn a_bf16_rollout_routes_differently_from_the_f32_update() {
+    let first_step = |dtype: &str, replay: RoutingReplay| -> Value {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = recipe(dir.path(), &[("iterations = 2", "iterations = 1")]);
+        r.generation.dtype = dtype.into();
+        r.grpo.routing_replay = replay;
+        r.train.steps = 1;
+        run(&r, &quiet()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v.get("reward").is_some())
+            .unwrap()
+    };
+    let mismatch = |v: &Value| {
+        v["router/mismatch"]
+            .as_f64()
+            .expect("MoE policy reports it")
+    };
+    let f32_run = first_step("f32", RoutingReplay::Off);
+    assert_eq!(mismatch(&f32_run), 0.0);
+    let bf16_run = first_step("bf16", RoutingReplay::Off);
+    let m = mismatch(&bf16_run);
+    assert!(m > 0.0 && m < 0.5, "bf16 rollout, f32 update: mismatch {m}");
+    let replayed = first_step("bf16", RoutingReplay::Rollout);
+    assert_eq!(
+        replayed["completions/mean_length"], bf16_run["completions/mean_length"],
+        "the same seeds sample the same rollouts"
+    );
+    assert_ne!(
+        replayed["grad_norm"], bf16_run["grad_norm"],
+        "replay changed nothing"
+    );
+}
+
+#[test]
+fn an_unknown_rollout_precision_names_the_key() {
+    let text = TEST_GRPO_RECIPE.replace(
+        "temperature = 1.0\n",
+        "temperature = 1.0\ndtype = \"int3\"\n",
+    );
+    let e = parse("g.toml", &text).err().expect("refused").to_string();
+    assert!(
+        e.contains("generation.dtype") && e.contains("\"int3\" is not a rollout precision"),
+        "{e}"
+    );
+}

@@ -113,6 +113,20 @@ pub struct GenerationSection {
     /// depend on it.
     #[serde(default = "one_usize")]
     pub workers: usize,
+    /// The precision rollouts are sampled in: "f32" (the update's own), or "bf16"/"f16", as
+    /// inference engines serving RL rollouts run while the update stays in f32. The rollout
+    /// copy is refreshed from the policy after every update; its routing can differ from the
+    /// update's re-scoring (`router/mismatch`), which is what routing replay is for.
+    #[serde(default = "f32_name", skip_serializing_if = "is_f32_name")]
+    pub dtype: String,
+}
+
+fn f32_name() -> String {
+    "f32".into()
+}
+
+fn is_f32_name(s: &str) -> bool {
+    s == "f32"
 }
 
 fn one_usize() -> usize {
@@ -358,6 +372,14 @@ impl GrpoRecipe {
             (1..=64).contains(&g.workers),
             "generation.workers",
             "must be between 1 and 64",
+        )?;
+        c.that(
+            matches!(g.dtype.as_str(), "f32" | "bf16" | "f16"),
+            "generation.dtype",
+            format!(
+                "\"{}\" is not a rollout precision (f32, bf16 or f16)",
+                g.dtype
+            ),
         )?;
         // After [generation]: a reward's range may depend on it (overlong's default max_length).
         for reward in self.rewards.iter() {

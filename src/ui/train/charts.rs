@@ -93,9 +93,16 @@ fn specs(run: &RunView) -> Vec<Spec> {
                 key: format!("router/mismatch/{l}"),
             });
         }
+        // Rollouts sampled in another precision than the update: said in the title, since
+        // that alone makes the routers disagree.
+        let title = match run.info.rollout_dtype.as_deref() {
+            Some("bf16") => "router mismatch, bf16 rollouts",
+            Some("f16") => "router mismatch, f16 rollouts",
+            _ => "router mismatch",
+        };
         Spec {
             percent: true,
-            ..spec("router mismatch", s)
+            ..spec(title, s)
         }
     });
     let mut out = vec![
@@ -426,6 +433,12 @@ mod tests {
         assert_eq!(specs(&idle_end)[3].title, "router mismatch");
         let dense = specs(&run_logging(&["reward"]));
         assert!(dense.iter().all(|c| c.title != "router mismatch"));
+        // Rollouts in bf16 (generation.dtype in recipe.json): the title says so.
+        let mut bf16 = run_logging(&["reward", "router/mismatch", "router/mismatch/layer_1"]);
+        bf16.info = crate::train_view::run::RunInfo::from_recipe_json(
+            &serde_json::json!({"generation": {"dtype": "bf16"}}),
+        );
+        assert_eq!(specs(&bf16)[3].title, "router mismatch, bf16 rollouts");
         assert_eq!(dense.len() + 1, charts.len());
     }
 }
