@@ -6,6 +6,7 @@
 //! problem is never trained on, at any level (even level 1, where problems repeat).
 
 pub mod arithmetic;
+pub mod multiplication;
 
 use rand::rngs::StdRng;
 use serde::Serialize;
@@ -111,13 +112,17 @@ pub trait Task: Send + Sync {
 
 /// Every task thinkbench ships, by name.
 pub fn names() -> Vec<&'static str> {
-    vec![arithmetic::Arithmetic.name()]
+    vec![
+        arithmetic::Arithmetic.name(),
+        multiplication::Multiplication::default().name(),
+    ]
 }
 
 /// The task called `name`, or an error listing the known ones.
 pub fn by_name(name: &str) -> Result<Box<dyn Task>, String> {
     match name {
         "arithmetic" => Ok(Box::new(arithmetic::Arithmetic)),
+        "multiplication" => Ok(Box::new(multiplication::Multiplication::default())),
         _ => Err(format!(
             "unknown task \"{name}\" (known: {})",
             names().join(", ")
@@ -261,8 +266,12 @@ mod tests {
     #[test]
     fn unknown_task_lists_the_known_ones() {
         let e = by_name("countup").err().unwrap();
-        assert_eq!(e, "unknown task \"countup\" (known: arithmetic)");
+        assert_eq!(
+            e,
+            "unknown task \"countup\" (known: arithmetic, multiplication)"
+        );
         assert_eq!(by_name("arithmetic").unwrap().name(), "arithmetic");
+        assert_eq!(by_name("multiplication").unwrap().name(), "multiplication");
     }
 
     #[test]
