@@ -6,8 +6,10 @@
 //! problem is never trained on, at any level (even level 1, where problems repeat).
 
 pub mod arithmetic;
+pub mod multiplication;
 
 use rand::rngs::StdRng;
+use serde::Serialize;
 
 /// The closing of the reasoning span and the lead-in of the final answer, as the teacher writes them.
 pub const END_THINK: &str = "</think>";
@@ -59,6 +61,36 @@ pub struct Grade {
     pub extracted: Option<String>,
 }
 
+/// How a completion reasoned, for a task whose teacher has more than one way to think
+/// ([`Task::shape`]): the numbers an experiment on the reasoning's form tracks, and where the
+/// marks of that form sit in the text.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Shape {
+    /// Worked it out (the long form) rather than answering at once.
+    pub long: bool,
+    /// Check lines written.
+    pub checks: u32,
+    /// Check lines that ended in "wait".
+    pub waits: u32,
+    /// Checks whose claimed result (the result line just before the check) was wrong: real slips.
+    pub slips: u32,
+    /// "wait"s that followed a real slip (the claimed result before that check was wrong).
+    pub waits_after_slip: u32,
+    /// Byte ranges in the completion of each check line and each "wait" (wherever it stands),
+    /// in order of position, for the rollout viewer to mark.
+    pub marks: Vec<(std::ops::Range<usize>, MarkKind)>,
+}
+
+/// What a [`Shape`] mark covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkKind {
+    /// A whole check line.
+    Check,
+    /// The word "wait".
+    Wait,
+}
+
 /// A task: problems, teacher traces and a grader.
 pub trait Task: Send + Sync {
     fn name(&self) -> &'static str;
@@ -71,17 +103,26 @@ pub trait Task: Send + Sync {
     fn grade(&self, example: &Example, completion: &str, finished: bool) -> Grade {
         grade_answer(&example.answer, completion, finished)
     }
+    /// How the completion reasoned, for tasks whose teacher has more than one way to think (None:
+    /// not analysed, or nothing in the completion shows which way it took).
+    fn shape(&self, _example: &Example, _completion: &str) -> Option<Shape> {
+        None
+    }
 }
 
 /// Every task thinkbench ships, by name.
 pub fn names() -> Vec<&'static str> {
-    vec![arithmetic::Arithmetic.name()]
+    vec![
+        arithmetic::Arithmetic.name(),
+        multiplication::Multiplication::default().name(),
+    ]
 }
 
 /// The task called `name`, or an error listing the known ones.
 pub fn by_name(name: &str) -> Result<Box<dyn Task>, String> {
     match name {
         "arithmetic" => Ok(Box::new(arithmetic::Arithmetic)),
+        "multiplication" => Ok(Box::new(multiplication::Multiplication::default())),
         _ => Err(format!(
             "unknown task \"{name}\" (known: {})",
             names().join(", ")
@@ -225,8 +266,12 @@ mod tests {
     #[test]
     fn unknown_task_lists_the_known_ones() {
         let e = by_name("countup").err().unwrap();
-        assert_eq!(e, "unknown task \"countup\" (known: arithmetic)");
+        assert_eq!(
+            e,
+            "unknown task \"countup\" (known: arithmetic, multiplication)"
+        );
         assert_eq!(by_name("arithmetic").unwrap().name(), "arithmetic");
+        assert_eq!(by_name("multiplication").unwrap().name(), "multiplication");
     }
 
     #[test]
