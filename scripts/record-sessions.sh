@@ -19,3 +19,9 @@ mkdir -p sessions
 "$bin" record "${model[@]}" --out sessions/follow-ups.json --name "Three questions in a row (earlier reasoning dropped, as R1's template does)" \
   --max-tokens 256 --seed 4 \
   "What is 47 + 8?" "Compute 4821 - 397." "How much is 3562 + 1289?"
+# "An aha in miniature": the multiplication model after GRPO (recipes/aha-grpo.toml, seed 1) slips,
+# its check catches it, it writes "wait" and redoes the product right.
+"$bin" record --model models/thinkbench-aha-grpo --out sessions/aha-wait.json \
+  --name "A slip, a failed check, wait, and the product redone (multiplication model after GRPO)" \
+  --max-tokens 700 --temperature 1 --seed 1 \
+  "Compute 58 * 3."

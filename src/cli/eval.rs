@@ -19,7 +19,7 @@ pub struct EvalArgs {
     /// Model directory in the Hugging Face layout.
     #[arg(long)]
     pub model: PathBuf,
-    /// A built-in task (arithmetic).
+    /// A built-in task (arithmetic, multiplication).
     #[arg(long)]
     pub task: String,
     /// Number of problems (spread evenly over the levels).
@@ -51,6 +51,10 @@ pub struct EvalArgs {
     /// as --turns K; what a GRPO recipe's `eval.turn = K` measures).
     #[arg(long, value_name = "K", conflicts_with = "turns")]
     pub turn: Option<usize>,
+    /// Completions per question: accuracy is then pass@1 (their mean), and each level also
+    /// gets pass@K; needs --temperature above 0.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub samples: usize,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
@@ -93,6 +97,9 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
+    if args.samples == 0 || (args.samples > 1 && args.temperature == 0.0) {
+        bail!("--samples must be at least 1, and above 1 needs --temperature above 0 (greedy gives the same answer every time)");
+    }
     if args.turns == 0 || args.turn == Some(0) {
         bail!("--turns and --turn must be at least 1 (1: every problem asked alone)");
     }
@@ -118,6 +125,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         batch: args.batch,
         first_turn: args.turn.unwrap_or(1),
         turns: args.turn.unwrap_or(args.turns),
+        samples: args.samples,
     };
     let show = !args.json && std::io::stderr().is_terminal();
     let mut correct = 0;

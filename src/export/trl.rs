@@ -165,6 +165,7 @@ fn problems(file: &str, r: &GrpoRecipe) -> Result<(Vec<Problem>, Option<Vec<Prob
                 batch: 1,
                 first_turn: e.turn.unwrap_or(1),
                 turns: e.turn.unwrap_or(1),
+                samples: 1,
             };
             conversations(task, &opts)
                 .into_iter()

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::balance::{layer_loads, LayerLoad, LoadCounter};
 use super::conversation::{self, EarlierTurn};
-use super::task::{content_hash, Example, Split, Task};
+use super::shape_stats::{shape_stats, ShapeStats};
+use super::task::{content_hash, Example, Shape, Split, Task};
 use crate::model::Model;
 use crate::runtime::{generate_batch, GenerateRequest, Generation, SamplingParams};
 use crate::text::TextCodec;
@@ -37,12 +38,18 @@ pub struct EvalOptions {
     /// (1: alone).
     pub first_turn: usize,
     pub turns: usize,
+    /// Completions per question (k): accuracy is then pass@1 (the mean over the k) and each
+    /// level also reports pass@k (any of the k right). Sampled: k > 1 needs a temperature.
+    pub samples: usize,
 }
 
 /// One graded completion.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scored {
     pub level: u32,
+    /// Which problem of the evaluation, and which of its `samples` completions.
+    pub problem: usize,
+    pub sample: usize,
     /// The problem was the `turn`-th question of its conversation (1: asked alone).
     pub turn: usize,
     /// The turns before it: each question and the reply the model was shown (its answer).
@@ -59,6 +66,9 @@ pub struct Scored {
     pub generated_tokens: usize,
     /// Ran out of tokens before end-of-sentence.
     pub truncated: bool,
+    /// How it reasoned, for tasks that analyse it (`Task::shape`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Shape>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -68,6 +78,15 @@ pub struct LevelReport {
     pub accuracy: f64,
     pub format_rate: f64,
     pub mean_reasoning_tokens: f64,
+    /// Mean reasoning tokens of the right and of the wrong completions (None: there were none).
+    pub mean_reasoning_tokens_right: Option<f64>,
+    pub mean_reasoning_tokens_wrong: Option<f64>,
+    /// With k > 1 samples per question: the share of questions with at least one right.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pass_at_k: Option<f64>,
+    /// The reasoning's form, for tasks that analyse it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<ShapeStats>,
 }
 
 /// The problems asked as the `turn`-th question of a conversation.
@@ -200,14 +219,17 @@ fn grade(
     task: &dyn Task,
     ask: &Ask,
     gen: &Generation,
+    sample: usize,
     load: &mut LoadCounter,
 ) -> Scored {
-    for t in &gen.prompt {
-        for r in &t.routing {
-            load.add(r.layer, &r.experts);
+    if sample == 0 {
+        for t in &gen.prompt {
+            for r in &t.routing {
+                load.add(r.layer, &r.experts);
+            }
         }
     }
-    let c = &gen.completions[0];
+    let c = &gen.completions[sample];
     for t in &c.tokens {
         for r in &t.routing {
             load.add(r.layer, &r.experts);
@@ -221,6 +243,8 @@ fn grade(
         .unwrap_or(c.tokens.len());
     let finished = c.finish_reason == FinishReason::Stop;
     Scored {
+        problem: ask.index,
+        sample,
         turn: ask.earlier.len() + 1,
         earlier: conversation::answered(&ask.earlier),
         ..score(
@@ -246,6 +270,8 @@ pub fn score(
     let g = task.grade(ex, completion, finished);
     Scored {
         level: ex.level,
+        problem: 0,
+        sample: 0,
         turn: 1,
         earlier: Vec::new(),
         prompt: ex.prompt.clone(),
@@ -257,6 +283,7 @@ pub fn score(
         reasoning_tokens,
         generated_tokens,
         truncated: !finished,
+        shape: task.shape(ex, completion),
     }
 }
 
@@ -282,15 +309,45 @@ fn level_reports(items: &[&Scored]) -> Vec<LevelReport> {
         .into_iter()
         .map(|level| {
             let these: Vec<&Scored> = items.iter().copied().filter(|s| s.level == level).collect();
+            let tokens_when = |right: bool| {
+                let xs: Vec<f64> = these
+                    .iter()
+                    .filter(|s| s.correct == right)
+                    .map(|s| s.reasoning_tokens as f64)
+                    .collect();
+                (!xs.is_empty()).then(|| mean(xs.into_iter()))
+            };
             LevelReport {
                 level,
                 n: these.len(),
                 accuracy: rate(&these, |s| s.correct),
                 format_rate: rate(&these, |s| s.format_ok),
                 mean_reasoning_tokens: mean(these.iter().map(|s| s.reasoning_tokens as f64)),
+                mean_reasoning_tokens_right: tokens_when(true),
+                mean_reasoning_tokens_wrong: tokens_when(false),
+                pass_at_k: pass_at_k(&these),
+                shape: shape_stats(
+                    these
+                        .iter()
+                        .filter_map(|s| s.shape.as_ref().map(|sh| (sh, s.correct))),
+                ),
             }
         })
         .collect()
+}
+
+/// The share of questions (problem and turn) with at least one right completion; None when each
+/// question has one.
+fn pass_at_k(items: &[&Scored]) -> Option<f64> {
+    let mut any: std::collections::BTreeMap<(usize, usize), bool> = Default::default();
+    for s in items {
+        *any.entry((s.problem, s.turn)).or_default() |= s.correct;
+    }
+    (any.len() < items.len()).then(|| rate_of(any.values().copied()))
+}
+
+fn rate_of(xs: impl Iterator<Item = bool>) -> f64 {
+    mean(xs.map(|b| f64::from(u8::from(b))))
 }
 
 /// Aggregates graded completions (and the load counts) into the report.
@@ -357,8 +414,9 @@ pub fn evaluate(
     let asks = asks(task, &list, opts);
     let mut items = Vec::with_capacity(asks.len());
     // Problems decode together (continuous batching), a chunk at a time so progress shows.
+    // A question's k samples decode together: keep about `batch` rows in flight.
     let batch = opts.batch.max(1);
-    for chunk in asks.chunks(batch) {
+    for chunk in asks.chunks((batch / opts.samples.max(1)).max(1)) {
         let reqs = chunk
             .iter()
             .map(|a| {
@@ -367,14 +425,19 @@ pub fn evaluate(
                     0 => content_hash(&[opts.seed, a.index as u64]),
                     k => content_hash(&[opts.seed, a.index as u64, k as u64]),
                 };
-                request_for(model, codec, a, opts, seed)
+                let mut req = request_for(model, codec, a, opts, seed)?;
+                req.n = opts.samples.max(1);
+                Ok(req)
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let gens = generate_batch(model, Some(codec), &reqs, batch).map_err(|e| e.to_string())?;
+        let rows = batch.max(opts.samples);
+        let gens = generate_batch(model, Some(codec), &reqs, rows).map_err(|e| e.to_string())?;
         for (a, gen) in chunk.iter().zip(&gens) {
-            let s = grade(codec, task, a, gen, &mut load);
-            progress(items.len() + 1, asks.len(), &s);
-            items.push(s);
+            for sample in 0..gen.completions.len() {
+                let s = grade(codec, task, a, gen, sample, &mut load);
+                progress(items.len() + 1, asks.len() * opts.samples.max(1), &s);
+                items.push(s);
+            }
         }
     }
     let report = summarize(task.name(), opts, &items, &load, t0.elapsed().as_secs_f64());
@@ -410,6 +473,35 @@ fn render_turns(report: &EvalReport) -> String {
         out.push_str(&format!(" {:>8}", pct(t.accuracy)));
     }
     out.push('\n');
+    out
+}
+
+/// pass@k and the reasoning's form by level: how often the model worked it out (long), how each
+/// form fared, how long right and wrong reasoning ran, checks and waits per answer, and the
+/// share of waits that followed a real slip.
+fn render_shape(report: &EvalReport) -> String {
+    let opt_pct = |x: Option<f64>| x.map_or("-".to_string(), pct);
+    let opt_num = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let mut out = String::from(
+        "\nreasoning by level (tokens of right / wrong answers; acc of long / direct answers)\n\
+         level  pass@k    long  acc long  acc dir  tok right  tok wrong  checks  waits  wait|slip\n",
+    );
+    for l in &report.by_level {
+        let sh = l.shape.as_ref();
+        out.push_str(&format!(
+            "{:>5} {:>7} {:>7} {:>9} {:>8} {:>10} {:>10} {:>7} {:>6} {:>10}\n",
+            l.level,
+            opt_pct(l.pass_at_k),
+            opt_pct(sh.map(|s| s.long_share)),
+            opt_pct(sh.and_then(|s| s.accuracy_long)),
+            opt_pct(sh.and_then(|s| s.accuracy_direct)),
+            opt_num(l.mean_reasoning_tokens_right),
+            opt_num(l.mean_reasoning_tokens_wrong),
+            sh.map_or("-".into(), |s| format!("{:.2}", s.checks_per_answer)),
+            sh.map_or("-".into(), |s| format!("{:.2}", s.waits_per_answer)),
+            opt_pct(sh.and_then(|s| s.waits_after_slip)),
+        ));
+    }
     out
 }
 
@@ -454,6 +546,13 @@ pub fn render(report: &EvalReport, model: &str) -> String {
     if report.by_turn.len() > 1 {
         out.push_str(&render_turns(report));
     }
+    if report
+        .by_level
+        .iter()
+        .any(|l| l.shape.is_some() || l.pass_at_k.is_some())
+    {
+        out.push_str(&render_shape(report));
+    }
     if !report.expert_load.is_empty() {
         let e = report.expert_load[0].share.len();
         out.push_str(&format!(
@@ -497,6 +596,7 @@ mod tests {
             batch: EVAL_BATCH,
             first_turn: 1,
             turns: 1,
+            samples: 1,
         }
     }
 
@@ -570,5 +670,64 @@ mod tests {
         // The first problems do not depend on n.
         o.n = 2;
         assert_eq!(problems(&Arithmetic, &o), p[..2].to_vec());
+    }
+
+    /// Two questions, two samples each: pass@2 counts a question once when either sample is
+    /// right; reasoning tokens split by right and wrong; the multiplication task's completions
+    /// carry their form (a direct and a long answer, counted by hand).
+    #[test]
+    fn samples_give_pass_at_k_and_the_reasoning_form() {
+        use crate::train::task::multiplication::{teacher, Form, Multiplication};
+        let eos = "<｜end▁of▁sentence｜>";
+        let task = Multiplication::default();
+        let ex = Example {
+            level: 2,
+            prompt: "What is 23 * 4?".into(),
+            answer: "92".into(),
+            reasoning: String::new(),
+        };
+        let reply = |reasoning: String, answer: &str| {
+            format!("{reasoning}</think>\n\nThe answer is {answer}.{eos}")
+        };
+        let direct_wrong = reply("23*4 = 93.\n".into(), "93");
+        let long_right = reply(teacher(23, 4, Form::Long), "92");
+        let mut items = vec![
+            score(&task, &ex, &direct_wrong, true, 5, 12),
+            score(&task, &ex, &long_right, true, 60, 70),
+            score(&task, &ex, &direct_wrong, true, 5, 12),
+            score(&task, &ex, &direct_wrong, true, 7, 12),
+        ];
+        // Question 0 has samples 0 and 1 (one right), question 1 samples 0 and 1 (none).
+        for (i, s) in items.iter_mut().enumerate() {
+            s.problem = i / 2;
+            s.sample = i % 2;
+        }
+        let mut o = opts();
+        o.samples = 2;
+        let r = summarize("multiplication", &o, &items, &LoadCounter::new(0), 1.0);
+        let l = &r.by_level[0];
+        assert_eq!(l.accuracy, 0.25);
+        assert_eq!(l.pass_at_k, Some(0.5));
+        assert_eq!(l.mean_reasoning_tokens_right, Some(60.0));
+        assert_eq!(l.mean_reasoning_tokens_wrong, Some(17.0 / 3.0));
+        let shape = l
+            .shape
+            .as_ref()
+            .expect("multiplication analyses its completions");
+        assert_eq!(shape.long_share, 0.25);
+        assert_eq!(shape.checks_per_answer, 0.25);
+        assert_eq!(shape.accuracy_long, Some(1.0));
+        assert_eq!(shape.accuracy_direct, Some(0.0));
+        let table = render(&r, "m");
+        assert!(table.contains("pass@k"), "{table}");
+        // One sample per question: no pass@k.
+        let single = summarize(
+            "arithmetic",
+            &opts(),
+            &items[..1],
+            &LoadCounter::new(0),
+            1.0,
+        );
+        assert_eq!(single.by_level[0].pass_at_k, None);
     }
 }

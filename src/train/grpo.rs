@@ -70,8 +70,9 @@ use super::rollout::{eos_ids, rollouts, Group};
 use super::run_dir::write_weights_and_optimizer;
 use super::run_dir::{ensure_writable, metadata, ModelFiles};
 use super::run_skeleton::{configure_process, restore_optimizer, RunFolder};
+use super::shape_stats::shape_stats;
 use super::step_loop::{run_steps, Logs, Schedule, StepReport, Steps};
-use super::task::{content_hash, Split};
+use super::task::{content_hash, Example, Shape, Split};
 use crate::model::{parse_device, DType, Model};
 use crate::runtime::{generate, GenerateRequest, SamplingParams};
 use crate::text::TextCodec;
@@ -150,6 +151,8 @@ struct ScoredGroup {
     /// Trained on.
     used: bool,
     advantages: Vec<f64>,
+    /// How each completion reasoned, for tasks that analyse it.
+    shapes: Vec<Option<Shape>>,
 }
 
 /// What one update (μ optimiser steps on one batch of rollouts) measured.
@@ -479,6 +482,23 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         let rewards: Vec<f64> = scores.iter().map(|s| s.total).collect();
+        let shapes = match source.task() {
+            Some(task) => {
+                let p = &group.problem;
+                let example = Example {
+                    level: p.level.unwrap_or(0),
+                    prompt: p.prompt.clone(),
+                    answer: p.answer.clone(),
+                    reasoning: String::new(),
+                };
+                group
+                    .samples
+                    .iter()
+                    .map(|s| task.shape(&example, &s.text))
+                    .collect()
+            }
+            None => vec![None; group.samples.len()],
+        };
         let zero_std = rewards.iter().all(|&x| x == rewards[0]);
         let used = match self.r.grpo.zero_std {
             ZeroStd::Keep => true,
@@ -492,6 +512,7 @@ impl<'a> Trainer<'a> {
             round,
             used,
             advantages: Vec::new(),
+            shapes,
         }
     }
 
@@ -728,6 +749,7 @@ impl<'a> Trainer<'a> {
                 batch: super::eval::EVAL_BATCH,
                 first_turn: e.turn.unwrap_or(1),
                 turns: e.turn.unwrap_or(1),
+                samples: 1,
             };
             let (rep, _) = evaluate(&self.model, &self.codec, task, &opts, &mut |_, _, _| {})
                 .map_err(|e| anyhow!(e))?;
@@ -945,6 +967,16 @@ fn step_record(
     if let Some(m) = loads.iter().map(|l| l.min_over_mean).reduce(f64::min) {
         rec["expert_load_min_over_mean"] = json!(round4(m));
     }
+    // The reasoning's form over the step's rollouts (tasks that analyse it).
+    let shapes = first.iter().flat_map(|g| {
+        g.shapes
+            .iter()
+            .zip(&g.scores)
+            .filter_map(|(sh, sc)| sh.as_ref().map(|sh| (sh, sc.correct)))
+    });
+    if let Some(stats) = shape_stats(shapes) {
+        stats.log_fields(&mut rec);
+    }
     rec
 }
 
@@ -964,7 +996,7 @@ fn rollout_records(step: u64, groups: &[ScoredGroup]) -> Vec<Value> {
                 "earlier": g.group.problem.earlier,
                 "answer": g.group.problem.answer,
                 "level": g.group.problem.level,
-                "completions": g.group.samples.iter().enumerate().map(|(k, s)| json!({
+                "completions": g.group.samples.iter().enumerate().map(|(k, s)| with_shape(json!({
                     "text": s.text,
                     "tokens": s.ids.len(),
                     "truncated": !s.finished,
@@ -973,10 +1005,19 @@ fn rollout_records(step: u64, groups: &[ScoredGroup]) -> Vec<Value> {
                     "correct": g.scores[k].correct,
                     "extracted": g.scores[k].extracted,
                     "advantage": g.advantages.get(k).copied(),
-                })).collect::<Vec<_>>(),
+                }), g.shapes[k].as_ref())).collect::<Vec<_>>(),
             })
         })
         .collect()
+}
+
+/// A rollout-log completion with its reasoning's form, when the task analyses it (`shape`: the
+/// counts, and the byte ranges of its checks and waits for the rollout viewer to mark).
+fn with_shape(mut completion: Value, shape: Option<&Shape>) -> Value {
+    if let Some(sh) = shape {
+        completion["shape"] = json!(sh);
+    }
+    completion
 }
 
 /// Freezes the MoE routers' weights (their selection bias is never trained by gradient).

@@ -49,6 +49,7 @@ pub mod rollout;
 pub mod run_dir;
 pub mod run_skeleton;
 pub mod sft;
+pub mod shape_stats;
 pub mod step_loop;
 pub mod task;
 pub mod tokenizer;

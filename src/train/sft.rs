@@ -575,6 +575,7 @@ fn run_eval(
         batch: super::eval::EVAL_BATCH,
         first_turn: 1,
         turns: 1,
+        samples: 1,
     };
     let (report, _) =
         evaluate(&t.model, &t.codec, task, &opts, &mut |_, _, _| {}).map_err(|e| anyhow!(e))?;

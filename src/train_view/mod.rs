@@ -23,7 +23,7 @@ pub mod watcher;
 use std::path::PathBuf;
 
 pub use records::{EvalPoint, Record, StepRow};
-pub use rollouts::{RolloutCompletion, RolloutGroup, RolloutStep, RolloutTurn};
+pub use rollouts::{RolloutCompletion, RolloutGroup, RolloutShape, RolloutStep, RolloutTurn};
 pub use run::{Choice, ChoiceKind, RunInfo};
 
 /// A line of a run file that could not be read, named for the one notice the user sees.

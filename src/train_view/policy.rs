@@ -50,12 +50,17 @@ pub fn policy_for_step(
     let before = step.saturating_sub(1);
     let nearest = checkpoints.iter().copied().filter(|&k| k <= before).max();
     match nearest {
-        Some(k) => Some(Policy {
-            dir: super::run::checkpoint_dir(run_dir, k),
-            label: step_dir_name(k),
-            step,
-            exact: k == before,
-        }),
+        Some(k) => {
+            let dir = super::run::checkpoint_dir(run_dir, k);
+            Some(Policy {
+                label: dir
+                    .file_name()
+                    .map_or_else(|| step_dir_name(k), |n| n.to_string_lossy().into_owned()),
+                dir,
+                step,
+                exact: k == before,
+            })
+        }
         None => base.map(|b| Policy {
             dir: b.to_path_buf(),
             label: b.file_name().map_or_else(

@@ -35,6 +35,23 @@ pub struct RolloutCompletion {
     /// None when the group was not trained on (skipped for zero std).
     #[serde(default)]
     pub advantage: Option<f64>,
+    /// How it reasoned, for tasks that analyse it.
+    #[serde(default)]
+    pub shape: Option<RolloutShape>,
+}
+
+/// A completion's reasoning form as the trainer logged it (`task::Shape`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct RolloutShape {
+    /// Worked it out rather than answering at once.
+    pub long: bool,
+    pub checks: u32,
+    pub waits: u32,
+    /// Waits whose check followed a really wrong result.
+    pub waits_after_slip: u32,
+    /// Byte ranges of the text and what they are ("check" or "wait").
+    pub marks: Vec<(std::ops::Range<usize>, String)>,
 }
 
 /// An earlier question of a rollout's conversation and the reply the model was shown.

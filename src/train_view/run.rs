@@ -90,17 +90,38 @@ pub fn run_dir_of(path: &Path) -> PathBuf {
     }
 }
 
-/// The run's completed checkpoints, by step.
-pub fn checkpoint_steps(dir: &Path) -> Vec<u64> {
-    crate::train::checkpoint::list_checkpoints(&dir.join("checkpoints"))
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect()
+/// The run's completed checkpoints by step: thinkbench's `checkpoints/step-N`, and the
+/// `checkpoint-N` folders transformers' Trainer writes in the run folder (an exported TRL run)
+/// when they hold a whole model (a LoRA run's hold only adapters, which the A/B cannot load).
+pub fn checkpoints(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found = crate::train::checkpoint::list_checkpoints(&dir.join("checkpoints"));
+    let trainer_folders = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    found.extend(trainer_folders.filter_map(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let step = name.strip_prefix("checkpoint-")?.parse::<u64>().ok()?;
+        let p = e.path();
+        let whole = p.join("config.json").is_file() && p.join("trainer_state.json").is_file();
+        whole.then_some((step, p))
+    }));
+    found.sort();
+    found.dedup_by_key(|(step, _)| *step);
+    found
 }
 
+pub fn checkpoint_steps(dir: &Path) -> Vec<u64> {
+    checkpoints(dir).into_iter().map(|(s, _)| s).collect()
+}
+
+/// The folder of the run's checkpoint at `step` (thinkbench's layout when there is none yet).
 pub fn checkpoint_dir(dir: &Path, step: u64) -> PathBuf {
-    dir.join("checkpoints")
-        .join(crate::train::checkpoint::step_dir_name(step))
+    checkpoints(dir)
+        .into_iter()
+        .find(|(s, _)| *s == step)
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            dir.join("checkpoints")
+                .join(crate::train::checkpoint::step_dir_name(step))
+        })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +324,38 @@ mod tests {
         assert_eq!(info.group_size, Some(4));
         assert_eq!(info.beta, Some(0.04));
         assert!(info.base_model.unwrap().ends_with("models/thinkbench-tiny"));
+    }
+
+    /// An exported TRL run's `checkpoint-N` folders are its checkpoints (a folder without a
+    /// model, or without the trainer's state, is not), next to thinkbench's own.
+    #[test]
+    fn trainer_checkpoint_folders_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |rel: &str, files: &[&str]| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(&p).unwrap();
+            for f in files {
+                std::fs::write(p.join(f), "{}").unwrap();
+            }
+        };
+        make("checkpoint-20", &["config.json", "trainer_state.json"]);
+        make("checkpoint-5", &["config.json", "trainer_state.json"]);
+        make(
+            "checkpoint-30",
+            &["adapter_config.json", "trainer_state.json"],
+        );
+        make("checkpoint-40", &["config.json"]);
+        make("checkpoint-x", &["config.json", "trainer_state.json"]);
+        make("checkpoints/step-00000010", &["trainer_state.json"]);
+        assert_eq!(checkpoint_steps(dir.path()), [5, 10, 20]);
+        assert_eq!(
+            checkpoint_dir(dir.path(), 20),
+            dir.path().join("checkpoint-20")
+        );
+        assert_eq!(
+            checkpoint_dir(dir.path(), 10),
+            dir.path().join("checkpoints/step-00000010")
+        );
     }
 
     #[test]

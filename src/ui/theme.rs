@@ -44,6 +44,16 @@ pub fn bold() -> Style {
 pub fn emphasis() -> Style {
     Style::new().add_modifier(Modifier::ITALIC)
 }
+/// A self-check line in a thought (the rollout viewer marks them).
+pub fn check_mark() -> Style {
+    Style::new().fg(Color::Cyan)
+}
+/// A "wait" in a thought: where the model hesitated.
+pub fn wait_mark() -> Style {
+    Style::new()
+        .fg(Color::LightRed)
+        .add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
+}
 pub fn error() -> Style {
     Style::new().fg(Color::Red)
 }

@@ -159,7 +159,7 @@ fn eval_rejects_an_unknown_task_in_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        "error: --task: unknown task \"chess\" (known: arithmetic)"
+        "error: --task: unknown task \"chess\" (known: arithmetic, multiplication)"
     );
 }
 

@@ -95,6 +95,11 @@ impl RunView {
         self.names_between("router/mismatch/", "")
     }
 
+    /// The run logs the reasoning's form (`shape/*`: a task whose teacher has two forms).
+    pub fn logs_shape(&self) -> bool {
+        !self.names_between("shape/", "").is_empty()
+    }
+
     /// The `X` of the metrics named `{prefix}X{suffix}` in the newest step that logs any (a
     /// step may leave some out: one with no update logs no router mismatch). Called every frame,
     /// so only the last steps are looked at: a run that logged none of them lately has none.

@@ -320,7 +320,7 @@ mod tests {
         let text = GOOD.replace("task = \"arithmetic\"", "task = \"chess\"");
         assert_eq!(
             err(&text),
-            "recipes/x.toml: key data.task: unknown task \"chess\" (known: arithmetic)"
+            "recipes/x.toml: key data.task: unknown task \"chess\" (known: arithmetic, multiplication)"
         );
         let text = GOOD.replace("levels = [1, 2]", "levels = [1, 12]");
         assert_eq!(

@@ -162,6 +162,31 @@ fn specs(run: &RunView) -> Vec<Spec> {
     if let Some(m) = mismatch {
         out.insert(3, m);
     }
+    // A task whose teacher reasons in two forms: how the rollouts reasoned, right after
+    // accuracy — what an experiment on *how* the model thinks watches first.
+    if run.logs_shape() {
+        let form = spec(
+            "reasoning form",
+            series(&[
+                ("long", "shape/long"),
+                ("checks", "shape/checks"),
+                ("waits", "shape/waits"),
+            ]),
+        );
+        let by_form = Spec {
+            percent: true,
+            ..spec(
+                "accuracy by form",
+                series(&[
+                    ("long", "shape/accuracy_long"),
+                    ("direct", "shape/accuracy_direct"),
+                    ("wait|slip", "shape/waits_after_slip"),
+                ]),
+            )
+        };
+        out.insert(2, by_form);
+        out.insert(2, form);
+    }
     out
 }
 
@@ -440,5 +465,10 @@ mod tests {
         );
         assert_eq!(specs(&bf16)[3].title, "router mismatch, bf16 rollouts");
         assert_eq!(dense.len() + 1, charts.len());
+        // A run logging the reasoning's form gets its two charts right after accuracy.
+        let shaped = specs(&run_logging(&["reward", "shape/long", "shape/waits"]));
+        assert_eq!(shaped[2].title, "reasoning form");
+        assert_eq!(shaped[3].title, "accuracy by form");
+        assert_eq!(shaped.len(), dense.len() + 2);
     }
 }

@@ -14,7 +14,7 @@ use super::super::theme;
 use super::super::wrap::Wrapper;
 use crate::app::train::RunView;
 use crate::app::App;
-use crate::train_view::{RolloutCompletion, RolloutGroup};
+use crate::train_view::{RolloutCompletion, RolloutGroup, RolloutShape};
 
 /// Each completion column is at least this wide when several are side by side.
 const COLUMN_W: u16 = 44;
@@ -229,12 +229,13 @@ fn draw_text(
 ) {
     // The sub-rewards are in the table above; the title keeps what tells completions apart.
     let title = format!(
-        " #{} · reward {:.3} · adv {} · {} tok{} ",
+        " #{} · reward {:.3} · adv {} · {} tok{}{} ",
         k + 1,
         c.reward,
         c.advantage.map_or("—".to_string(), |a| format!("{a:+.2}")),
         c.tokens,
-        if c.truncated { " · truncated" } else { "" }
+        if c.truncated { " · truncated" } else { "" },
+        c.shape.as_ref().map_or(String::new(), shape_words),
     );
     let block = Block::new()
         .borders(Borders::ALL)
@@ -262,7 +263,10 @@ fn draw_text(
         None => (c.text.as_str(), ""),
     };
     let mut w = Wrapper::new(inner.width as usize, Vec::new());
-    w.push(thought.trim_end(), theme::thought());
+    let marks = c.shape.as_ref().map_or(&[][..], |s| s.marks.as_slice());
+    for (piece, style) in marked(thought.trim_end(), marks) {
+        w.push(piece, style);
+    }
     if !answer.is_empty() || c.text.contains("</think>") {
         w.push("\n</think>\n", theme::dim());
         w.push(answer.trim(), Style::new());
@@ -271,4 +275,102 @@ fn draw_text(
     let max = lines.len().saturating_sub(inner.height as usize);
     let lines: Vec<Line> = lines.into_iter().skip(scroll.min(max)).collect();
     frame.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The form of a completion's reasoning, for its title: " · long · 2 checks · 1 wait".
+fn shape_words(s: &RolloutShape) -> String {
+    let plural = |n: u32, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let mut out = String::from(if s.long { " · long" } else { " · direct" });
+    if s.checks > 0 {
+        out.push_str(&format!(" · {}", plural(s.checks, "check")));
+    }
+    if s.waits > 0 {
+        out.push_str(&format!(" · {}", plural(s.waits, "wait")));
+    }
+    out
+}
+
+/// `thought` cut into pieces styled as a thought, with its check lines and "wait"s (byte ranges
+/// of the completion, which the thought begins) marked; a wait inside a check line is marked as
+/// a wait. Ranges past the text (a line from another producer) mark only what is there.
+fn marked<'t>(
+    thought: &'t str,
+    marks: &[(std::ops::Range<usize>, String)],
+) -> Vec<(&'t str, Style)> {
+    let style_at = |i: usize| {
+        let inside = |kind: &str| marks.iter().any(|(r, k)| k == kind && r.contains(&i));
+        if inside("wait") {
+            theme::wait_mark()
+        } else if inside("check") {
+            theme::check_mark()
+        } else {
+            theme::thought()
+        }
+    };
+    let mut out: Vec<(&'t str, Style)> = Vec::new();
+    let mut start = 0;
+    let mut current = None;
+    for (i, _) in thought.char_indices() {
+        let style = style_at(i);
+        if current.is_some_and(|c| c != style) {
+            out.push((&thought[start..i], current.unwrap()));
+            start = i;
+        }
+        current = Some(style);
+    }
+    if let Some(style) = current {
+        out.push((&thought[start..], style));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check line with a "wait" inside it: the check is marked up to the wait, the wait on its
+    /// own, and the rest stays thought; a range past the text marks nothing.
+    #[test]
+    fn checks_and_waits_are_cut_out_of_the_thought() {
+        let text = "7*8 by parts\ncheck: 2 != 3, wait\nagain";
+        let check = text.find("check").unwrap();
+        let wait = text.find("wait").unwrap();
+        let marks = vec![
+            (
+                check..check + "check: 2 != 3, wait".len(),
+                "check".to_string(),
+            ),
+            (wait..wait + 4, "wait".to_string()),
+            (100..104, "wait".to_string()),
+        ];
+        assert_eq!(
+            marked(text, &marks),
+            [
+                ("7*8 by parts\n", theme::thought()),
+                ("check: 2 != 3, ", theme::check_mark()),
+                ("wait", theme::wait_mark()),
+                ("\nagain", theme::thought()),
+            ]
+        );
+        // Marks in order, not overlapping: check line, then a wait after it.
+        let text = "check: ok\nwait, again";
+        let marks = vec![(0..9, "check".to_string()), (10..14, "wait".to_string())];
+        let styles: Vec<Style> = marked(text, &marks).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(
+            styles,
+            [
+                theme::check_mark(),
+                theme::thought(),
+                theme::wait_mark(),
+                theme::thought()
+            ]
+        );
+        let shape = RolloutShape {
+            long: true,
+            checks: 2,
+            waits: 1,
+            ..Default::default()
+        };
+        assert_eq!(shape_words(&shape), " · long · 2 checks · 1 wait");
+    }
 }
