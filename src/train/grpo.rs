@@ -1151,15 +1151,15 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
     } = steps;
     let mut log = logs.metrics;
     if end.stopped {
-        return Ok(RunSummary {
-            output_dir: out,
-            steps_done: st.step,
+        let (steps, secs) = (st.step, st.train_seconds);
+        return Ok(RunSummary::stopped(
+            out,
+            end,
+            steps,
             resumed_from,
-            final_checkpoint: end.last_checkpoint,
-            exported_to: None,
-            train_seconds: st.train_seconds,
+            secs,
             last_eval,
-        });
+        ));
     }
     let last_ckpt = end.last_checkpoint;
     let final_dir = match last_ckpt {

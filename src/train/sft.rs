@@ -372,15 +372,15 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
     let SftSteps { trainer, st, .. } = steps;
     let mut log = logs.metrics;
     if end.stopped {
-        return Ok(RunSummary {
-            output_dir: out,
-            steps_done: st.step,
+        let (steps, secs) = (st.step, st.train_seconds);
+        return Ok(RunSummary::stopped(
+            out,
+            end,
+            steps,
             resumed_from,
-            final_checkpoint: end.last_checkpoint,
-            exported_to: None,
-            train_seconds: st.train_seconds,
-            last_eval: None,
-        });
+            secs,
+            None,
+        ));
     }
     let final_dir = match end.last_checkpoint {
         Some(p) => p,

@@ -53,6 +53,28 @@ pub struct RunSummary<E> {
     pub last_eval: Option<E>,
 }
 
+impl<E> RunSummary<E> {
+    /// A run the loop stopped on request: nothing exported; it resumes from its last checkpoint.
+    pub fn stopped(
+        output_dir: PathBuf,
+        end: LoopEnd,
+        steps_done: u64,
+        resumed_from: Option<u64>,
+        train_seconds: f64,
+        last_eval: Option<E>,
+    ) -> Self {
+        Self {
+            output_dir,
+            steps_done,
+            resumed_from,
+            final_checkpoint: end.last_checkpoint,
+            exported_to: None,
+            train_seconds,
+            last_eval,
+        }
+    }
+}
+
 /// What one optimiser step did, as the loop needs it.
 pub struct StepReport {
     /// The update was applied (loss and gradient finite).
