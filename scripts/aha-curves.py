@@ -41,7 +41,7 @@ def main(runs):
     steps = sorted({e["step"] for _, evals in data for e in evals})
     for s in steps:
         accs = [e["accuracy"] for _, evals in data for e in evals if e["step"] == s]
-        print(f"greedy held-out at step {s}: " + ", ".join(f"{100 * a:.1f}%" for a in accs))
+        print(f"- greedy held-out accuracy at step {s}: " + ", ".join(f"{100 * a:.1f}%" for a in accs))
 
 
 if __name__ == "__main__":
