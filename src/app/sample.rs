@@ -303,11 +303,16 @@ pub fn long(n: usize, moe_layers: usize, n_experts: usize, top_k: usize) -> App 
 /// the built-in model, G = 4, two prompts per step, β = 0.04), showing `pane`, read the way the
 /// workbench's watcher reads it. Paths are relative to the crate root (where tests run).
 pub fn train_run(pane: crate::app::TrainPane) -> App {
+    train_run_from("tests/fixtures/train_run", pane)
+}
+
+/// The Train tab watching the committed run in `dir`, showing `pane`.
+pub fn train_run_from(dir: &str, pane: crate::app::TrainPane) -> App {
     use crate::app::{Action, Command, TrainAction, TrainCommand};
     use crate::train_view::watcher::RunReader;
     use crate::train_view::{ProcessState, TrainEvent};
     let mut app = chat();
-    let dir = std::path::PathBuf::from("tests/fixtures/train_run");
+    let dir = std::path::PathBuf::from(dir);
     let ev = |e: TrainEvent| Action::Train(TrainAction::Event(e));
     app.update(Action::ToggleView);
     app.update(ev(TrainEvent::Watching {

@@ -128,6 +128,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         samples: args.samples,
     };
     let show = !args.json && std::io::stderr().is_terminal();
+    // With several samples per question, progress counts answers.
+    let unit = if args.samples > 1 {
+        "answers"
+    } else {
+        "problems"
+    };
     let mut correct = 0;
     let (report, items) = evaluate(
         &model,
@@ -137,7 +143,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         &mut |done, total, s| {
             correct += usize::from(s.correct);
             if show {
-                eprint!("\r{done}/{total} problems, {correct} correct");
+                eprint!("\r{done}/{total} {unit}, {correct} correct");
                 if done == total {
                     eprint!("\r\x1b[K");
                 }

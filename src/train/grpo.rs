@@ -1161,11 +1161,7 @@ pub fn run(r: &GrpoRecipe, opts: &RunOptions) -> Result<RunSummary> {
             last_eval,
         ));
     }
-    let last_ckpt = end.last_checkpoint;
-    let final_dir = match last_ckpt {
-        Some(p) => p,
-        None => trainer.save(&st)?,
-    };
+    let final_dir = end.last_checkpoint;
     if !opts.quiet {
         eprintln!(
             "trained {} steps in {:.1} min ({} completions); checkpoint {}",

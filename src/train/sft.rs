@@ -382,10 +382,7 @@ pub fn run(r: &SftRecipe, opts: &RunOptions) -> Result<RunSummary> {
             None,
         ));
     }
-    let final_dir = match end.last_checkpoint {
-        Some(p) => p,
-        None => trainer.save(&st)?,
-    };
+    let final_dir = end.last_checkpoint;
     if !opts.quiet {
         eprintln!(
             "trained {} steps in {:.1} min ({} tokens); checkpoint {}",

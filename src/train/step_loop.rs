@@ -67,7 +67,7 @@ impl<E> RunSummary<E> {
             output_dir,
             steps_done,
             resumed_from,
-            final_checkpoint: end.last_checkpoint,
+            final_checkpoint: Some(end.last_checkpoint),
             exported_to: None,
             train_seconds,
             last_eval,
@@ -122,11 +122,13 @@ pub struct Logs {
 pub struct LoopEnd {
     /// Stopped early on request (`stop_after` or `cancel`).
     pub stopped: bool,
-    pub last_checkpoint: Option<PathBuf>,
+    /// The checkpoint of the state the loop ended in (the run resumes from it, or exports it).
+    pub last_checkpoint: PathBuf,
 }
 
 /// Runs steps `from..schedule.total`. `last_checkpoint` is the folder a resumed run started
-/// from (named in the message when the run gives up).
+/// from (named in the message when the run gives up, and the end state of a run resumed at its
+/// last step).
 pub fn run_steps(
     trainer: &mut impl Steps,
     from: u64,
@@ -188,11 +190,16 @@ pub fn run_steps(
             progress.abandon();
             return Ok(LoopEnd {
                 stopped: true,
-                last_checkpoint,
+                last_checkpoint: last_checkpoint.expect("saved when stopping"),
             });
         }
     }
     progress.finish_and_clear();
+    let last_checkpoint = match last_checkpoint {
+        Some(path) => path,
+        // Nothing to run and nothing resumed: the starting state is the end state.
+        None => trainer.save()?,
+    };
     Ok(LoopEnd {
         stopped: false,
         last_checkpoint,
@@ -294,7 +301,7 @@ mod tests {
             p.evaluated,
             vec![(3, false), (6, false), (9, false), (10, true)]
         );
-        assert_eq!(end.last_checkpoint, Some(PathBuf::from("ckpt-10")));
+        assert_eq!(end.last_checkpoint, PathBuf::from("ckpt-10"));
         // Every step's line, each checkpoint's event, and every rollout line, in order.
         let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         let lines: Vec<Value> = metrics

@@ -277,6 +277,44 @@ fn train_rollouts_zero_std_group_says_why_it_adds_nothing() {
     assert!(s.contains("no gradient from this group"), "{s}");
 }
 
+/// The aha experiment's run (tests/fixtures/aha_run: the first 4 steps of recipes/aha-grpo.toml,
+/// seed 1): the reasoning's form is charted right after accuracy, and a worked-out rollout with a
+/// wait has its form in the title and its check lines and "wait" styled apart from the thought.
+#[test]
+fn train_aha_run() {
+    let app = sample::train_run_from("tests/fixtures/aha_run", TrainPane::Charts);
+    snap("train_aha_charts", &app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("reasoning form"), "{s}");
+    assert!(s.contains("accuracy by form"), "{s}");
+    // Step 1, second prompt, third completion: long, a check that fails, wait, the redo, a
+    // check that passes, right.
+    let mut app = sample::train_run_from("tests/fixtures/aha_run", TrainPane::Rollouts);
+    app.update(Action::Train(TrainAction::StepFirst));
+    let mut app = load_requested(app);
+    app.update(Action::Train(TrainAction::Group(1)));
+    app.update(Action::Train(TrainAction::Completion(2)));
+    snap("train_aha_rollouts", &app);
+    let text = screen(&app, 80, 24);
+    assert!(text.contains("What is 78 * 7?"), "{text}");
+    assert!(text.contains("· long · 2 checks · 1 wait"), "{text}");
+    let t = render(&app, 80, 24);
+    let buf = t.backend().buffer();
+    // The colour of the first cell of `needle` in the completion's text (rows inside its box).
+    let colour_of = |needle: &str| {
+        let (y, line) = text
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.starts_with('│') && l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in the text: {text}"));
+        let x = line[..line.find(needle).unwrap()].chars().count() as u16;
+        buf[(x, y as u16)].style().fg
+    };
+    assert_eq!(colour_of("wait"), crate::ui::theme::wait_mark().fg);
+    assert_eq!(colour_of("check:"), crate::ui::theme::check_mark().fg);
+    assert_eq!(colour_of("again"), crate::ui::theme::thought().fg);
+}
+
 /// Serves the rollout loads `app` asked for from the fixture (as the watcher would).
 fn load_requested(mut app: App) -> App {
     use crate::app::{Command, TrainCommand};
