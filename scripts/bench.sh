@@ -31,6 +31,9 @@ python3 scripts/bench_serve.py --threads "$threads" | tee target/bench-serve.txt
 python3 scripts/bench_serve.py --model "$models/qwen2_1p5b_shape" --label "1.5B shape (qwen2)" \
   --dtype bf16 --threads "$threads" --max-tokens 16 --per-client 1 --fault-rounds 0 \
   --overhead-runs 3 | tee -a target/bench-serve.txt
+# llama.cpp on the same GGUF files (BF16, Q8_0, Q4_0, Q4_K_M of the 1.5B shape), same threads;
+# builds llama-cpp-python once into the reference environment (scripts/setup-llamacpp.sh).
+scripts/bench_llamacpp.sh
 # GRPO: seconds per training step beside TRL's GRPOTrainer (scripts/bench_grpo.sh).
 scripts/bench_grpo.sh | tee target/bench-grpo.txt
 # GRPO's peak memory with a 152k vocabulary and 512-token completions (the head in slices).

@@ -6,12 +6,12 @@ checkpoint shaped like DeepSeek-R1-Distill-Qwen-1.5B that scripts/bench_referenc
 (~/.cache/thinkbench/bench-models/qwen2_1p5b_shape). Subcommands:
 
   bench_llamacpp.py prepare --model-dir DIR --out GGUF_DIR --llama-cpp LLAMA_CPP_DIR --conv-python PY
-      Makes GGUF_DIR/qwen2_1p5b_shape.{bf16,q8_0,q4_0}.gguf (skips files already there):
+      Makes GGUF_DIR/qwen2_1p5b_shape.{bf16,q8_0,q4_0,q4_k_m}.gguf (skips files already there):
         * BF16 and Q8_0 with llama.cpp's converter (convert_hf_to_gguf.py --outtype bf16 / q8_0),
           run through scripts/make_gguf_model_fixtures.py --convert-one, which wraps the one
           converter method that rejects our test tokenizer's pre-tokenizer hash (see its docstring);
-        * Q4_0 from the BF16 file with llama.cpp's own quantizer (llama_model_quantize through
-          llama-cpp-python, default params, ftype MOSTLY_Q4_0), which picks its own types for
+        * Q4_0 and Q4_K_M from the BF16 file with llama.cpp's own quantizer (llama_model_quantize through
+          llama-cpp-python, default params, ftypes MOSTLY_Q4_0 and MOSTLY_Q4_K_M), which picks its own types for
           some tensors (often Q6_K for output.weight).
       The model folder has no tokenizer, so the converter reads a scratch copy of it: config.json
       and generation_config.json copied, model.safetensors symlinked, and tokenizer.json /
@@ -44,19 +44,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_FIXTURE = ROOT / "tests" / "fixtures" / "models" / "qwen2"
 STEM = "qwen2_1p5b_shape"
-KINDS = ["bf16", "q8_0", "q4_0"]  # file types, in table order
-LLAMA_FTYPE_MOSTLY_Q4_0 = 2
+KINDS = ["bf16", "q8_0", "q4_0", "q4_k_m"]  # file types, in table order
+# llama.cpp's own quantizer makes these from the BF16 file (llama_ftype numbers).
+QUANTIZED_BY_LLAMA = {"q4_0": 2, "q4_k_m": 15}
 
 # thinkbench variants per file type: (label, extra arguments)
 VARIANTS = {
     "bf16": [("dtype bf16", ["--dtype", "bf16"])],
-    "q8_0": [("dtype bf16", ["--dtype", "bf16"]), ("dtype f32", ["--dtype", "f32"])],
+    # Quantized files: the blocks run as stored; activations are f32.
+    "q8_0": [("as stored", ["--dtype", "f32"])],
     "q4_0": [
-        ("dtype bf16", ["--dtype", "bf16"]),
-        ("dtype f32", ["--dtype", "f32"]),
-        ("dtype bf16, --quant q4_0", ["--dtype", "bf16", "--quant", "q4_0"]),
-        ("dtype f32, --quant q4_0", ["--dtype", "f32", "--quant", "q4_0"]),
+        ("as stored", ["--dtype", "f32"]),
+        # llama.cpp keeps output.weight at Q6_K in a Q4_0 file; this requantizes it to Q4_0.
+        ("--quant q4_0", ["--dtype", "f32", "--quant", "q4_0"]),
     ],
+    "q4_k_m": [("as stored", ["--dtype", "f32"])],
 }
 
 
@@ -110,7 +112,7 @@ def convert(conv_python: str, llama_cpp: Path, src: Path, dst: Path, outtype: st
     log(f"{dst.name}: converted ({outtype}) in {time.time() - t0:.0f} s, {dst.stat().st_size / 1e9:.2f} GB")
 
 
-def quantize_q4_0(src: Path, dst: Path, threads: int) -> None:
+def quantize_by_llama(src: Path, dst: Path, ftype: int, threads: int) -> None:
     if dst.exists():
         log(f"{dst.name}: cached")
         return
@@ -120,7 +122,7 @@ def quantize_q4_0(src: Path, dst: Path, threads: int) -> None:
 
     tmp = dst.with_name(dst.name + ".tmp")
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = LLAMA_FTYPE_MOSTLY_Q4_0
+    params.ftype = ftype
     params.nthread = threads
     t0 = time.time()
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
@@ -156,7 +158,8 @@ def prepare(args) -> None:
     src = scratch_model_dir(Path(args.model_dir), out)
     convert(args.conv_python, llama_cpp, src, gguf_path(out, "bf16"), "bf16")
     convert(args.conv_python, llama_cpp, src, gguf_path(out, "q8_0"), "q8_0")
-    quantize_q4_0(gguf_path(out, "bf16"), gguf_path(out, "q4_0"), args.threads)
+    for kind, ftype in QUANTIZED_BY_LLAMA.items():
+        quantize_by_llama(gguf_path(out, "bf16"), gguf_path(out, kind), ftype, args.threads)
     types_file = out / "tensor_types.json"
     types = json.loads(types_file.read_text()) if types_file.exists() else {}
     for kind in KINDS:
@@ -392,7 +395,7 @@ def table(args) -> None:
         print(f"- {kind.upper()}: fastest thinkbench prefill with {best_pre['variant']}, fastest decode with {best_dec['variant']}")
     if types:
         print()
-        print("GGUF files (types as stored; Q4_0 picked by llama.cpp's quantizer with default params):")
+        print("GGUF files (types as stored; Q4_0 and Q4_K_M picked by llama.cpp's quantizer with default params):")
         for kind in kinds:
             t = types.get(kind)
             if t:

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::model::Model;
+use crate::runtime::divergence::{divergence, DivergenceSummary};
 use crate::text::TextCodec;
 use crate::train::eval::{evaluate, render, EvalOptions};
 use crate::train::task::{self, Split};
@@ -55,6 +56,11 @@ pub struct EvalArgs {
     /// gets pass@K; needs --temperature above 0.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub samples: usize,
+    /// With --quant: also load the checkpoint unquantized (at --dtype) and report the per-token
+    /// KL divergence from it to the quantized model over every generated token, and how often
+    /// both pick the same most likely token (`kl_to_unquantized` in --json).
+    #[arg(long)]
+    pub kl: bool,
     #[command(flatten)]
     pub runtime: super::runtime_args::RuntimeArgs,
     /// Print one JSON object (the report, plus every graded completion).
@@ -108,7 +114,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         None => task.levels().collect(),
     };
     let (dtype, device) = args.runtime.apply()?;
-    let model = Model::load_quantized(&args.model, dtype, device, args.runtime.quant()?)?;
+    let quant = args.runtime.quant()?;
+    if args.kl && quant.is_none() {
+        bail!("--kl compares a --quant model with the same checkpoint unquantized: give --quant q8_0 or q4_0");
+    }
+    let model = Model::load_quantized(&args.model, dtype, device, quant)?;
     let codec = TextCodec::load(&args.model)?;
     let opts = EvalOptions {
         n: args.n,
@@ -151,13 +161,35 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         },
     )
     .map_err(|e| anyhow!(e))?;
+    let kl = if args.kl {
+        let float = Model::load(&args.model, dtype, device)?;
+        let mut tokens = Vec::new();
+        for s in &items {
+            tokens.extend(divergence(
+                &float,
+                &model,
+                &s.prompt_ids,
+                &s.completion_ids,
+            )?);
+        }
+        DivergenceSummary::of(&tokens)
+    } else {
+        None
+    };
     if args.json {
         let mut v = serde_json::to_value(&report)?;
+        if args.kl {
+            v["kl_to_unquantized"] = serde_json::to_value(&kl)?;
+        }
         v["model"] = json!(args.model.display().to_string());
         v["items"] = serde_json::to_value(&items)?;
         println!("{v}");
     } else {
         print!("{}", render(&report, &args.model.display().to_string()));
+        if args.kl {
+            let what = kl.map_or("no generated tokens".to_string(), |k| k.render());
+            println!("\nagainst the unquantized model ({}): {what}", dtype.name());
+        }
     }
     Ok(())
 }

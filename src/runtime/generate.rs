@@ -133,6 +133,8 @@ pub enum GenerateError {
     EmptyPrompt,
     #[error("prompt token id {id} is outside the model's vocabulary of {vocab}")]
     BadTokenId { id: u32, vocab: usize },
+    #[error("the two models' vocabularies differ ({a} and {b} ids)")]
+    VocabMismatch { a: usize, b: usize },
 }
 
 /// Collects router choices per flattened token row of one forward call (the decode loop and

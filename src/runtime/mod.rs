@@ -1,6 +1,7 @@
 //! The inference runtime: sampling, the one decode loop, and re-scoring a finished sequence.
 //! Emits plain data (`trace`), never a Tensor.
 
+pub mod divergence;
 pub mod engine;
 pub mod generate;
 pub mod sampling;

@@ -69,6 +69,12 @@ pub struct Scored {
     /// How it reasoned, for tasks that analyse it (`Task::shape`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shape: Option<Shape>,
+    /// The token ids the model read and wrote, for re-reading the sequence with another model
+    /// (`eval --kl`); empty where the completion did not come from the decode loop.
+    #[serde(skip)]
+    pub prompt_ids: Vec<u32>,
+    #[serde(skip)]
+    pub completion_ids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -247,6 +253,8 @@ fn grade(
         sample,
         turn: ask.earlier.len() + 1,
         earlier: conversation::answered(&ask.earlier),
+        prompt_ids: gen.prompt.iter().map(|t| t.id).collect(),
+        completion_ids: c.ids(),
         ..score(
             task,
             ask.ex,
@@ -284,6 +292,8 @@ pub fn score(
         generated_tokens,
         truncated: !finished,
         shape: task.shape(ex, completion),
+        prompt_ids: Vec::new(),
+        completion_ids: Vec::new(),
     }
 }
 
