@@ -161,28 +161,30 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         },
     )
     .map_err(|e| anyhow!(e))?;
-    let kl = if args.kl {
+    // Per completion, then over all of them: --json lists each completion's own, to find where
+    // quantization hurts most.
+    let mut per_item = Vec::new();
+    let mut all_tokens = Vec::new();
+    if args.kl {
         let float = Model::load(&args.model, dtype, device)?;
-        let mut tokens = Vec::new();
         for s in &items {
-            tokens.extend(divergence(
-                &float,
-                &model,
-                &s.prompt_ids,
-                &s.completion_ids,
-            )?);
+            let d = divergence(&float, &model, &s.prompt_ids, &s.completion_ids)?;
+            per_item.push(DivergenceSummary::of(&d));
+            all_tokens.extend(d);
         }
-        DivergenceSummary::of(&tokens)
-    } else {
-        None
-    };
+    }
+    let kl = DivergenceSummary::of(&all_tokens);
     if args.json {
         let mut v = serde_json::to_value(&report)?;
-        if args.kl {
-            v["kl_to_unquantized"] = serde_json::to_value(&kl)?;
-        }
         v["model"] = json!(args.model.display().to_string());
         v["items"] = serde_json::to_value(&items)?;
+        if args.kl {
+            v["kl_to_unquantized"] = serde_json::to_value(&kl)?;
+            let listed = v["items"].as_array_mut().into_iter().flatten();
+            for (item, k) in listed.zip(&per_item) {
+                item["kl_to_unquantized"] = serde_json::to_value(k)?;
+            }
+        }
         println!("{v}");
     } else {
         print!("{}", render(&report, &args.model.display().to_string()));
