@@ -37,11 +37,7 @@ impl Loader<'_> {
     ) -> Result<Weight, ModelError> {
         // Rows that are not whole blocks of the `--quant` format stay in floating point, as
         // llama.cpp's quantizer falls back for such tensors.
-        let whole_blocks = |f: Format| {
-            shape
-                .last()
-                .is_some_and(|&k| k % f.block_len() as i64 == 0)
-        };
+        let whole_blocks = |f: Format| shape.last().is_some_and(|&k| k % f.block_len() as i64 == 0);
         let full = p.path(name);
         // Blocks a GGUF file stores in a format we run are used as they are: that is the model.
         if let Some((stored, bytes)) = self.ckpt.stored_blocks(&full)? {

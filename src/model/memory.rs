@@ -33,7 +33,10 @@ fn quantizable(name: &str, shape: &[i64], format: Format) -> bool {
     let linear = name.ends_with("proj.weight")
         || name.ends_with("proj_with_mqa.weight")
         || name == "lm_head.weight";
-    linear && !name.contains("kv_b_proj") && shape.len() == 2 && shape[1] % format.block_len() as i64 == 0
+    linear
+        && !name.contains("kv_b_proj")
+        && shape.len() == 2
+        && shape[1] % format.block_len() as i64 == 0
 }
 
 /// Memory the system can still give this process (`MemAvailable`), in bytes; `None` where it is

@@ -233,7 +233,11 @@ mod tests {
                 .map(|_| byte())
                 .collect();
             for block in bytes.chunks_exact_mut(format.block_bytes()) {
-                let at: &[usize] = if format == Format::Q4_K { &[0, 2] } else { &[208] };
+                let at: &[usize] = if format == Format::Q4_K {
+                    &[0, 2]
+                } else {
+                    &[208]
+                };
                 for &p in at {
                     let d = (f32::from(byte()) - 128.0) / 16384.0;
                     block[p..p + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());

@@ -141,7 +141,10 @@ fn q4_0_moe_gguf_runs_as_gguf_py_dequantized() {
             for e in 0..8 {
                 want.push((format!("model.layers.{l}.mlp.experts.{e}.{p}.weight"), Q4_0));
             }
-            want.push((format!("model.layers.{l}.mlp.shared_experts.{p}.weight"), Q4_0));
+            want.push((
+                format!("model.layers.{l}.mlp.shared_experts.{p}.weight"),
+                Q4_0,
+            ));
         }
     }
     assert_eq!(want.len(), 49);
@@ -160,7 +163,11 @@ fn q4_k_m_gguf_from_llama_cpp_quantizer_runs_as_gguf_py_dequantized() {
             want.push((format!("model.layers.{l}.self_attn.{p}.weight"), f));
         }
         for p in ["gate_proj", "up_proj", "down_proj"] {
-            let f = if l == 1 && p == "down_proj" { Q6_K } else { Q4_K };
+            let f = if l == 1 && p == "down_proj" {
+                Q6_K
+            } else {
+                Q4_K
+            };
             want.push((format!("model.layers.{l}.mlp.{p}.weight"), f));
         }
     }

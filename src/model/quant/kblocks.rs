@@ -46,7 +46,8 @@ pub fn k_scale_min(packed: &[u8], j: usize) -> (f32, f32) {
 /// All eight (scale, min) pairs of [`k_scale_min`] at once, as bytes: word arithmetic on the 12
 /// packed bytes read as three little-endian u32 (what the SIMD kernels use, once per super-block).
 pub fn k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let word = |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
     let (w0, w1, w2) = (word(0), word(4), word(8));
     let (low6, low4, top2) = (0x3f3f_3f3f, 0x0f0f_0f0f, 0x0303_0303);
     let sc_hi = (w2 & low4) | (((w0 >> 6) & top2) << 4);

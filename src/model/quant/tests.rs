@@ -203,7 +203,11 @@ fn k_scales_unpack_both_ways_alike() {
         let (sc, mn) = kblocks::k_scales_mins(&packed);
         for j in 0..8 {
             let (s, m) = kblocks::k_scale_min(&packed, j);
-            assert_eq!((f32::from(sc[j]), f32::from(mn[j])), (s, m), "{packed:?} pair {j}");
+            assert_eq!(
+                (f32::from(sc[j]), f32::from(mn[j])),
+                (s, m),
+                "{packed:?} pair {j}"
+            );
         }
     }
 }
@@ -344,9 +348,9 @@ fn kernels_match_reference(isa: Isa) {
                 &[32, 64, 256, 1536, 8960]
             };
             // K formats: 256 to 8960 (35 super-blocks); the others: all but 256 (as before).
-            let ks = ks.iter().filter(|&&k| {
-                k % format.block_len() == 0 && (format.is_k() || k != 256)
-            });
+            let ks = ks
+                .iter()
+                .filter(|&&k| k % format.block_len() == 0 && (format.is_k() || k != 256));
             for &k in ks {
                 let bytes = random_matrix(&mut rng, format, n, k);
                 let w = QuantMatrix::new(format, n, k, &bytes).unwrap();
