@@ -17,9 +17,18 @@ generates exactly as the same model with every quantized tensor dequantized by g
                                    (`token_embd`, `*_norm*`, `ffn_gate_inp`, `exp_probs_b`); those
                                    go through gguf.quants.quantize(..., Q4_0), the numpy port of
                                    llama.cpp's reference quantizer.
-  <name>.dequant.gguf              for each of the two: the same file (metadata copied as is, the
-                                   tensors in the same order) with every Q8_0 / Q4_0 tensor
-                                   replaced by gguf.quants.dequantize of its bytes, stored F32.
+  qwen2_k.q4_k_m.gguf              a random HF qwen2 (the qwen2 test checkpoint's config and
+                                   tokenizer, with hidden 256, intermediate 256, 2 layers, so every
+                                   matrix row is a multiple of 256 weights; torch's initializer
+                                   under a fixed seed, K_MODEL / K_SEED below) converted to F32 by
+                                   llama.cpp's convert_hf_to_gguf.py, then quantized by llama.cpp's
+                                   own quantizer (llama_model_quantize, MOSTLY_Q4_K_M, 1 thread)
+                                   as built into llama-cpp-python 0.3.36: llama.cpp picks Q4_K and
+                                   Q6_K per tensor (the script prints which landed, and fails
+                                   unless both did).
+  <name>.dequant.gguf              for each of the three: the same file (metadata copied as is, the
+                                   tensors in the same order) with every Q8_0 / Q4_0 / Q4_K / Q6_K
+                                   tensor replaced by gguf.quants.dequantize of its bytes, F32.
 
 The references are computed by gguf-py, not by thinkbench, so the test compares our block kernels
 and our GGUF dequantizer with an independent implementation.
@@ -31,10 +40,14 @@ transformers, numpy, safetensors and sentencepiece (the fixtures were made with 
 reference venv: torch 2.13.0, transformers 5.24.0, numpy 2.4.6, safetensors 0.8.0, plus
 sentencepiece 0.2.3). The Q8_0 conversion is that script's own `--convert-one`, with the same
 wrapper for our tokenizer's unknown pre-tokenizer hash; the rewriting and dequantizing use the
-vendored gguf-py (put first on sys.path, so no other installed gguf is picked up). Then:
+vendored gguf-py (put first on sys.path, so no other installed gguf is picked up). The Q4_K_M
+step also needs llama-cpp-python 0.3.36 built and importable (`import llama_cpp`):
+scripts/setup-llamacpp.sh builds it into thinkbench's reference venv (~/.cache/thinkbench/pyref,
+which also has torch, transformers and sentencepiece) and unpacks the source package with the
+converter. Then:
 
-    /tmp/venv-conv/bin/python scripts/make_gguf_quant_fixtures.py \\
-        --llama-cpp /tmp/llcpp/llama_cpp_python-0.3.36/vendor/llama.cpp
+    ~/.cache/thinkbench/pyref/bin/python scripts/make_gguf_quant_fixtures.py \\
+        --llama-cpp ~/.cache/thinkbench/llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp
 
 (or set LLAMA_CPP_DIR instead of --llama-cpp). Nothing is random: two runs write byte-identical
 files (the script prints each file's sha256). After writing, it reads every file back with gguf-py's
@@ -74,16 +87,65 @@ def gguf_module(llama_cpp: Path):
     return gguf
 
 
-def convert_q8_0(llama_cpp: Path, folder: str, out: Path) -> None:
-    """llama.cpp's converter, --outtype q8_0, run by make_gguf_model_fixtures.py (its wrapper)."""
+def convert(llama_cpp: Path, src: Path, out: Path, outtype: str) -> None:
+    """llama.cpp's converter, run by make_gguf_model_fixtures.py (its wrapper)."""
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         tmp_out = Path(tmp) / out.name
         subprocess.run(
             [sys.executable, str(CONVERTER_SCRIPT), "--llama-cpp", str(llama_cpp),
-             "--convert-one", str(MODELS / folder), str(tmp_out), "q8_0"],
+             "--convert-one", str(src), str(tmp_out), outtype],
             check=True,
         )
         os.replace(tmp_out, out)
+
+
+def convert_q8_0(llama_cpp: Path, folder: str, out: Path) -> None:
+    """llama.cpp's converter, --outtype q8_0, of a test checkpoint."""
+    convert(llama_cpp, MODELS / folder, out, "q8_0")
+
+
+# The K-quant model: the qwen2 test checkpoint's config (and tokenizer) with every matrix row a
+# multiple of 256 weights, so that llama.cpp's Q4_K_M really stores Q4_K and Q6_K (it falls back
+# to other types for rows that are not whole 256-weight super-blocks). Weights drawn by torch's
+# default initializer under a fixed seed, with a wider spread than the default 0.02 so that the
+# greedy tokens are clear winners.
+K_MODEL = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1)
+K_SEED = 20261203
+
+
+def write_hf_qwen2_k(dst: Path) -> None:
+    """A random HF qwen2 checkpoint (f32 safetensors) with K_MODEL's shapes and our tokenizer."""
+    import json
+    import shutil
+
+    import torch
+    import transformers
+
+    config = json.loads((MODELS / "qwen2" / "config.json").read_text())
+    config.update(K_MODEL)
+    config.pop("torch_dtype", None)
+    config["dtype"] = "float32"
+    torch.manual_seed(K_SEED)
+    model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**config)).float().eval()
+    model.save_pretrained(dst, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(MODELS / "qwen2" / name, dst / name)
+
+
+def quantize_q4_k_m(src: Path, out: Path) -> None:
+    """llama.cpp's own quantizer (llama_model_quantize, as built into llama-cpp-python 0.3.36),
+    file type MOSTLY_Q4_K_M, one thread, no importance matrix: it picks each tensor's type."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    params.nthread = 1
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(out).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize({src} -> {out}) failed: {rc}")
 
 
 def new_writer(gguf, reader, path: Path):
@@ -145,7 +207,7 @@ def write_q4_0(gguf, src: Path, out: Path) -> list[str]:
     return quantized
 
 
-QUANT_TYPES = ("Q8_0", "Q4_0")
+QUANT_TYPES = ("Q8_0", "Q4_0", "Q4_K", "Q6_K")
 
 
 def write_dequant(gguf, src: Path, out: Path) -> list[str]:
@@ -219,13 +281,27 @@ def main() -> None:
     check(gguf, f32, q4, as_q4)
     print(f"{q4.name}: Q4_0: {', '.join(q4_names)}")
 
-    # 3. The references: every Q8_0 / Q4_0 tensor dequantized by gguf-py, stored F32.
+    # 3. qwen2_k: a random qwen2 with 256-multiple rows, converted to F32 by llama.cpp's converter,
+    # then quantized to Q4_K_M by llama.cpp's own quantizer.
+    qk = OUT / "qwen2_k.q4_k_m.gguf"
+    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+        hf, f32_k, tmp_out = Path(tmp) / "hf", Path(tmp) / "qwen2_k.f32.gguf", Path(tmp) / qk.name
+        hf.mkdir()
+        write_hf_qwen2_k(hf)
+        convert(llama_cpp, hf, f32_k, "f32")
+        quantize_q4_k_m(f32_k, tmp_out)
+        os.replace(tmp_out, qk)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(qk)).tensors}
+    print(f"{qk.name}: " + ", ".join(f"{n} {t}" for n, t in types.items()))
+    assert {"Q4_K", "Q6_K"} <= set(types.values()), f"{qk.name}: no K types: {types}"
+
+    # 4. The references: every quantized tensor dequantized by gguf-py, stored F32.
     def as_f32(t):
         if t.tensor_type.name in QUANT_TYPES:
             return F32, gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         return t.tensor_type, t.data
 
-    for quant in (q8, q4):
+    for quant in (q8, q4, qk):
         ref = OUT / quant.name.replace(".gguf", ".dequant.gguf")
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
             tmp_out = Path(tmp) / ref.name
@@ -237,7 +313,8 @@ def main() -> None:
         print(f"{quant.name}: tensor types {kinds}; {len(replaced)} dequantized into {ref.name}")
 
     total = 0
-    for path in (q8, OUT / "qwen2.q8_0.dequant.gguf", q4, OUT / "deepseek_v2_lite.q4_0.dequant.gguf"):
+    for path in (q8, OUT / "qwen2.q8_0.dequant.gguf", q4, OUT / "deepseek_v2_lite.q4_0.dequant.gguf",
+                 qk, OUT / "qwen2_k.q4_k_m.dequant.gguf"):
         data = path.read_bytes()
         total += len(data)
         print(f"{path.name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")

@@ -7,6 +7,8 @@
 
 use half::{bf16, f16};
 
+use crate::model::quant::kblocks::{k_scale_min, q4_k, q6_k};
+
 use super::error::DequantError;
 use super::types::GgmlType;
 
@@ -133,7 +135,8 @@ fn q8_0(b: &[u8], y: &mut [f32]) {
     }
 }
 
-// --- 256-weight K-quant super-blocks, split into sub-blocks with their own scales. ---
+// --- 256-weight K-quant super-blocks, split into sub-blocks with their own scales. Q4_K and
+// Q6_K, which thinkbench also runs as stored blocks, live in `model::quant::kblocks`. ---
 
 /// scales: 16 bytes (low nibble scale, high nibble min, one per 16 weights), qs: 64 bytes of
 /// 2-bit quants, d, dmin: f16. x = d * scale * q - dmin * min.
@@ -194,38 +197,6 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q4_K/Q5_K's eight 6-bit (scale, min) pairs, packed in 12 bytes. Pairs 0..4 are the low 6 bits
-/// of bytes 0..4 and 4..8; pairs 4..8 take their low 4 bits from bytes 8..12 and their high 2
-/// bits from the top bits of bytes 0..8.
-fn k_scale_min(packed: &[u8], j: usize) -> (f32, f32) {
-    let (sc, m) = if j < 4 {
-        (packed[j] & 63, packed[j + 4] & 63)
-    } else {
-        (
-            (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4),
-            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
-        )
-    };
-    (sc as f32, m as f32)
-}
-
-/// d, dmin: f16, scales: 12 bytes, qs: 128 bytes. Each 32 bytes of qs hold 64 weights: low
-/// nibbles first, then high nibbles, each run with its own (scale, min). x = d*sc*q - dmin*m.
-fn q4_k(b: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (half_at(b, 0), half_at(b, 2));
-    let (scales, qs) = (&b[4..16], &b[16..144]);
-    for (j, (q, out)) in qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
-        let (sc1, m1) = k_scale_min(scales, 2 * j);
-        let (sc2, m2) = k_scale_min(scales, 2 * j + 1);
-        let (d1, min1, d2, min2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
-        let (lo, hi) = out.split_at_mut(32);
-        for ((a, b_), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(q) {
-            *a = d1 * (q & 0x0F) as f32 - min1;
-            *b_ = d2 * (q >> 4) as f32 - min2;
-        }
-    }
-}
-
 /// Q4_K plus qh: 32 bytes holding each weight's fifth bit; 64-weight run j uses bits 2j and 2j+1.
 fn q5_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (half_at(b, 0), half_at(b, 2));
@@ -241,37 +212,6 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
             let q2 = (q >> 4) + if h & bit2 != 0 { 16 } else { 0 };
             *a = d1 * q1 as f32 - min1;
             *b_ = d2 * q2 as f32 - min2;
-        }
-    }
-}
-
-/// ql: 128 bytes (low 4 bits), qh: 64 bytes (high 2 bits), scales: 16 i8, d: f16.
-/// x = d * scale * (q - 32), one scale per 16 weights.
-///
-/// Each 128-weight half uses 64 bytes of ql and 32 of qh. For l in 0..32, qh[l]'s four bit pairs
-/// complete weights l, l+32, l+64 and l+96; ql[l] holds weights l (low) and l+64 (high),
-/// ql[l+32] weights l+32 and l+96.
-fn q6_k(b: &[u8], y: &mut [f32]) {
-    let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
-    let d = half_at(b, 208);
-    for n in 0..2 {
-        let (ql, qh, sc, out) = (
-            &ql[64 * n..],
-            &qh[32 * n..],
-            &scales[8 * n..],
-            &mut y[128 * n..],
-        );
-        for l in 0..32 {
-            let quants = [
-                (ql[l] & 0x0F) | ((qh[l] & 3) << 4),
-                (ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4),
-                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-            ];
-            for (k, q) in quants.into_iter().enumerate() {
-                let scale = sc[l / 16 + 2 * k] as i8;
-                out[l + 32 * k] = d * scale as f32 * (q as i32 - 32) as f32;
-            }
         }
     }
 }

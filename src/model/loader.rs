@@ -9,7 +9,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::layers::Weight;
 use super::qlinear::QuantWeight;
-use super::quant::{self, Format};
+use super::quant::Format;
 use super::source::WeightSource;
 use super::ModelError;
 
@@ -35,9 +35,9 @@ impl Loader<'_> {
         name: &str,
         shape: &[i64],
     ) -> Result<Weight, ModelError> {
-        // Rows that are not whole 32-weight blocks stay in floating point, as llama.cpp's
-        // quantizer falls back for such tensors.
-        let whole_blocks = shape.last().is_some_and(|&k| k % quant::BLOCK as i64 == 0);
+        // Rows that are not whole blocks of the `--quant` format stay in floating point, as
+        // llama.cpp's quantizer falls back for such tensors.
+        let whole_blocks = |f: Format| shape.last().is_some_and(|&k| k % f.block_len() as i64 == 0);
         let full = p.path(name);
         // Blocks a GGUF file stores in a format we run are used as they are: that is the model.
         if let Some((stored, bytes)) = self.ckpt.stored_blocks(&full)? {
@@ -48,7 +48,7 @@ impl Loader<'_> {
                 return Ok(Weight::Quant(q));
             }
         }
-        let Some(format) = self.quant.filter(|_| whole_blocks) else {
+        let Some(format) = self.quant.filter(|&f| whole_blocks(f)) else {
             return Ok(Weight::Float(self.weight(p, name, shape)?));
         };
         let w = self.read(&full, shape, Kind::Float, Device::Cpu)?;

@@ -2,7 +2,7 @@
 //! large for this machine is refused with a sentence — the size it needs, the memory available and
 //! the `--quant` that would fit — instead of a libtorch allocation failure minutes later.
 
-use super::quant::{Format, BLOCK};
+use super::quant::Format;
 use super::source::WeightSource;
 use super::{DType, ModelError};
 
@@ -16,11 +16,12 @@ pub fn weight_bytes(source: &WeightSource, dtype: DType, quant: Option<Format>) 
         .filter_map(|name| Some((name, source.shape(name)?)))
         .map(|(name, shape)| {
             let numel: u64 = shape.iter().map(|&d| d.max(0) as u64).product();
-            let blocks = |f: Format| numel / BLOCK as u64 * f.block_bytes() as u64;
+            let blocks = |f: Format| numel / f.block_len() as u64 * f.block_bytes() as u64;
             match (quant, source.stored_format(name)) {
-                // Blocks a GGUF file stores are kept as they are (Loader::linear_weight).
+                // Blocks a GGUF file stores (Q4_K and Q6_K too) are kept as they are
+                // (Loader::linear_weight).
                 (None, Some(stored)) => blocks(stored),
-                (Some(f), _) if quantizable(name, &shape) => blocks(f),
+                (Some(f), _) if quantizable(name, &shape, f) => blocks(f),
                 _ => numel * elem,
             }
         })
@@ -28,11 +29,14 @@ pub fn weight_bytes(source: &WeightSource, dtype: DType, quant: Option<Format>) 
 }
 
 /// Whether the loader stores this weight in blocks under `--quant` (see `Loader::linear_weight`).
-fn quantizable(name: &str, shape: &[i64]) -> bool {
+fn quantizable(name: &str, shape: &[i64], format: Format) -> bool {
     let linear = name.ends_with("proj.weight")
         || name.ends_with("proj_with_mqa.weight")
         || name == "lm_head.weight";
-    linear && !name.contains("kv_b_proj") && shape.len() == 2 && shape[1] % BLOCK as i64 == 0
+    linear
+        && !name.contains("kv_b_proj")
+        && shape.len() == 2
+        && shape[1] % format.block_len() as i64 == 0
 }
 
 /// Memory the system can still give this process (`MemAvailable`), in bytes; `None` where it is

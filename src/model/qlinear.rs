@@ -1,5 +1,6 @@
-//! Linear layers whose weights are stored block-quantized in llama.cpp's Q8_0 or Q4_0 layout
-//! (`--quant`, or a GGUF file's own Q8_0 / Q4_0 tensors): the tensor side of [`super::quant`].
+//! Linear layers whose weights are stored block-quantized in llama.cpp's layouts (`--quant q8_0 |
+//! q4_0`, or a GGUF file's own Q8_0 / Q4_0 / Q4_K / Q6_K tensors): the tensor side of
+//! [`super::quant`].
 //!
 //! The stored bytes are the model. Activations stay f32: a decode product (a few rows) runs the
 //! quantized kernels on libtorch's threads; a longer one (prefill) dequantizes the layer to f32 for
@@ -53,7 +54,7 @@ impl QuantWeight {
         Self::from_bytes(format, n as usize, k as usize, bytes, name)
     }
 
-    /// Wraps stored blocks (a GGUF tensor's data): `n` rows of `k / 32` blocks.
+    /// Wraps stored blocks (a GGUF tensor's data): `n` rows of `k / format.block_len()` blocks.
     pub fn from_bytes(
         format: Format,
         n: usize,
@@ -209,6 +210,58 @@ mod tests {
                         err.max().double_value(&[])
                     );
                 }
+            }
+        }
+    }
+
+    /// The K formats, which only GGUF files bring: random super-blocks (every quant and scale
+    /// byte; finite f16 scales) through both paths against the dequantized weight in libtorch.
+    #[test]
+    fn k_formats_forward_matches_the_dequantized_weight() {
+        tch::manual_seed(4);
+        let _g = tch::no_grad_guard();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut byte = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        };
+        for format in [Format::Q4_K, Format::Q6_K] {
+            let (n, k) = (70usize, 512usize);
+            let mut bytes: Vec<u8> = (0..n * format.row_bytes(k).unwrap())
+                .map(|_| byte())
+                .collect();
+            for block in bytes.chunks_exact_mut(format.block_bytes()) {
+                let at: &[usize] = if format == Format::Q4_K {
+                    &[0, 2]
+                } else {
+                    &[208]
+                };
+                for &p in at {
+                    let d = (f32::from(byte()) - 128.0) / 16384.0;
+                    block[p..p + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+                }
+            }
+            let mut deq = vec![0f32; n * k];
+            quant::dequantize_row(format, &bytes, &mut deq).unwrap();
+            let reference_w = Tensor::from_slice(&deq).view([n as i64, k as i64]);
+            let q = QuantWeight::from_bytes(format, n, k, bytes, "w").unwrap();
+            assert_eq!(q.shape(), [n, k]);
+            let bias = Tensor::randn([n as i64], (Kind::Float, Device::Cpu));
+            for rows in [1i64, 2, 5, 16, 17, 40] {
+                let x = Tensor::randn([rows, k as i64], (Kind::Float, Device::Cpu));
+                let y = q.forward(&x, Some(&bias));
+                let want = x.linear(&reference_w, Some(&bias));
+                let tol = want.abs() * 1e-5 + 1e-3;
+                let err = (&y - &want).abs();
+                let bad = err.gt_tensor(&tol).sum(Kind::Int64).int64_value(&[]);
+                assert_eq!(
+                    bad,
+                    0,
+                    "{format:?} rows={rows}: max err {}",
+                    err.max().double_value(&[])
+                );
             }
         }
     }

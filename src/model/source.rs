@@ -127,14 +127,10 @@ impl WeightSource {
             gguf::names::Source::Whole(t) | gguf::names::Source::Slice { name: t, .. } => t,
             _ => return None,
         };
-        match g.file.tensor_opt(tensor)?.ty {
-            GgmlType::Q8_0 => Some(Format::Q8_0),
-            GgmlType::Q4_0 => Some(Format::Q4_0),
-            _ => None,
-        }
+        kept_format(g.file.tensor_opt(tensor)?.ty)
     }
 
-    /// Weight `name`'s blocks as the file stores them, when it is one Q8_0 or Q4_0 matrix (or
+    /// Weight `name`'s blocks as the file stores them, when it is one Q8_0, Q4_0, Q4_K or Q6_K matrix (or
     /// one expert of a stacked one) used without rearrangement: the loader keeps them as they
     /// are, so the stored model is the model run.
     pub fn stored_blocks(&self, name: &str) -> Result<Option<(Format, Vec<u8>)>, ModelError> {
@@ -147,10 +143,8 @@ impl WeightSource {
             _ => return Ok(None),
         };
         let info = g.file.tensor(tensor).map_err(gguf_error)?;
-        let format = match info.ty {
-            GgmlType::Q8_0 => Format::Q8_0,
-            GgmlType::Q4_0 => Format::Q4_0,
-            _ => return Ok(None),
+        let Some(format) = kept_format(info.ty) else {
+            return Ok(None);
         };
         let bytes = g.file.tensor_bytes(tensor).map_err(gguf_error)?;
         let bytes = match index {
@@ -163,5 +157,16 @@ impl WeightSource {
             }
         };
         Ok(Some((format, bytes)))
+    }
+}
+
+/// The block format a GGUF tensor type is run in as stored, if thinkbench has kernels for it.
+fn kept_format(ty: GgmlType) -> Option<Format> {
+    match ty {
+        GgmlType::Q8_0 => Some(Format::Q8_0),
+        GgmlType::Q4_0 => Some(Format::Q4_0),
+        GgmlType::Q4_K => Some(Format::Q4_K),
+        GgmlType::Q6_K => Some(Format::Q6_K),
+        _ => None,
     }
 }

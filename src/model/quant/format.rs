@@ -1,4 +1,5 @@
-//! The two block layouts, and llama.cpp's reference quantizers and dequantizers for them.
+//! The block layouts, llama.cpp's reference quantizers for Q8_0 and Q4_0, and the dequantizers of
+//! all four (the K super-blocks' own code is in [`super::kblocks`]).
 //!
 //! The quantizers follow ggml's `quantize_row_q8_0_ref` / `quantize_row_q4_0_ref` step by step,
 //! in f32, because the bytes must come out identical: the scale is rounded to f16 only when it
@@ -8,33 +9,62 @@ use half::f16;
 
 use super::QuantError;
 
-/// Weights per block, in both formats.
+/// Weights per block of Q8_0 and Q4_0 (the formats `--quant` writes), and per sub-block of the
+/// K formats: the granularity of every scale the kernels apply.
 pub const BLOCK: usize = 32;
 
-/// A block-quantized weight type.
+/// Weights per K-format super-block.
+pub const SUPER_BLOCK: usize = 256;
+
+/// A block-quantized weight type, named as GGML names it.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// f16 scale + 32 × i8.
     Q8_0,
     /// f16 scale + 32 × 4-bit, offset by 8.
     Q4_0,
+    /// 256 weights: f16 `d` and `dmin`, eight 6-bit (scale, min) pairs, 256 × 4-bit.
+    Q4_K,
+    /// 256 weights: 256 × 6-bit (4 + 2 bits), sixteen i8 scales, f16 `d`.
+    Q6_K,
 }
 
 impl Format {
-    /// Bytes per block of 32 weights.
+    /// Weights per block: 32, or 256 for the K formats' super-blocks. A row must hold a whole
+    /// number of them.
+    pub const fn block_len(self) -> usize {
+        match self {
+            Format::Q8_0 | Format::Q4_0 => BLOCK,
+            Format::Q4_K | Format::Q6_K => SUPER_BLOCK,
+        }
+    }
+
+    /// Bytes per block of [`block_len`](Self::block_len) weights.
     pub const fn block_bytes(self) -> usize {
         match self {
             Format::Q8_0 => 2 + BLOCK,
             Format::Q4_0 => 2 + BLOCK / 2,
+            Format::Q4_K => super::kblocks::Q4_K_BYTES,
+            Format::Q6_K => super::kblocks::Q6_K_BYTES,
         }
+    }
+
+    /// Whether this is one of llama.cpp's K formats (256-weight super-blocks), which come only
+    /// from GGUF files: there is no quantizer for them here.
+    pub const fn is_k(self) -> bool {
+        matches!(self, Format::Q4_K | Format::Q6_K)
     }
 
     /// Bytes of a row of `k` weights.
     pub fn row_bytes(self, k: usize) -> Result<usize, QuantError> {
-        if !k.is_multiple_of(BLOCK) {
-            return Err(QuantError::NotWholeBlocks { k });
+        if !k.is_multiple_of(self.block_len()) {
+            return Err(QuantError::NotWholeBlocks {
+                k,
+                block: self.block_len(),
+            });
         }
-        Ok(k / BLOCK * self.block_bytes())
+        Ok(k / self.block_len() * self.block_bytes())
     }
 
     /// GGML's name for the type, as GGUF tools print it.
@@ -42,6 +72,8 @@ impl Format {
         match self {
             Format::Q8_0 => "Q8_0",
             Format::Q4_0 => "Q4_0",
+            Format::Q4_K => "Q4_K",
+            Format::Q6_K => "Q6_K",
         }
     }
 
@@ -50,6 +82,8 @@ impl Format {
         match self {
             Format::Q8_0 => 8,
             Format::Q4_0 => 2,
+            Format::Q4_K => 12,
+            Format::Q6_K => 14,
         }
     }
 
@@ -58,14 +92,21 @@ impl Format {
         match t {
             8 => Some(Format::Q8_0),
             2 => Some(Format::Q4_0),
+            12 => Some(Format::Q4_K),
+            14 => Some(Format::Q6_K),
             _ => None,
         }
     }
 }
 
 /// Quantizes `x` (any number of whole blocks: a row, or a whole row-major matrix) into `out`,
-/// which must hold exactly `format.row_bytes(x.len())` bytes.
+/// which must hold exactly `format.row_bytes(x.len())` bytes. Q8_0 and Q4_0 only: a K format is
+/// [`QuantError::NoQuantizer`] (llama.cpp's K quantizers search for scales, and thinkbench only
+/// runs K tensors that a GGUF file brings).
 pub fn quantize_row(format: Format, x: &[f32], out: &mut [u8]) -> Result<(), QuantError> {
+    if format.is_k() {
+        return Err(QuantError::NoQuantizer(format));
+    }
     check_sizes(format, x.len(), out.len())?;
     let blocks = x
         .chunks_exact(BLOCK)
@@ -75,6 +116,7 @@ pub fn quantize_row(format: Format, x: &[f32], out: &mut [u8]) -> Result<(), Qua
         match format {
             Format::Q8_0 => quantize_q8_0(xb, ob),
             Format::Q4_0 => quantize_q4_0(xb, ob),
+            Format::Q4_K | Format::Q6_K => unreachable!("refused above"),
         }
     }
     Ok(())
@@ -82,35 +124,49 @@ pub fn quantize_row(format: Format, x: &[f32], out: &mut [u8]) -> Result<(), Qua
 
 /// [`quantize_row`] into a new buffer.
 pub fn quantize(format: Format, x: &[f32]) -> Result<Vec<u8>, QuantError> {
+    if format.is_k() {
+        return Err(QuantError::NoQuantizer(format));
+    }
     let mut out = vec![0; format.row_bytes(x.len())?];
     quantize_row(format, x, &mut out)?;
     Ok(out)
 }
 
-/// The values of the blocks in `bytes` (a row, or a whole matrix) into `out`, which must hold 32
-/// elements per block.
+/// The values of the blocks in `bytes` (a row, or a whole matrix) into `out`, which must hold
+/// [`Format::block_len`] elements per block.
 pub fn dequantize_row(format: Format, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
     check_sizes(format, out.len(), bytes.len())?;
     for (b, ob) in bytes
         .chunks_exact(format.block_bytes())
-        .zip(out.chunks_exact_mut(BLOCK))
+        .zip(out.chunks_exact_mut(format.block_len()))
     {
-        let d = scale(b);
-        for (o, q) in ob.iter_mut().zip(quants(format, b)) {
-            *o = q * d;
-        }
+        dequantize_block(format, b, ob);
     }
     Ok(())
 }
 
-/// A block's scale `d`, as f32.
-pub(super) fn scale(block: &[u8]) -> f32 {
+/// One block's weights into `out` (`block_len` of them), `block` being its `block_bytes`.
+pub(super) fn dequantize_block(format: Format, block: &[u8], out: &mut [f32]) {
+    match format {
+        Format::Q8_0 | Format::Q4_0 => {
+            let d = scale(block);
+            for (o, q) in out.iter_mut().zip(quants(format, block)) {
+                *o = q * d;
+            }
+        }
+        Format::Q4_K => super::kblocks::q4_k(block, out),
+        Format::Q6_K => super::kblocks::q6_k(block, out),
+    }
+}
+
+/// A Q8_0 or Q4_0 block's scale `d`, as f32.
+fn scale(block: &[u8]) -> f32 {
     f16::from_le_bytes([block[0], block[1]]).to_f32()
 }
 
-/// A block's 32 quants as f32, in element order (Q4_0's already offset by −8): the weights
-/// divided by `d`. Written as plain loops over the bytes, which compilers vectorize.
-pub(super) fn quants(format: Format, block: &[u8]) -> [f32; BLOCK] {
+/// A Q8_0 or Q4_0 block's 32 quants as f32, in element order (Q4_0's already offset by −8): the
+/// weights divided by `d`. Written as plain loops over the bytes, which compilers vectorize.
+fn quants(format: Format, block: &[u8]) -> [f32; BLOCK] {
     let mut q = [0.0f32; BLOCK];
     match format {
         Format::Q8_0 => {
@@ -125,6 +181,7 @@ pub(super) fn quants(format: Format, block: &[u8]) -> [f32; BLOCK] {
                 *h = f32::from(byte >> 4) - 8.0;
             }
         }
+        Format::Q4_K | Format::Q6_K => unreachable!("32-weight formats only"),
     }
     q
 }

@@ -1,13 +1,18 @@
-//! llama.cpp's Q8_0 and Q4_0 block-quantized weights, and decode products against them.
+//! llama.cpp's Q8_0, Q4_0, Q4_K and Q6_K block-quantized weights, and decode products against them.
 //!
-//! The byte layouts are GGML's, so a GGUF tensor of either type is used as it is stored:
+//! The byte layouts are GGML's, so a GGUF tensor of any of these types is used as it is stored:
 //! - Q8_0: blocks of 32 weights, an f16 scale `d` then 32 × i8 `q` (34 bytes); weight = `q·d`.
 //! - Q4_0: blocks of 32 weights, an f16 scale `d` then 16 bytes; byte `j` holds element `j` in its
 //!   low nibble and element `j + 16` in its high nibble (18 bytes); weight = `(q − 8)·d`.
+//! - Q4_K and Q6_K (what llama.cpp's common `Q4_K_M` files hold): super-blocks of 256 weights in
+//!   sub-blocks of 32 (Q4_K: a 6-bit scale and min each, 144 bytes) or 16 (Q6_K: an i8 scale
+//!   each, 210 bytes); the layouts are in [`kblocks`].
 //!
-//! A matrix `W[N, K]` (nn.Linear's layout: N output rows of K inputs) is N rows of K/32 blocks, so
-//! K must be a multiple of 32. [`quantize_row`] and [`dequantize_row`] reproduce the bytes and
-//! values of llama.cpp's reference quantizers (checked against gguf-py's by the fixture tests).
+//! A matrix `W[N, K]` (nn.Linear's layout: N output rows of K inputs) is N rows of K /
+//! [`Format::block_len`] blocks, so K must be a multiple of 32 (256 for the K formats).
+//! [`quantize_row`] and [`dequantize_row`] reproduce the bytes and values of llama.cpp's
+//! reference quantizers (checked against gguf-py's by the fixture tests); the K formats have no
+//! quantizer here, only GGUF files bring them.
 //!
 //! Products: `out[i, r] = Σ_k x[i, k] · W[r, k] (+ bias[r])` for a few rows `x[i]` (decode). The
 //! activations stay f32, the weights are widened to f32 in registers, and every sum is f32, so the
@@ -17,12 +22,16 @@
 //! [`matvec`] does all rows on the calling thread.
 //!
 //! Kernels: AVX2 + FMA + F16C on x86-64 ([`Isa::Avx2`]), a portable scalar loop everywhere else
-//! ([`Isa::Scalar`]), picked once by a cached CPU-feature check.
+//! ([`Isa::Scalar`]), picked once by a cached CPU-feature check. The K formats have their own
+//! AVX2 kernels (`x86_k`); dispatch goes by format first, then by instruction set.
 
 mod format;
+pub mod kblocks;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_k;
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +40,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-pub use format::{dequantize_row, quantize, quantize_row, Format, BLOCK};
+pub use format::{dequantize_row, quantize, quantize_row, Format, BLOCK, SUPER_BLOCK};
 
 /// Weight rows the kernels take together: a caller splitting rows across threads does best to
 /// cut at multiples of this (rows left over at the end of a range run one by one).
@@ -40,8 +49,10 @@ pub const ROW_TILE: usize = 4;
 /// What a quantized matrix, an activation batch or a buffer got wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuantError {
-    /// A row length (K) that is not a whole number of 32-element blocks.
-    NotWholeBlocks { k: usize },
+    /// A row length (K) that is not a whole number of the format's blocks (of `block` weights).
+    NotWholeBlocks { k: usize, block: usize },
+    /// A format with no quantizer (the K formats: they come only from GGUF files).
+    NoQuantizer(Format),
     /// A buffer or shape whose size disagrees with the others.
     Size {
         what: &'static str,
@@ -53,12 +64,18 @@ pub enum QuantError {
 impl fmt::Display for QuantError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotWholeBlocks { k } => {
+            Self::NotWholeBlocks { k, block } => {
                 write!(
                     f,
-                    "row length {k} is not a multiple of the block size {BLOCK}"
+                    "row length {k} is not a multiple of the block size {block}"
                 )
             }
+            Self::NoQuantizer(format) => write!(
+                f,
+                "{} has no quantizer here (K-format weights come only from GGUF files); \
+                 use q8_0 or q4_0",
+                format.name()
+            ),
             Self::Size {
                 what,
                 expected,
@@ -70,7 +87,7 @@ impl fmt::Display for QuantError {
 
 impl std::error::Error for QuantError {}
 
-/// A borrowed quantized matrix `W[N, K]`: N rows of K/32 blocks, row after row.
+/// A borrowed quantized matrix `W[N, K]`: N rows of K / `block_len` blocks, row after row.
 #[derive(Clone, Copy, Debug)]
 pub struct QuantMatrix<'a> {
     format: Format,
@@ -121,7 +138,7 @@ impl<'a> QuantMatrix<'a> {
     /// # Panics
     /// If `r >= n`.
     pub fn row(&self, r: usize) -> &'a [u8] {
-        let len = self.k / BLOCK * self.format.block_bytes();
+        let len = self.k / self.format.block_len() * self.format.block_bytes();
         &self.bytes[r * len..(r + 1) * len]
     }
 
@@ -150,8 +167,9 @@ pub struct Activations<'a> {
 impl<'a> Activations<'a> {
     /// `x` is `m` rows of `k`, row-major.
     pub fn new(x: &'a [f32], m: usize, k: usize) -> Result<Self, QuantError> {
+        // 32 divides every format's block; `check` asks for the weight's own block length.
         if !k.is_multiple_of(BLOCK) {
-            return Err(QuantError::NotWholeBlocks { k });
+            return Err(QuantError::NotWholeBlocks { k, block: BLOCK });
         }
         if x.len() != m * k {
             return Err(QuantError::Size {
@@ -246,6 +264,14 @@ pub fn check(w: &QuantMatrix, x: &Activations, bias: Option<&[f32]>) -> Result<(
             got: x.k,
         });
     }
+    // Implied by the two row lengths being equal (`QuantMatrix::new` checked the weight's), but
+    // the K kernels rely on it, so it is said here where every product passes.
+    if !x.k.is_multiple_of(w.format.block_len()) {
+        return Err(QuantError::NotWholeBlocks {
+            k: x.k,
+            block: w.format.block_len(),
+        });
+    }
     match bias {
         Some(b) if b.len() != w.n => Err(QuantError::Size {
             what: "bias (n)",
@@ -315,7 +341,11 @@ pub unsafe fn matvec_rows_on(
             // the features the kernels are compiled for (asserted just now).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                x86::rows(&job, rows)
+                if w.format.is_k() {
+                    x86_k::rows(&job, rows)
+                } else {
+                    x86::rows(&job, rows)
+                }
             }
         }
     }

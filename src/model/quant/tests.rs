@@ -134,12 +134,12 @@ fn rounding_follows_ggml() {
 fn sizes_are_checked() {
     assert_eq!(
         Format::Q8_0.row_bytes(33),
-        Err(QuantError::NotWholeBlocks { k: 33 })
+        Err(QuantError::NotWholeBlocks { k: 33, block: 32 })
     );
     assert_eq!(Format::Q4_0.row_bytes(64), Ok(36));
     assert!(matches!(
         QuantMatrix::new(Format::Q8_0, 2, 48, &[0; 102]),
-        Err(QuantError::NotWholeBlocks { k: 48 })
+        Err(QuantError::NotWholeBlocks { k: 48, block: 32 })
     ));
     assert!(matches!(
         QuantMatrix::new(Format::Q4_0, 2, 64, &[0; 71]),
@@ -151,7 +151,7 @@ fn sizes_are_checked() {
     ));
     assert!(matches!(
         Activations::new(&[0.0; 40], 1, 40),
-        Err(QuantError::NotWholeBlocks { k: 40 })
+        Err(QuantError::NotWholeBlocks { k: 40, block: 32 })
     ));
     assert!(matches!(
         Activations::new(&[0.0; 64], 3, 32),
@@ -169,20 +169,63 @@ fn sizes_are_checked() {
     assert!(matvec(&w, &x, Some(&[0.0; 2]), &mut [0.0; 6]).is_err());
     let short = Activations::new(&xs[..96], 3, 32).unwrap();
     assert!(matvec(&w, &short, None, &mut [0.0; 9]).is_err());
+
+    // The K formats: 256-weight super-blocks, and no quantizer.
+    assert_eq!(Format::Q4_K.row_bytes(512), Ok(288));
+    assert_eq!(Format::Q6_K.row_bytes(256), Ok(210));
+    assert_eq!(
+        Format::Q6_K.row_bytes(288),
+        Err(QuantError::NotWholeBlocks { k: 288, block: 256 })
+    );
+    assert!(matches!(
+        QuantMatrix::new(Format::Q4_K, 1, 128, &[0; 72]),
+        Err(QuantError::NotWholeBlocks { k: 128, block: 256 })
+    ));
+    for f in [Format::Q4_K, Format::Q6_K] {
+        assert_eq!(quantize(f, &[0.0; 256]), Err(QuantError::NoQuantizer(f)));
+        assert_eq!(
+            quantize_row(f, &[0.0; 256], &mut vec![0; f.block_bytes()]),
+            Err(QuantError::NoQuantizer(f))
+        );
+        assert!(QuantError::NoQuantizer(f).to_string().contains(f.name()));
+    }
+}
+
+const ALL: [Format; 4] = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
+
+/// The word-at-a-time unpacking of Q4_K's twelve scale bytes (the SIMD kernels') against the
+/// byte-by-byte one (the dequantizer's, checked against gguf-py), over random bytes.
+#[test]
+fn k_scales_unpack_both_ways_alike() {
+    let mut rng = Rng(5);
+    for _ in 0..1000 {
+        let packed: Vec<u8> = (0..12).map(|_| rng.next() as u8).collect();
+        let (sc, mn) = kblocks::k_scales_mins(&packed);
+        for j in 0..8 {
+            let (s, m) = kblocks::k_scale_min(&packed, j);
+            assert_eq!(
+                (f32::from(sc[j]), f32::from(mn[j])),
+                (s, m),
+                "{packed:?} pair {j}"
+            );
+        }
+    }
 }
 
 #[test]
 fn empty_shapes() {
     for isa in [Isa::detect(), Isa::Scalar] {
-        for format in [Format::Q8_0, Format::Q4_0] {
+        for format in ALL {
+            let k = format.block_len();
             // No x rows, no weight rows: nothing to write.
             let bytes = vec![0u8; 3 * format.block_bytes()];
-            let w = QuantMatrix::new(format, 3, 32, &bytes).unwrap();
-            let x = Activations::new(&[], 0, 32).unwrap();
+            let w = QuantMatrix::new(format, 3, k, &bytes).unwrap();
+            let x = Activations::new(&[], 0, k).unwrap();
             // SAFETY: m = 0, so `out` is never written.
             unsafe { matvec_rows_on(isa, &w, &x, None, std::ptr::null_mut(), 0..3) };
-            let none = QuantMatrix::new(format, 0, 32, &[]).unwrap();
-            let x = Activations::new(&[1.0; 64], 2, 32).unwrap();
+            let none = QuantMatrix::new(format, 0, k, &[]).unwrap();
+            let ones = vec![1.0; 2 * k];
+            let x = Activations::new(&ones, 2, k).unwrap();
             assert!(matvec(&none, &x, None, &mut []).is_ok());
             // K = 0: every sum is empty, and the outputs are the bias.
             let w = QuantMatrix::new(format, 2, 0, &[]).unwrap();
@@ -197,9 +240,11 @@ fn empty_shapes() {
 
 #[test]
 fn ggml_type_numbers() {
-    for f in [Format::Q8_0, Format::Q4_0] {
+    for f in ALL {
         assert_eq!(Format::from_ggml_type(f.ggml_type()), Some(f));
     }
+    assert_eq!(Format::Q4_K.ggml_type(), 12);
+    assert_eq!(Format::Q6_K.ggml_type(), 14);
     assert_eq!(Format::from_ggml_type(1), None); // F16
 }
 
@@ -225,14 +270,23 @@ impl Rng {
 }
 
 /// Random blocks as a GGUF file could hold them: every quant byte value (Q8_0's −128 too, which
-/// the quantizer never writes) and scales of either sign over four orders of magnitude.
+/// the quantizer never writes; every 6-bit scale and min of Q4_K, every i8 scale of Q6_K) and f16
+/// scales of either sign over four orders of magnitude.
 fn random_matrix(rng: &mut Rng, format: Format, n: usize, k: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n * format.row_bytes(k).unwrap()];
     for block in bytes.chunks_exact_mut(format.block_bytes()) {
-        let d = rng.uniform() * 10f32.powf(rng.uniform() * 2.0 - 2.0);
-        block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        for q in &mut block[2..] {
+        for q in block.iter_mut() {
             *q = rng.next() as u8;
+        }
+        // Where the f16 scales are: Q8_0 / Q4_0 `d`, Q4_K `d` and `dmin`, Q6_K `d` (last).
+        let at: &[usize] = match format {
+            Format::Q8_0 | Format::Q4_0 => &[0],
+            Format::Q4_K => &[0, 2],
+            Format::Q6_K => &[208],
+        };
+        for &p in at {
+            let d = rng.uniform() * 10f32.powf(rng.uniform() * 2.0 - 2.0);
+            block[p..p + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
         }
     }
     bytes
@@ -286,19 +340,25 @@ fn assert_close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
 /// largest N runs with fewer (K, M) pairs to keep the f64 reference quick.
 fn kernels_match_reference(isa: Isa) {
     let mut rng = Rng(7);
-    for format in [Format::Q8_0, Format::Q4_0] {
+    for format in ALL {
         for n in [1, 3, 7, 33, 1000] {
             let ks: &[usize] = if n == 1000 {
-                &[64, 1536]
+                &[64, 256, 1536]
             } else {
-                &[32, 64, 1536, 8960]
+                &[32, 64, 256, 1536, 8960]
             };
+            // K formats: 256 to 8960 (35 super-blocks); the others: all but 256 (as before).
+            let ks = ks
+                .iter()
+                .filter(|&&k| k % format.block_len() == 0 && (format.is_k() || k != 256));
             for &k in ks {
                 let bytes = random_matrix(&mut rng, format, n, k);
                 let w = QuantMatrix::new(format, n, k, &bytes).unwrap();
                 let bias: Vec<f32> = (0..n).map(|_| rng.uniform() * 3.0).collect();
                 let ms: &[usize] = if n == 1000 {
                     &[1, 2, 4, 5, 9, 16]
+                } else if format.is_k() && k <= 1536 {
+                    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
                 } else {
                     &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16]
                 };
@@ -348,9 +408,10 @@ fn row_ranges_write_only_their_rows() {
     unsafe impl Sync for Out {}
 
     let mut rng = Rng(11);
-    let (n, k) = (203, 96);
+    let n = 203;
     for isa in [Isa::detect(), Isa::Scalar] {
-        for format in [Format::Q8_0, Format::Q4_0] {
+        for format in ALL {
+            let k = if format.is_k() { 512 } else { 96 };
             let bytes = random_matrix(&mut rng, format, n, k);
             let w = QuantMatrix::new(format, n, k, &bytes).unwrap();
             let bias: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
@@ -398,19 +459,44 @@ fn row_ranges_write_only_their_rows() {
 /// summation; a misplaced quant, scale or offset cannot hide inside the tolerance.
 #[test]
 fn exact_small_integer_products() {
-    let (n, k, m) = (5, 256, 3);
+    let (n, m) = (5, 3);
     for isa in [Isa::detect(), Isa::Scalar] {
-        for format in [Format::Q8_0, Format::Q4_0] {
+        for format in ALL {
+            let k = if format.is_k() { 512 } else { 256 };
             let mut bytes = vec![0u8; n * format.row_bytes(k).unwrap()];
             for (b, block) in bytes.chunks_exact_mut(format.block_bytes()).enumerate() {
                 let d = if b % 2 == 0 { 0.5f32 } else { -0.25 };
-                block[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-                for (j, q) in block[2..].iter_mut().enumerate() {
-                    let v = (b * 31 + j * 7) % 16;
-                    *q = match format {
-                        Format::Q8_0 => (v as i8 - 8) as u8,
-                        Format::Q4_0 => (v | ((v * 5 + b) % 16) << 4) as u8,
-                    };
+                let d = f16::from_f32(d).to_le_bytes();
+                match format {
+                    Format::Q8_0 | Format::Q4_0 => {
+                        block[..2].copy_from_slice(&d);
+                        for (j, q) in block[2..].iter_mut().enumerate() {
+                            let v = (b * 31 + j * 7) % 16;
+                            *q = match format {
+                                Format::Q8_0 => (v as i8 - 8) as u8,
+                                _ => (v | ((v * 5 + b) % 16) << 4) as u8,
+                            };
+                        }
+                    }
+                    // Every byte a pattern (all 6-bit scales and mins, all nibbles), then the
+                    // two f16 scales: w = d·sc·q − dmin·m, multiples of 1/16 below 2^9.
+                    Format::Q4_K => {
+                        for (j, q) in block.iter_mut().enumerate() {
+                            *q = ((b * 29 + j * 13) % 256) as u8;
+                        }
+                        block[..2].copy_from_slice(&d);
+                        block[2..4].copy_from_slice(&f16::from_f32(0.25).to_le_bytes());
+                    }
+                    // All 6-bit quants; small scales of both signs keep every sum exact.
+                    Format::Q6_K => {
+                        for (j, q) in block.iter_mut().enumerate() {
+                            *q = ((b * 29 + j * 13) % 256) as u8;
+                        }
+                        for (j, sc) in block[192..208].iter_mut().enumerate() {
+                            *sc = (((b + j * 5) % 16) as i8 - 8) as u8;
+                        }
+                        block[208..].copy_from_slice(&d);
+                    }
                 }
             }
             let w = QuantMatrix::new(format, n, k, &bytes).unwrap();

@@ -194,6 +194,7 @@ pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
         match job.w.format {
             Format::Q8_0 => rows_of::<Q8>(job, rows),
             Format::Q4_0 => rows_of::<Q4>(job, rows),
+            Format::Q4_K | Format::Q6_K => unreachable!("the K formats run in x86_k"),
         }
     }
 }
