@@ -96,10 +96,7 @@ impl Isa {
 /// the AVX2 kernels.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let cap_avx2 = matches!(std::env::var("THINKBENCH_ISA").as_deref(), Ok("avx2"));
-        detect(cap_avx2)
-    })
+    *ISA.get_or_init(|| detect(super::cpu::capped_at_avx2()))
 }
 
 #[cfg(target_arch = "x86_64")]
