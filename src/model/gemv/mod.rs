@@ -39,7 +39,7 @@
 //!
 //! `THINKBENCH_GEMV=off` (or [`set_enabled`]) turns the kernels off, for comparisons;
 //! `THINKBENCH_ISA=avx2` keeps an AVX-512 machine on the AVX2 kernels (to compare the two in one
-//! run).
+//! run), here and in the block-quantized kernels of `quant/` alike ([`super::cpu`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
