@@ -1,6 +1,7 @@
 //! Decode-shaped matrix-vector products: libtorch's `linear` against `model::gemv` (CPU).
 //!
-//! `cargo bench --bench gemv [-- [--quick] [1] [2] [3] [4] [5]]` prints these tables (all by default):
+//! `cargo bench --bench gemv [-- [--quick] [1] [2] [3] [4] [5] [6]]` prints these tables (all by
+//! default):
 //! 1. GB/s at M = 1 for the R1-Distill-Qwen-1.5B shapes, each product alone;
 //! 2. the same right after a libtorch op that runs OpenMP-parallel, to show whether the two thread
 //!    pools fight over the cores;
@@ -8,7 +9,9 @@
 //! 4. one decode-shaped step (28 layers of the 1.5B model plus lm_head, with the small libtorch ops
 //!    in between) with the products by libtorch and by our kernels;
 //! 5. the tiny benchmark model's f32 products at M = 8 (a GRPO group's decode step), weights in
-//!    cache, where the cost of summing each accumulator's lanes shows.
+//!    cache, where the cost of summing each accumulator's lanes shows;
+//! 6. the Q8_0 and Q4_0 block kernels (`model::quant`) at M = 1 and 4 for the 1.5B shapes, GB/s of
+//!    quantized weight, AVX2 against AVX-512 where the CPU has both.
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 use thinkbench::model::gemv;
+use thinkbench::model::quant::{self, Activations, Format, QuantMatrix};
 
 const CPU: Device = Device::Cpu;
 /// Copies of each weight add up to at least this many bytes (L3 here is 32 MiB).
@@ -43,7 +47,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let mut sections: Vec<u32> = args.iter().filter_map(|a| a.parse().ok()).collect();
     if sections.is_empty() {
-        sections = vec![1, 2, 3, 4, 5];
+        sections = vec![1, 2, 3, 4, 5, 6];
     }
     let min_time = Duration::from_millis(if quick { 400 } else { 1200 });
     if !gemv::cpu_supported() {
@@ -64,6 +68,7 @@ fn main() {
             3 => rows_of_x(min_time),
             4 => decode_step(Duration::from_secs(if quick { 6 } else { 20 })),
             5 => small_f32(min_time),
+            6 => quantized(min_time),
             _ => eprintln!("no section {s}"),
         }
     }
@@ -291,6 +296,120 @@ fn decode_step(min_time: Duration) {
             1.0 / s,
             model.bytes as f64 / s / 1e9
         );
+    }
+}
+
+fn quantized(min_time: Duration) {
+    println!("\n## 6. Q8_0 and Q4_0 block kernels: GB/s of quantized weight streamed, by ISA");
+    let isas: Vec<quant::Isa> = [quant::Isa::Avx2, quant::Isa::Avx512]
+        .into_iter()
+        .filter(|isa| isa.runs_here())
+        .collect();
+    if isas.is_empty() {
+        println!("this CPU runs neither the AVX2 nor the AVX-512 block kernels");
+        return;
+    }
+    let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
+    print!("| N×K | what |");
+    let mut columns = 0;
+    for format in [Format::Q8_0, Format::Q4_0] {
+        for m in [1, 4] {
+            for name in &names {
+                print!(" {} M={m} {name} |", format.name());
+                columns += 1;
+            }
+        }
+    }
+    println!("\n|---|---|{}", "---|".repeat(columns));
+    for &(n, k, what) in &SHAPES {
+        let (n, k) = (n as usize, k as usize);
+        print!("| {n}×{k} | {what} |");
+        for format in [Format::Q8_0, Format::Q4_0] {
+            let w = QuantWeights::new(format, n, k);
+            for m in [1, 4] {
+                let xs: Vec<f32> = (0..m * k)
+                    .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
+                    .collect();
+                let x = Activations::new(&xs, m, k).expect("whole blocks");
+                let mut out = vec![0.0f32; m * n];
+                let dst = OutPtr(out.as_mut_ptr());
+                let mut calls: Vec<Box<dyn FnMut(usize) + '_>> = isas
+                    .iter()
+                    .map(|&isa| {
+                        let (w, x, dst) = (&w, &x, &dst);
+                        Box::new(move |i: usize| w.call(i, isa, x, dst)) as Box<dyn FnMut(usize)>
+                    })
+                    .collect();
+                let mut refs: Vec<&mut dyn FnMut(usize)> = calls
+                    .iter_mut()
+                    .map(|c| c.as_mut() as &mut dyn FnMut(usize))
+                    .collect();
+                for s in race(min_time, &mut refs) {
+                    print!(" {:.1} |", w.bytes() as f64 / s / 1e9);
+                }
+                drop(calls);
+                black_box(&out);
+            }
+        }
+        println!();
+    }
+}
+
+/// The output of a quantized product, written by the threads of `gemv::parallel_rows`.
+struct OutPtr(*mut f32);
+// SAFETY: each thread writes the outputs of its own rows only (`quant::matvec_rows_on`'s contract).
+unsafe impl Sync for OutPtr {}
+
+/// Copies of one random quantized matrix, as many as exceed the last-level cache ([`Weights`]).
+struct QuantWeights {
+    copies: Vec<Vec<u8>>,
+    format: Format,
+    n: usize,
+    k: usize,
+}
+
+impl QuantWeights {
+    fn new(format: Format, n: usize, k: usize) -> Self {
+        let bytes = n * format.row_bytes(k).expect("whole blocks");
+        let count = WORKING_SET.div_ceil(bytes).max(1);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let copies = (0..count)
+            .map(|_| {
+                let mut v = vec![0u8; bytes];
+                for block in v.chunks_exact_mut(format.block_bytes()) {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // A small f16 scale (about 0.004), then quant bytes of any value.
+                    block[0] = seed as u8;
+                    block[1] = 0x1c;
+                    for (j, q) in block[2..].iter_mut().enumerate() {
+                        *q = (seed >> (j % 8 * 8)) as u8 ^ j as u8;
+                    }
+                }
+                v
+            })
+            .collect();
+        Self {
+            copies,
+            format,
+            n,
+            k,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.copies[0].len()
+    }
+
+    /// One product with copy `i` (cycling) on `isa`'s kernels, split by rows as a decode step does.
+    fn call(&self, i: usize, isa: quant::Isa, x: &Activations, out: &OutPtr) {
+        let bytes = &self.copies[i % self.copies.len()];
+        let w = QuantMatrix::new(self.format, self.n, self.k, bytes).expect("sizes");
+        gemv::parallel_rows(self.n, bytes.len(), &|r| {
+            // SAFETY: `out` holds m·n f32s for the whole call; each row range has one thread.
+            unsafe { quant::matvec_rows_on(isa, &w, x, None, out.0, r) }
+        });
     }
 }
 

@@ -6,6 +6,7 @@ pub mod attention;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
+pub mod cpu;
 pub mod gemv;
 pub mod layers;
 pub mod loader;

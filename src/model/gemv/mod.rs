@@ -39,7 +39,7 @@
 //!
 //! `THINKBENCH_GEMV=off` (or [`set_enabled`]) turns the kernels off, for comparisons;
 //! `THINKBENCH_ISA=avx2` keeps an AVX-512 machine on the AVX2 kernels (to compare the two in one
-//! run).
+//! run), here and in the block-quantized kernels of `quant/` alike ([`super::cpu`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -96,10 +96,7 @@ impl Isa {
 /// the AVX2 kernels.
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        let cap_avx2 = matches!(std::env::var("THINKBENCH_ISA").as_deref(), Ok("avx2"));
-        detect(cap_avx2)
-    })
+    *ISA.get_or_init(|| detect(super::cpu::capped_at_avx2()))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -21,10 +21,15 @@
 //! weight rows, for a caller that splits rows across threads (at multiples of [`ROW_TILE`]);
 //! [`matvec`] does all rows on the calling thread.
 //!
-//! Kernels: AVX2 + FMA + F16C on x86-64 ([`Isa::Avx2`]), a portable scalar loop everywhere else
-//! ([`Isa::Scalar`]), picked once by a cached CPU-feature check. The K formats have their own
-//! AVX2 kernels (`x86_k`); dispatch goes by format first, then by instruction set.
+//! Kernels: AVX-512F on x86-64 CPUs that have it ([`Isa::Avx512`]), AVX2 + FMA + F16C on the
+//! other x86-64 ones ([`Isa::Avx2`]), a portable scalar loop everywhere else ([`Isa::Scalar`]),
+//! picked once by a cached CPU-feature check. `THINKBENCH_ISA=avx2` keeps an AVX-512 machine on
+//! the AVX2 kernels (to compare the two in one run), as it does for `gemv/`.
+//! The K formats have their own AVX2 kernels (`x86_k`, also used on AVX-512 machines); dispatch
+//! goes by format first, then by instruction set.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod format;
 pub mod kblocks;
 mod scalar;
@@ -152,14 +157,14 @@ impl<'a> QuantMatrix<'a> {
 
 /// The f32 activations `x[M, K]` of one product, prepared once and then read by every thread.
 ///
-/// Besides `x` itself it holds, where the AVX2 kernels run, their own copy of `x` laid out block
-/// by block and the sums of its blocks (see `x86::Staged`).
+/// Besides `x` itself it holds, where the AVX2 and AVX-512 kernels run, their own copy of `x`
+/// laid out block by block and the sums of its blocks (see `x86::Staged`).
 #[derive(Debug)]
 pub struct Activations<'a> {
     x: &'a [f32],
     m: usize,
     k: usize,
-    /// Empty where the AVX2 kernels do not run.
+    /// Empty where neither the AVX2 nor the AVX-512 kernels run.
     #[cfg(target_arch = "x86_64")]
     staged: x86::Staged,
 }
@@ -183,7 +188,7 @@ impl<'a> Activations<'a> {
             m,
             k,
             #[cfg(target_arch = "x86_64")]
-            staged: if Isa::detect() == Isa::Avx2 {
+            staged: if Isa::Avx2.runs_here() {
                 x86::Staged::new(x, m, k)
             } else {
                 x86::Staged::default()
@@ -204,6 +209,8 @@ impl<'a> Activations<'a> {
 /// The instruction sets the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
+    /// x86-64 with AVX-512F besides AVX2, FMA and F16C (Skylake-SP, Zen 4 and later).
+    Avx512,
     /// x86-64 with AVX2, FMA and F16C (Haswell, Zen and later).
     Avx2,
     /// Portable Rust, for every other CPU.
@@ -211,23 +218,42 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best one this CPU runs, detected once per process.
+    /// The best one this CPU runs, detected once per process; AVX2 at most where
+    /// `THINKBENCH_ISA=avx2` is set.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            if is_x86_feature_detected!("avx2")
+            let cap = crate::model::cpu::capped_at_avx2();
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .filter(|&isa| !(cap && isa == Isa::Avx512))
+                .find(|isa| isa.runs_here())
+                .unwrap_or(Isa::Scalar)
+        })
+    }
+
+    /// Whether this CPU can run the kernels for `self`, whatever `THINKBENCH_ISA` says.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = || {
+            is_x86_feature_detected!("avx2")
                 && is_x86_feature_detected!("fma")
                 && is_x86_feature_detected!("f16c")
-            {
-                return Isa::Avx2;
-            }
-            Isa::Scalar
-        })
+        };
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => avx2() && is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => false,
+        }
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Scalar => "scalar",
         }
@@ -336,7 +362,7 @@ pub unsafe fn matvec_rows_on(
             unsafe { scalar::rows(&job, rows) }
         }
         Isa::Avx2 => {
-            assert_eq!(Isa::detect(), Isa::Avx2, "this CPU lacks AVX2, FMA or F16C");
+            assert!(isa.runs_here(), "this CPU lacks AVX2, FMA or F16C");
             // SAFETY: forwarded from the caller; the shapes were checked above and the CPU has
             // the features the kernels are compiled for (asserted just now).
             #[cfg(target_arch = "x86_64")]
@@ -345,6 +371,21 @@ pub unsafe fn matvec_rows_on(
                     x86_k::rows(&job, rows)
                 } else {
                     x86::rows(&job, rows)
+                }
+            }
+        }
+        Isa::Avx512 => {
+            assert!(
+                isa.runs_here(),
+                "this CPU lacks AVX-512F, AVX2, FMA or F16C"
+            );
+            // SAFETY: as for AVX2; the CPU has AVX-512F as well (asserted just now), and formats
+            // without an AVX-512 kernel take the AVX2 one, which it runs too.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                match w.format {
+                    Format::Q8_0 | Format::Q4_0 => avx512::rows(&job, rows),
+                    Format::Q4_K | Format::Q6_K => x86_k::rows(&job, rows),
                 }
             }
         }

@@ -41,7 +41,8 @@ pub(super) struct Staged {
     /// Block-major: `xs[(b·m + i)·32 + e] = x[i, 32b + e]`. A block's values for all M rows
     /// are one contiguous run, so a tile's x reads are sequential and share few cache lines,
     /// where x rows K·4 bytes apart (a multiple of 2 KiB at the usual K) collide in L1's sets.
-    xs: Vec<f32>,
+    /// (The AVX-512 kernels read it too.)
+    pub(super) xs: Vec<f32>,
     /// `neg_sums[b·m + i] = −Σ x[i, 32b..32b + 32]`, Q4_0's offset term.
     neg_sums: Vec<f32>,
 }

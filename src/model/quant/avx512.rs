@@ -1,0 +1,455 @@
+//! AVX-512F kernels (x86-64) for Q8_0 and Q4_0: the weights widened to f32 in registers, f32
+//! FMAs, as in the AVX2 kernels (`x86.rs`), but a 32-weight block is two 16-lane vectors whose
+//! order is the block's own: x values 0..16 and 16..32.
+//!
+//! Widening, per block:
+//! - Q8_0: quants 0..16 and 16..32, 16 bytes each, sign-extended to i32 lanes (`vpmovsxbd`
+//!   straight from memory) and converted to f32.
+//! - Q4_0: the 16 quant bytes zero-extended to i32 lanes once (`vpmovzxbd`); each lane's low
+//!   nibble (element j) and, shifted down by 4, its high nibble (element j + 16) index a 16-entry
+//!   f32 table by `vpermps`, which reads only the low 4 bits of each index. The table holds
+//!   `q − 8` for q = 0..15 (or, dequantizing, `(q − 8)·d`: one multiply per block), so the nibble
+//!   mask, the integer-to-float conversion and the −8 offset all come for free; x's block sums
+//!   are not needed.
+//!
+//! The block scales: 16 blocks' f16 `d` at a time are fetched by one gather (the first 4 bytes of
+//! each block), narrowed and converted to f32 in a vector, and kept on the stack, from where each
+//! block reads its own as a broadcast memory operand (a load, no shuffle).
+//!
+//! Two ways to apply `d`, by tile (as in the AVX2 kernels):
+//! - one or two x rows: per block, weight row and x row, `Σ x·q` in a block accumulator, then one
+//!   FMA by `d`;
+//! - three x rows and more: each block's weights are dequantized once and serve every x row.
+//!
+//! Order as in the AVX2 kernels: groups of [`GROUP`] weight rows; K in chunks whose x values (all
+//! M rows) fit in half of L1; per chunk, tiles of the group's rows × up to 4 x rows with their
+//! sums in registers (4 × 4 × 16 lanes, a quarter of what AVX2 would need); x staged block-major
+//! (`x86::Staged`, shared with the AVX2 kernels); the weights of the next group prefetched by the
+//! same plan.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::format::Format;
+use super::{Job, BLOCK};
+
+/// Weight rows multiplied by all of x before the next rows are read.
+const GROUP: usize = super::ROW_TILE;
+
+/// x rows per tile at most.
+const X_TILE: usize = 4;
+
+/// How far ahead of the block in use, in bytes of its row, long rows are prefetched.
+const PREFETCH: usize = 1024;
+
+/// Groups of rows up to this size are prefetched linearly (see [`Operands::prefetch_plan`]).
+const LINEAR_GROUP_BYTES: usize = 16 << 10;
+
+/// x values (all rows) per K chunk: half of L1, the rest for the weights and the stack.
+const X_CHUNK_BYTES: usize = 16 << 10;
+
+/// Blocks whose scales one gather fetches.
+const SCALE_RUN: usize = 16;
+
+/// How a format's block turns into f32 vectors: elements 0..16 and 16..32.
+trait Blocks {
+    /// Bytes per block.
+    const BYTES: usize;
+
+    /// The block's weights without the scale: `q` (Q4_0: `q − 8`).
+    ///
+    /// # Safety
+    /// `qs` addresses a block's 32 (Q8_0) or 16 (Q4_0) quant bytes; the CPU has AVX-512F.
+    unsafe fn raw(qs: *const u8) -> (__m512, __m512);
+
+    /// The block's weights: `q·d` (Q4_0: `(q − 8)·d`). Exact: an integer below 2^8 in
+    /// magnitude times an f16 fits an f32.
+    ///
+    /// # Safety
+    /// As for [`raw`](Self::raw).
+    unsafe fn dequant(qs: *const u8, d: __m512) -> (__m512, __m512);
+}
+
+struct Q8;
+struct Q4;
+
+/// 16 signed bytes at `p` as f32.
+///
+/// # Safety
+/// `p` addresses 16 readable bytes; the CPU has AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn widen_i8(p: *const u8) -> __m512 {
+    // SAFETY: the caller's; an unaligned 16-byte read.
+    let bytes = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+}
+
+impl Blocks for Q8 {
+    const BYTES: usize = Format::Q8_0.block_bytes();
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn raw(qs: *const u8) -> (__m512, __m512) {
+        // SAFETY: bytes 0..16 and 16..32 are the block's 32 quants.
+        unsafe { (widen_i8(qs), widen_i8(qs.add(16))) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn dequant(qs: *const u8, d: __m512) -> (__m512, __m512) {
+        // SAFETY: forwarded.
+        let (lo, hi) = unsafe { Self::raw(qs) };
+        (_mm512_mul_ps(lo, d), _mm512_mul_ps(hi, d))
+    }
+}
+
+impl Q4 {
+    /// `q − 8` for q = 0..15, lane q.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn table() -> __m512 {
+        _mm512_setr_ps(
+            -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+        )
+    }
+
+    /// The block's weights looked up in `table` (lane q: the weight of quant q).
+    ///
+    /// # Safety
+    /// `qs` addresses 16 readable bytes; the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn lookup(qs: *const u8, table: __m512) -> (__m512, __m512) {
+        // SAFETY: the caller's; an unaligned 16-byte read.
+        let bytes = unsafe { _mm_loadu_si128(qs as *const __m128i) };
+        // Byte j in lane j: its low nibble is element j, its high nibble element j + 16.
+        // `vpermps` reads only bits 0..4 of each index, so the low nibble needs no mask, and a
+        // zero-extended byte shifted down by 4 is its high nibble alone.
+        let idx = _mm512_cvtepu8_epi32(bytes);
+        let lo = _mm512_permutexvar_ps(idx, table);
+        let hi = _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(idx), table);
+        (lo, hi)
+    }
+}
+
+impl Blocks for Q4 {
+    const BYTES: usize = Format::Q4_0.block_bytes();
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn raw(qs: *const u8) -> (__m512, __m512) {
+        // SAFETY: forwarded.
+        unsafe { Self::lookup(qs, Self::table()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn dequant(qs: *const u8, d: __m512) -> (__m512, __m512) {
+        // SAFETY: forwarded.
+        unsafe { Self::lookup(qs, _mm512_mul_ps(Self::table(), d)) }
+    }
+}
+
+/// The f32 scales of `count` (at most [`SCALE_RUN`]) consecutive blocks from `first` into
+/// `out[..count]`.
+///
+/// # Safety
+/// `first` addresses `count` whole blocks of `B`; the CPU has AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn scales<B: Blocks>(first: *const u8, count: usize, out: &mut [f32; SCALE_RUN]) {
+    debug_assert!(count <= SCALE_RUN);
+    let mask: __mmask16 = if count >= SCALE_RUN {
+        !0
+    } else {
+        (1 << count) - 1
+    };
+    // Lane l: the block's offset l·BYTES (at most 15·34, so well inside i32).
+    let offsets = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(B::BYTES as i32),
+    );
+    // SAFETY: each active lane reads the first 4 bytes of one of the `count` blocks (the f16
+    // scale and two quant bytes, all inside the block); masked-off lanes read nothing. The
+    // store writes `count` lanes into `out`'s 16.
+    unsafe {
+        let words = _mm512_mask_i32gather_epi32::<1>(
+            _mm512_setzero_si512(),
+            mask,
+            offsets,
+            first as *const i32,
+        );
+        // The low 16 bits of each lane: the f16 scale (little-endian).
+        let halves = _mm512_cvtepi32_epi16(words);
+        _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, _mm512_cvtph_ps(halves));
+    }
+}
+
+/// Weight rows `rows` against every x row.
+///
+/// # Safety
+/// `job` meets [`Job`]'s invariants, its matrix is Q8_0 or Q4_0, `rows` lies inside `0..n`, the
+/// outputs of those rows are this call's alone to write, and the CPU has AVX-512F, AVX2, FMA and
+/// F16C.
+pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
+    // SAFETY: forwarded.
+    unsafe {
+        match job.w.format {
+            Format::Q8_0 => rows_of::<Q8>(job, rows),
+            Format::Q4_0 => rows_of::<Q4>(job, rows),
+            #[allow(unreachable_patterns)]
+            other => unreachable!("no AVX-512 kernel for {other:?}: the dispatch takes AVX2's"),
+        }
+    }
+}
+
+/// # Safety
+/// As for [`rows`], with `B` matching the matrix's format.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
+    let o = Operands::new::<B>(job);
+    let mut acc = vec![_mm512_setzero_ps(); GROUP * o.m];
+    let mut r = rows.start;
+    // SAFETY (both calls): rows r..r + GROUP (resp. r + 1) lie inside rows, inside 0..n.
+    unsafe {
+        while r + GROUP <= rows.end {
+            group::<B, GROUP>(job, &o, r, &mut acc);
+            r += GROUP;
+        }
+        while r < rows.end {
+            group::<B, 1>(job, &o, r, &mut acc);
+            r += 1;
+        }
+    }
+}
+
+/// Weight rows `r..r + G` against every x row, K chunk by K chunk; `acc[a·m + i]` holds the
+/// running sums of weight row `r + a` and x row `i` between chunks.
+///
+/// # Safety
+/// As for [`rows`], for the rows `r..r + G`; `acc` has at least G·m elements.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m512]) {
+    let m = o.m;
+    acc[..G * m].fill(_mm512_setzero_ps());
+    let chunk = (X_CHUNK_BYTES / (m * BLOCK * 4)).max(1);
+    for b0 in (0..o.nb).step_by(chunk) {
+        let blocks = b0..(b0 + chunk).min(o.nb);
+        let mut i = 0;
+        // SAFETY: every call covers weight rows r..r + G and x rows inside 0..m; only the first
+        // x tile prefetches.
+        unsafe {
+            while i + X_TILE <= m {
+                if i == 0 {
+                    tile::<B, G, X_TILE, true, true>(o, acc, r, i, blocks.clone());
+                } else {
+                    tile::<B, G, X_TILE, true, false>(o, acc, r, i, blocks.clone());
+                }
+                i += X_TILE;
+            }
+            let first = i == 0;
+            match (m - i, first) {
+                (0, _) => {}
+                (1, true) => tile::<B, G, 1, false, true>(o, acc, r, i, blocks.clone()),
+                (1, false) => tile::<B, G, 1, false, false>(o, acc, r, i, blocks.clone()),
+                (2, true) => tile::<B, G, 2, false, true>(o, acc, r, i, blocks.clone()),
+                (2, false) => tile::<B, G, 2, false, false>(o, acc, r, i, blocks.clone()),
+                (3, true) => tile::<B, G, 3, true, true>(o, acc, r, i, blocks.clone()),
+                (3, false) => tile::<B, G, 3, true, false>(o, acc, r, i, blocks.clone()),
+                _ => unreachable!("x tiles of {X_TILE} rows"),
+            }
+        }
+    }
+    for a in 0..G {
+        for (i, v) in acc[a * m..(a + 1) * m].iter().enumerate() {
+            // SAFETY: r + a < n and i < m; the row is the caller's to write.
+            unsafe { job.store(i, r + a, _mm512_reduce_add_ps(*v) + job.bias(r + a)) };
+        }
+    }
+}
+
+/// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to the running sums `sums[a·m + i + j]`.
+/// `DQ`: by dequantized weights (each widened once, then used by all MB x rows); else by block
+/// sums (then one FMA by `d` per block and pair). `PF`: this tile also prefetches.
+///
+/// Kept out of line, with its sums copied into a local array, so that they stay in registers.
+///
+/// # Safety
+/// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`); `sums`
+/// has at least R·m elements.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn tile<B: Blocks, const R: usize, const MB: usize, const DQ: bool, const PF: bool>(
+    o: &Operands,
+    sums: &mut [__m512],
+    r: usize,
+    i: usize,
+    blocks: Range<usize>,
+) {
+    let m = o.m;
+    let mut acc: [[__m512; MB]; R] =
+        std::array::from_fn(|a| std::array::from_fn(|j| sums[a * m + i + j]));
+    let plan = o.prefetch_plan::<B, R>(r);
+    let mut d = [[0.0f32; SCALE_RUN]; R];
+    // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb; each run's
+    // scales are fetched before its blocks read them.
+    unsafe {
+        for (part, prefetch) in plan.parts(blocks) {
+            let mut run = part.start;
+            while run < part.end {
+                let count = (part.end - run).min(SCALE_RUN);
+                for (a, da) in d.iter_mut().enumerate() {
+                    scales::<B>(o.block::<B>(r + a, run), count, da);
+                }
+                for b in run..run + count {
+                    if PF {
+                        prefetch.hint::<B, R>(o.w, b);
+                    }
+                    let x: [(__m512, __m512); MB] = std::array::from_fn(|j| o.x(i + j, b));
+                    for (a, acc_a) in acc.iter_mut().enumerate() {
+                        let qs = o.block::<B>(r + a, b).add(2);
+                        let scale = _mm512_set1_ps(d[a][b - run]);
+                        if DQ {
+                            let (lo, hi) = B::dequant(qs, scale);
+                            for (s, (xlo, xhi)) in acc_a.iter_mut().zip(&x) {
+                                *s = _mm512_fmadd_ps(*xlo, lo, *s);
+                                *s = _mm512_fmadd_ps(*xhi, hi, *s);
+                            }
+                        } else {
+                            let (lo, hi) = B::raw(qs);
+                            for (s, (xlo, xhi)) in acc_a.iter_mut().zip(&x) {
+                                let block = _mm512_fmadd_ps(*xhi, hi, _mm512_mul_ps(*xlo, lo));
+                                *s = _mm512_fmadd_ps(block, scale, *s);
+                            }
+                        }
+                    }
+                }
+                run += count;
+            }
+        }
+    }
+    for (a, acc_a) in acc.iter().enumerate() {
+        sums[a * m + i..][..MB].copy_from_slice(acc_a);
+    }
+}
+
+/// Where tiles read their operands.
+struct Operands {
+    /// The matrix.
+    w: *const u8,
+    row_bytes: usize,
+    /// `x86::Staged::xs`.
+    x: *const f32,
+    m: usize,
+    nb: usize,
+    /// Whether rows are short enough for linear prefetching.
+    linear: bool,
+}
+
+impl Operands {
+    fn new<B: Blocks>(job: &Job) -> Self {
+        let nb = job.x.k / BLOCK;
+        Self {
+            w: job.w.bytes.as_ptr(),
+            row_bytes: nb * B::BYTES,
+            x: job.x.staged.xs.as_ptr(),
+            m: job.x.m,
+            nb,
+            linear: GROUP * nb * B::BYTES <= LINEAR_GROUP_BYTES,
+        }
+    }
+
+    /// Block `b` of weight row `r`.
+    ///
+    /// # Safety
+    /// `r < n`, `b < nb`.
+    unsafe fn block<B: Blocks>(&self, r: usize, b: usize) -> *const u8 {
+        // SAFETY: inside the matrix, by the caller's bounds.
+        unsafe { self.w.add(r * self.row_bytes + b * B::BYTES) }
+    }
+
+    /// x row `i`'s block `b`: values 0..16 and 16..32.
+    ///
+    /// # Safety
+    /// `i < m`, `b < nb`; the staged values exist; the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn x(&self, i: usize, b: usize) -> (__m512, __m512) {
+        // SAFETY: the 32 values of (b, i), inside the m·k staged values by the caller's bounds.
+        unsafe {
+            let p = self.x.add((b * self.m + i) * BLOCK);
+            (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
+        }
+    }
+
+    /// Where a pass over rows `r..r + R` asks the cache early for weights (the AVX2 kernels'
+    /// plan, `x86::Operands::prefetch_plan`, which measured better than the hardware alone):
+    /// - short rows (a group up to [`LINEAR_GROUP_BYTES`]): the same rows of the next group,
+    ///   linearly, at the pace of this pass;
+    /// - long rows: each row [`PREFETCH`] bytes ahead, and past its end the same row of the
+    ///   next group.
+    fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
+        if self.linear {
+            Prefetch {
+                first: (r + GROUP) * self.row_bytes,
+                step: R * B::BYTES,
+                apart: 64,
+                wrap_block: usize::MAX,
+                wrap_by: 0,
+            }
+        } else {
+            Prefetch {
+                first: r * self.row_bytes + PREFETCH,
+                step: B::BYTES,
+                apart: self.row_bytes,
+                wrap_block: self.row_bytes.saturating_sub(PREFETCH).div_ceil(B::BYTES),
+                wrap_by: (GROUP - 1) * self.row_bytes,
+            }
+        }
+    }
+}
+
+/// The addresses a pass prefetches at block `b`: `first + b·step + s·apart` (bytes into the
+/// matrix, `wrap_by` more from block `wrap_block` on) for `s < count`, with `count` as many as
+/// the pass reads lines per block (one more, for blocks that straddle lines) or rows, whichever
+/// is more.
+#[derive(Clone, Copy)]
+struct Prefetch {
+    first: usize,
+    step: usize,
+    apart: usize,
+    wrap_block: usize,
+    wrap_by: usize,
+}
+
+impl Prefetch {
+    const fn count<B: Blocks, const R: usize>() -> usize {
+        let lines = (R * B::BYTES).div_ceil(64) + 1;
+        if lines > R {
+            lines
+        } else {
+            R
+        }
+    }
+
+    /// `blocks` cut where the addresses wrap, each part with its own plan.
+    fn parts(self, blocks: Range<usize>) -> [(Range<usize>, Prefetch); 2] {
+        let cut = self.wrap_block.clamp(blocks.start, blocks.end);
+        let wrapped = Prefetch {
+            first: self.first + self.wrap_by,
+            ..self
+        };
+        [(blocks.start..cut, self), (cut..blocks.end, wrapped)]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    fn hint<B: Blocks, const R: usize>(&self, w: *const u8, b: usize) {
+        let at = w.wrapping_add(self.first + b * self.step);
+        for s in 0..Self::count::<B, R>() {
+            // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
+            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(s * self.apart) as *const i8);
+        }
+    }
+}
