@@ -18,9 +18,9 @@ pub fn weight_bytes(source: &WeightSource, dtype: DType, quant: Option<Format>) 
             let numel: u64 = shape.iter().map(|&d| d.max(0) as u64).product();
             let blocks = |f: Format| numel / f.block_len() as u64 * f.block_bytes() as u64;
             match (quant, source.stored_format(name)) {
-                // Blocks a GGUF file stores (Q4_K and Q6_K too) are kept as they are
-                // (Loader::linear_weight).
-                (None, Some(stored)) => blocks(stored),
+                // A linear layer's blocks a GGUF file stores (Q4_K and Q6_K too) are kept as
+                // they are (Loader::linear_weight); its embedding is dequantized to `dtype`.
+                (None, Some(stored)) if quantizable(name, &shape, stored) => blocks(stored),
                 (Some(f), _) if quantizable(name, &shape, f) => blocks(f),
                 _ => numel * elem,
             }
