@@ -178,6 +178,19 @@ impl Checkpoint {
         device: Device,
         fp8_block: Option<[usize; 2]>,
     ) -> Result<Tensor, ModelError> {
+        Ok(self
+            .load_native(name, fp8_block)?
+            .to_kind(kind)
+            .to_device(device))
+    }
+
+    /// Weight `name` on the CPU in the kind it is stored in (FP8 dequantized to f32), without a
+    /// conversion: for a caller that converts it piece by piece (quantizing at load).
+    pub fn load_native(
+        &self,
+        name: &str,
+        fp8_block: Option<[usize; 2]>,
+    ) -> Result<Tensor, ModelError> {
         let raw = self.read_raw(name)?;
         let info = self.info(name).expect("read_raw checked presence");
         let t = if info.dtype == DiskDtype::F8E4M3 {
@@ -196,7 +209,7 @@ impl Checkpoint {
         } else {
             raw
         };
-        Ok(t.to_kind(kind).to_device(device))
+        Ok(t)
     }
 }
 

@@ -51,7 +51,8 @@ impl Loader<'_> {
         let Some(format) = self.quant.filter(|&f| whole_blocks(f)) else {
             return Ok(Weight::Float(self.weight(p, name, shape)?));
         };
-        let w = self.read(&full, shape, Kind::Float, Device::Cpu)?;
+        // As stored (bf16 stays bf16): the quantizer widens a few rows at a time.
+        let w = self.read_native(&full, shape)?;
         let q = QuantWeight::quantize(&w, format, &full)?;
         self.quantized.borrow_mut().insert(full, q.byte_len());
         Ok(Weight::Quant(q))
@@ -97,20 +98,31 @@ impl Loader<'_> {
         kind: Kind,
         device: Device,
     ) -> Result<Tensor, ModelError> {
-        let full = full.to_string();
+        self.check_shape(full, shape)?;
+        self.ckpt.load(full, kind, device, self.fp8_block)
+    }
+
+    /// The checkpoint holds `full` with exactly `shape`.
+    fn check_shape(&self, full: &str, shape: &[i64]) -> Result<(), ModelError> {
         let found = self
             .ckpt
-            .shape(&full)
+            .shape(full)
             .ok_or_else(|| ModelError::MissingWeight {
-                name: full.clone(),
+                name: full.to_string(),
                 dir: self.ckpt.location().display().to_string(),
             })?;
         if found != shape {
             return Err(ModelError::WrongShape {
-                name: full,
+                name: full.to_string(),
                 msg: format!("shape {found:?} in the checkpoint, expected {shape:?}"),
             });
         }
-        self.ckpt.load(&full, kind, device, self.fp8_block)
+        Ok(())
+    }
+
+    /// [`Loader::read`] in the kind the checkpoint stores (see `WeightSource::load_native`).
+    fn read_native(&self, full: &str, shape: &[i64]) -> Result<Tensor, ModelError> {
+        self.check_shape(full, shape)?;
+        self.ckpt.load_native(full, self.fp8_block)
     }
 }

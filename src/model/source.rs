@@ -96,8 +96,22 @@ impl WeightSource {
         device: Device,
         fp8_block: Option<[usize; 2]>,
     ) -> Result<Tensor, ModelError> {
+        Ok(self
+            .load_native(name, fp8_block)?
+            .to_kind(kind)
+            .to_device(device))
+    }
+
+    /// Weight `name` on the CPU in the float kind it is stored in (a safetensors file's bf16 stays
+    /// bf16; GGUF and FP8 weights come dequantized to f32), so a caller that quantizes at load
+    /// converts a few rows at a time instead of holding the whole matrix in f32.
+    pub fn load_native(
+        &self,
+        name: &str,
+        fp8_block: Option<[usize; 2]>,
+    ) -> Result<Tensor, ModelError> {
         match self {
-            Self::Safetensors(c) => c.load(name, kind, device, fp8_block),
+            Self::Safetensors(c) => c.load_native(name, fp8_block),
             Self::Gguf(g) => {
                 let source = g
                     .names
@@ -109,10 +123,7 @@ impl WeightSource {
                 let (shape, values) =
                     gguf::names::materialize(&g.file, source).map_err(gguf_error)?;
                 let shape: Vec<i64> = shape.into_iter().map(|d| d as i64).collect();
-                Ok(Tensor::from_slice(&values)
-                    .view(shape.as_slice())
-                    .to_kind(kind)
-                    .to_device(device))
+                Ok(Tensor::from_slice(&values).view(shape.as_slice()))
             }
         }
     }
