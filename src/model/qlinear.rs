@@ -374,7 +374,10 @@ mod tests {
         let e = QuantWeight::quantize(&w, Format::Q4_K, "model.layers.0.mlp.up_proj.weight")
             .err()
             .expect("no K quantizer");
-        assert!(e.to_string().contains("up_proj") && e.to_string().contains("Q4_K"), "{e}");
+        assert!(
+            e.to_string().contains("up_proj") && e.to_string().contains("Q4_K"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::format::Format;
+use super::prefetch::{BlockBytes, Prefetch};
 use super::{Job, BLOCK};
 
 /// Weight rows multiplied by all of x before the next rows are read.
@@ -39,12 +40,6 @@ const GROUP: usize = super::ROW_TILE;
 /// x rows per tile at most.
 const X_TILE: usize = 4;
 
-/// How far ahead of the block in use, in bytes of its row, long rows are prefetched.
-const PREFETCH: usize = 1024;
-
-/// Groups of rows up to this size are prefetched linearly (see [`Operands::prefetch_plan`]).
-const LINEAR_GROUP_BYTES: usize = 16 << 10;
-
 /// x values (all rows) per K chunk: half of L1, the rest for the weights and the stack.
 const X_CHUNK_BYTES: usize = 16 << 10;
 
@@ -52,10 +47,7 @@ const X_CHUNK_BYTES: usize = 16 << 10;
 const SCALE_RUN: usize = 16;
 
 /// How a format's block turns into f32 vectors: elements 0..16 and 16..32.
-trait Blocks {
-    /// Bytes per block.
-    const BYTES: usize;
-
+trait Blocks: BlockBytes {
     /// The block's weights without the scale: `q` (Q4_0: `q − 8`).
     ///
     /// # Safety
@@ -85,9 +77,11 @@ unsafe fn widen_i8(p: *const u8) -> __m512 {
     _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
 }
 
-impl Blocks for Q8 {
+impl BlockBytes for Q8 {
     const BYTES: usize = Format::Q8_0.block_bytes();
+}
 
+impl Blocks for Q8 {
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn raw(qs: *const u8) -> (__m512, __m512) {
@@ -133,9 +127,11 @@ impl Q4 {
     }
 }
 
-impl Blocks for Q4 {
+impl BlockBytes for Q4 {
     const BYTES: usize = Format::Q4_0.block_bytes();
+}
 
+impl Blocks for Q4 {
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn raw(qs: *const u8) -> (__m512, __m512) {
@@ -356,7 +352,7 @@ impl Operands {
             x: job.x.staged.xs.as_ptr(),
             m: job.x.m,
             nb,
-            linear: GROUP * nb * B::BYTES <= LINEAR_GROUP_BYTES,
+            linear: super::prefetch::linear(nb * B::BYTES),
         }
     }
 
@@ -383,73 +379,8 @@ impl Operands {
         }
     }
 
-    /// Where a pass over rows `r..r + R` asks the cache early for weights (the AVX2 kernels'
-    /// plan, `x86::Operands::prefetch_plan`, which measured better than the hardware alone):
-    /// - short rows (a group up to [`LINEAR_GROUP_BYTES`]): the same rows of the next group,
-    ///   linearly, at the pace of this pass;
-    /// - long rows: each row [`PREFETCH`] bytes ahead, and past its end the same row of the
-    ///   next group.
+    /// The prefetch plan for a pass over rows `r..r + R` (see [`Prefetch::plan`]).
     fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
-        if self.linear {
-            Prefetch {
-                first: (r + GROUP) * self.row_bytes,
-                step: R * B::BYTES,
-                apart: 64,
-                wrap_block: usize::MAX,
-                wrap_by: 0,
-            }
-        } else {
-            Prefetch {
-                first: r * self.row_bytes + PREFETCH,
-                step: B::BYTES,
-                apart: self.row_bytes,
-                wrap_block: self.row_bytes.saturating_sub(PREFETCH).div_ceil(B::BYTES),
-                wrap_by: (GROUP - 1) * self.row_bytes,
-            }
-        }
-    }
-}
-
-/// The addresses a pass prefetches at block `b`: `first + b·step + s·apart` (bytes into the
-/// matrix, `wrap_by` more from block `wrap_block` on) for `s < count`, with `count` as many as
-/// the pass reads lines per block (one more, for blocks that straddle lines) or rows, whichever
-/// is more.
-#[derive(Clone, Copy)]
-struct Prefetch {
-    first: usize,
-    step: usize,
-    apart: usize,
-    wrap_block: usize,
-    wrap_by: usize,
-}
-
-impl Prefetch {
-    const fn count<B: Blocks, const R: usize>() -> usize {
-        let lines = (R * B::BYTES).div_ceil(64) + 1;
-        if lines > R {
-            lines
-        } else {
-            R
-        }
-    }
-
-    /// `blocks` cut where the addresses wrap, each part with its own plan.
-    fn parts(self, blocks: Range<usize>) -> [(Range<usize>, Prefetch); 2] {
-        let cut = self.wrap_block.clamp(blocks.start, blocks.end);
-        let wrapped = Prefetch {
-            first: self.first + self.wrap_by,
-            ..self
-        };
-        [(blocks.start..cut, self), (cut..blocks.end, wrapped)]
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    fn hint<B: Blocks, const R: usize>(&self, w: *const u8, b: usize) {
-        let at = w.wrapping_add(self.first + b * self.step);
-        for s in 0..Self::count::<B, R>() {
-            // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(s * self.apart) as *const i8);
-        }
+        Prefetch::plan::<B, R>(self.linear, self.row_bytes, r)
     }
 }

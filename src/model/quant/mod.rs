@@ -32,6 +32,8 @@
 mod avx512;
 mod format;
 pub mod kblocks;
+#[cfg(target_arch = "x86_64")]
+mod prefetch;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;

@@ -23,17 +23,11 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::format::Format;
+use super::prefetch::{BlockBytes, Prefetch};
 use super::{Job, BLOCK};
 
 /// Weight rows multiplied by all of x before the next rows are read.
 const GROUP: usize = super::ROW_TILE;
-
-/// How far ahead of the block in use, in bytes of its row, the kernels ask for the weights of
-/// long rows.
-const PREFETCH: usize = 1024;
-
-/// Groups of rows up to this size are prefetched linearly (see [`Operands::prefetch_plan`]).
-const LINEAR_GROUP_BYTES: usize = 16 << 10;
 
 /// x as the kernels read it, made once per product by [`Activations`](super::Activations).
 #[derive(Debug, Default)]
@@ -76,9 +70,7 @@ fn sum32(block: &[f32]) -> f32 {
 }
 
 /// How a format's block turns into f32 vectors.
-trait Blocks {
-    /// Bytes per block.
-    const BYTES: usize;
+trait Blocks: BlockBytes {
     /// Whether the quants are stored offset by 8 (Q4_0), which the block accumulator's start
     /// value corrects.
     const OFFSET: bool;
@@ -101,8 +93,11 @@ trait Blocks {
 struct Q8;
 struct Q4;
 
-impl Blocks for Q8 {
+impl BlockBytes for Q8 {
     const BYTES: usize = Format::Q8_0.block_bytes();
+}
+
+impl Blocks for Q8 {
     const OFFSET: bool = false;
 
     #[inline]
@@ -119,8 +114,11 @@ impl Blocks for Q8 {
     }
 }
 
-impl Blocks for Q4 {
+impl BlockBytes for Q4 {
     const BYTES: usize = Format::Q4_0.block_bytes();
+}
+
+impl Blocks for Q4 {
     const OFFSET: bool = true;
 
     #[inline]
@@ -300,7 +298,7 @@ impl Operands {
             sums: job.x.staged.neg_sums.as_ptr(),
             m: job.x.m,
             nb,
-            linear: GROUP * nb * B::BYTES <= LINEAR_GROUP_BYTES,
+            linear: super::prefetch::linear(nb * B::BYTES),
         }
     }
 
@@ -336,76 +334,9 @@ impl Operands {
         unsafe { _mm256_broadcast_ss(&*self.sums.add(b * self.m + i)) }
     }
 
-    /// Where a pass over rows `r..r + R` asks the cache early for weights, by row length:
-    /// - short rows (a group up to [`LINEAR_GROUP_BYTES`]): the same rows of the next group,
-    ///   linearly, at the pace of this pass. Hardware prefetchers follow R interleaved streams
-    ///   badly when each lasts only a row of a couple of KiB (measured: 4 streams over 1.6 KiB
-    ///   rows read at two thirds of the rate of 9.5 KiB rows, and at the full rate this way);
-    /// - long rows: each row [`PREFETCH`] bytes ahead, which the hardware mostly does already.
+    /// The prefetch plan for a pass over rows `r..r + R` (see [`Prefetch::plan`]).
     fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
-        if self.linear {
-            Prefetch {
-                first: (r + GROUP) * self.row_bytes,
-                step: R * B::BYTES,
-                apart: 64,
-                wrap_block: usize::MAX,
-                wrap_by: 0,
-            }
-        } else {
-            // Past a row's end, the same row of the next group: its stream starts warm.
-            Prefetch {
-                first: r * self.row_bytes + PREFETCH,
-                step: B::BYTES,
-                apart: self.row_bytes,
-                wrap_block: self.row_bytes.saturating_sub(PREFETCH).div_ceil(B::BYTES),
-                wrap_by: (GROUP - 1) * self.row_bytes,
-            }
-        }
-    }
-}
-
-/// The addresses a pass prefetches at block `b`: `first + b·step + s·apart` (bytes into the
-/// matrix, `wrap_by` more from block `wrap_block` on) for `s < count`, with `count` as many as
-/// the pass reads lines per block (one more, for blocks that straddle lines) or rows, whichever
-/// is more ([`Prefetch::count`]).
-#[derive(Clone, Copy)]
-struct Prefetch {
-    first: usize,
-    step: usize,
-    apart: usize,
-    wrap_block: usize,
-    wrap_by: usize,
-}
-
-impl Prefetch {
-    const fn count<B: Blocks, const R: usize>() -> usize {
-        let lines = (R * B::BYTES).div_ceil(64) + 1;
-        if lines > R {
-            lines
-        } else {
-            R
-        }
-    }
-
-    /// `blocks` cut where the addresses wrap, each part with its own plan, so that a loop over
-    /// a part computes its addresses without a branch.
-    fn parts(self, blocks: Range<usize>) -> [(Range<usize>, Prefetch); 2] {
-        let cut = self.wrap_block.clamp(blocks.start, blocks.end);
-        let wrapped = Prefetch {
-            first: self.first + self.wrap_by,
-            ..self
-        };
-        [(blocks.start..cut, self), (cut..blocks.end, wrapped)]
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hint<B: Blocks, const R: usize>(&self, w: *const u8, b: usize) {
-        let at = w.wrapping_add(self.first + b * self.step);
-        for s in 0..Self::count::<B, R>() {
-            // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(s * self.apart) as *const i8);
-        }
+        Prefetch::plan::<B, R>(self.linear, self.row_bytes, r)
     }
 }
 
