@@ -58,8 +58,8 @@ impl Staged {
 }
 
 /// The sum of 32 values in eight lanes, as the kernels add (a plain sum is one long chain of
-/// dependent additions).
-fn sum32(block: &[f32]) -> f32 {
+/// dependent additions). Also Q4_K's min term (`x86_k`).
+pub(super) fn sum32(block: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     for chunk in block.chunks_exact(8) {
         for (l, v) in lanes.iter_mut().zip(chunk) {
@@ -176,7 +176,7 @@ unsafe fn scale(p: *const u8) -> __m256 {
 /// The sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))

@@ -25,6 +25,7 @@ use std::ops::Range;
 
 use super::format::{Format, BLOCK, SUPER_BLOCK};
 use super::kblocks::{k_scales_mins, Q4_K_BYTES, Q6_K_BYTES};
+use super::x86::{hsum, sum32};
 use super::Job;
 
 /// Weight rows multiplied by all of x before the next rows are read.
@@ -106,17 +107,6 @@ impl Operands {
     }
 }
 
-/// The sum of 32 values in eight lanes (as the kernels add), for Q4_K's min term.
-fn sum32(v: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for chunk in v.chunks_exact(8) {
-        for (l, x) in lanes.iter_mut().zip(chunk) {
-            *l += x;
-        }
-    }
-    lanes.iter().sum()
-}
-
 /// A K format's tile: `x[i..i + MB] · W[r..r + R]` over the whole row, as R·MB eight-lane sums.
 trait KFormat {
     /// Bytes per super-block.
@@ -158,15 +148,6 @@ unsafe fn half(p: *const u8) -> __m256 {
     // SAFETY: the caller's; an unaligned 2-byte read.
     let bits = unsafe { (p as *const i16).read_unaligned() };
     _mm256_cvtph_ps(_mm_set1_epi16(bits))
-}
-
-/// The sum of the 8 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
 impl KFormat for Q4K {
