@@ -169,23 +169,9 @@ impl Checkpoint {
         Ok(t)
     }
 
-    /// Reads a weight and converts it to `kind` on `device`. FP8 weights with a
-    /// `<name>_scale_inv` companion are dequantised blockwise first.
-    pub fn load(
-        &self,
-        name: &str,
-        kind: Kind,
-        device: Device,
-        fp8_block: Option<[usize; 2]>,
-    ) -> Result<Tensor, ModelError> {
-        Ok(self
-            .load_native(name, fp8_block)?
-            .to_kind(kind)
-            .to_device(device))
-    }
-
-    /// Weight `name` on the CPU in the kind it is stored in (FP8 dequantized to f32), without a
-    /// conversion: for a caller that converts it piece by piece (quantizing at load).
+    /// Weight `name` on the CPU in the kind it is stored in, without a conversion (callers
+    /// convert through `WeightSource::load`, or piece by piece when quantizing at load). FP8
+    /// weights with a `<name>_scale_inv` companion are dequantised blockwise to f32.
     pub fn load_native(
         &self,
         name: &str,

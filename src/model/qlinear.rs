@@ -47,8 +47,9 @@ impl QuantWeight {
         let cannot =
             |e: quant::QuantError| bad(format!("cannot quantize to {}: {e}", format.name()));
         let row_bytes = format.row_bytes(k).map_err(cannot)?;
-        // The one row-independent failure (a format without a quantizer) shows here, once.
-        quant::quantize(format, &vec![0.0; k]).map_err(cannot)?;
+        if format.is_k() {
+            return Err(cannot(quant::QuantError::NoQuantizer(format)));
+        }
         let w = w.detach().to_device(Device::Cpu).contiguous();
         let mut bytes = vec![0u8; n * row_bytes];
         match w.kind() {
