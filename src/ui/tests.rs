@@ -39,6 +39,21 @@ fn welcome() {
 }
 
 #[test]
+fn the_welcome_line_of_a_dense_model_counts_no_experts() {
+    let mut app = sample::chat();
+    app.session = crate::session::Session::new(1_796_000_000);
+    app.selected = None;
+    let mut info = app.model_info().clone();
+    info.moe_layers.clear();
+    info.n_experts = 0;
+    info.top_k = 0;
+    app.model = Some(info);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("model sample-moe · 3 layers, dense"), "{s}");
+    assert!(!s.contains("routed experts"), "{s}");
+}
+
+#[test]
 fn chat_with_folded_thoughts() {
     let app = sample::chat();
     snap("chat", &app);

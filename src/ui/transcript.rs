@@ -97,13 +97,20 @@ fn welcome(app: &App) -> Vec<Line<'static>> {
         Line::from(""),
     ];
     if !m.id.is_empty() {
+        // A dense model (the R1 distills) has no experts to count.
+        let experts = if m.moe_layers.is_empty() {
+            "dense".to_string()
+        } else {
+            format!(
+                "{} with {} routed experts (top-{})",
+                m.moe_layers.len(),
+                m.n_experts,
+                m.top_k
+            )
+        };
         v.push(Line::from(format!(
-            "  model {} · {} layers, {} with {} routed experts (top-{})",
-            m.id,
-            m.num_layers,
-            m.moe_layers.len(),
-            m.n_experts,
-            m.top_k
+            "  model {} · {} layers, {experts}",
+            m.id, m.num_layers
         )));
     }
     for l in [
