@@ -38,6 +38,8 @@ mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
+mod x86_dequant;
+#[cfg(target_arch = "x86_64")]
 mod x86_k;
 
 #[cfg(test)]
@@ -206,6 +208,25 @@ impl<'a> Activations<'a> {
     pub fn k(&self) -> usize {
         self.k
     }
+}
+
+/// [`dequantize_row`]'s values, bit for bit, with AVX2 where the CPU has it (the prefill path
+/// widens every weight of a layer once per prompt; the portable loop would cost half as much as
+/// the matrix product that follows). `bytes` are whole blocks, `out` their weights.
+pub fn dequantize_fast(format: Format, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() != Isa::Scalar {
+        let expected = out.len() / format.block_len() * format.block_bytes();
+        if !out.len().is_multiple_of(format.block_len()) || bytes.len() != expected {
+            // The reference states the mismatch.
+            return dequantize_row(format, bytes, out);
+        }
+        // SAFETY: whole blocks, `out` sized to them (checked above); the CPU has AVX2, FMA and
+        // F16C (every ISA above Scalar does).
+        unsafe { x86_dequant::dequantize(format, bytes, out) };
+        return Ok(());
+    }
+    dequantize_row(format, bytes, out)
 }
 
 /// The instruction sets the kernels are written for.

@@ -212,6 +212,34 @@ fn k_scales_unpack_both_ways_alike() {
     }
 }
 
+/// The prefill path's vectorized dequantizer against the scalar one (checked against gguf-py),
+/// bit for bit, over random blocks holding every quant and scale byte; and the same error for
+/// sizes that do not fit.
+#[test]
+fn fast_dequantizer_gives_the_reference_values_bit_for_bit() {
+    let mut rng = Rng(11);
+    for format in ALL {
+        let k = 3 * format.block_len();
+        let bytes = random_matrix(&mut rng, format, 7, k);
+        let mut want = vec![0f32; 7 * k];
+        dequantize_row(format, &bytes, &mut want).unwrap();
+        let mut got = vec![f32::NAN; 7 * k];
+        dequantize_fast(format, &bytes, &mut got).unwrap();
+        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                g.to_bits(),
+                w.to_bits(),
+                "{format:?} weight {e}: {g} vs {w}"
+            );
+        }
+        let short = &bytes[..bytes.len() - 1];
+        assert_eq!(
+            dequantize_fast(format, short, &mut got).unwrap_err(),
+            dequantize_row(format, short, &mut want).unwrap_err()
+        );
+    }
+}
+
 #[test]
 fn empty_shapes() {
     for isa in isas() {

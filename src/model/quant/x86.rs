@@ -145,7 +145,7 @@ impl Blocks for Q4 {
 /// `p` addresses 8 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load8(p: *const u8) -> __m128i {
+pub(super) unsafe fn load8(p: *const u8) -> __m128i {
     // SAFETY: the caller's; `_mm_loadl_epi64` reads exactly 8 bytes, unaligned.
     unsafe { _mm_loadl_epi64(p as *const __m128i) }
 }
@@ -156,7 +156,7 @@ unsafe fn load8(p: *const u8) -> __m128i {
 /// `p` addresses 8 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen_i8(p: *const u8) -> __m256 {
+pub(super) unsafe fn widen_i8(p: *const u8) -> __m256 {
     // SAFETY: the caller's.
     unsafe { _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(p))) }
 }
@@ -167,7 +167,7 @@ unsafe fn widen_i8(p: *const u8) -> __m256 {
 /// `p` addresses 2 readable bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scale(p: *const u8) -> __m256 {
+pub(super) unsafe fn scale(p: *const u8) -> __m256 {
     // SAFETY: the caller's; an unaligned 2-byte read.
     let bits = unsafe { (p as *const i16).read_unaligned() };
     _mm256_cvtph_ps(_mm_set1_epi16(bits))

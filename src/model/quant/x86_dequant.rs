@@ -1,0 +1,176 @@
+//! AVX2 + F16C dequantization of whole rows, for the prefill path (`qlinear`), which widens a
+//! tile of a layer's rows to f32 before libtorch's GEMM: the values of
+//! [`dequantize_row`](super::dequantize_row), bit for bit, eight at a time.
+//!
+//! Bit for bit because every value is formed by the same f32 operations in the same order as
+//! the scalar reference (itself ggml's order, checked against gguf-py): `q·d` (Q8_0),
+//! `(q − 8)·d` (Q4_0), `(d·sc)·q − dmin·m` as a multiply then a subtract, not an FMA (Q4_K), and
+//! `(d·scale)·(q − 32)` (Q6_K). The scalar loops compile to SSE2 at best in a portable build and
+//! convert f16 one value at a time, which made the widening half as costly as the GEMM itself;
+//! here it is a small part of it. AVX2 is enough on AVX-512 machines too: the pass is bound by
+//! storing the f32 values, not by the instructions.
+
+use std::arch::x86_64::*;
+
+use super::format::{Format, BLOCK, SUPER_BLOCK};
+use super::kblocks::k_scales_mins;
+use super::x86::{load8, scale, widen_i8};
+
+/// `bytes` (whole blocks of `format`) into `out` (their weights).
+///
+/// # Safety
+/// `out.len()` is `bytes.len() / format.block_bytes() · format.block_len()`; the CPU has AVX2,
+/// FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize(format: Format, bytes: &[u8], out: &mut [f32]) {
+    let blocks = bytes
+        .chunks_exact(format.block_bytes())
+        .zip(out.chunks_exact_mut(format.block_len()));
+    // SAFETY (each block): `block` holds one whole block and `y` its block_len() weights.
+    unsafe {
+        match format {
+            Format::Q8_0 => blocks.for_each(|(block, y)| q8_0(block.as_ptr(), y.as_mut_ptr())),
+            Format::Q4_0 => blocks.for_each(|(block, y)| q4_0(block.as_ptr(), y.as_mut_ptr())),
+            Format::Q4_K => blocks.for_each(|(block, y)| q4_k(block.as_ptr(), y.as_mut_ptr())),
+            Format::Q6_K => blocks.for_each(|(block, y)| q6_k(block.as_ptr(), y.as_mut_ptr())),
+        }
+    }
+}
+
+/// 8 bytes at `p` as 8 i32 lanes, zero-extended.
+///
+/// # Safety
+/// `p` addresses 8 readable bytes; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_u8(p: *const u8) -> __m256i {
+    // SAFETY: the caller's.
+    unsafe { _mm256_cvtepu8_epi32(load8(p)) }
+}
+
+/// Stores 8 values at `y + at`.
+///
+/// # Safety
+/// `y + at .. y + at + 8` is writable; the CPU has AVX.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn put(y: *mut f32, at: usize, v: __m256) {
+    // SAFETY: the caller's; an unaligned store.
+    unsafe { _mm256_storeu_ps(y.add(at), v) }
+}
+
+/// One Q8_0 block (34 bytes at `p`: `d`, then 32 × i8) into `y[..32]`.
+///
+/// # Safety
+/// As for [`dequantize`], for one block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0(p: *const u8, y: *mut f32) {
+    // SAFETY: bytes 2 + 8c .. 10 + 8c are quants, and y has 32 values.
+    unsafe {
+        let d = scale(p);
+        for c in 0..BLOCK / 8 {
+            put(y, 8 * c, _mm256_mul_ps(widen_i8(p.add(2 + 8 * c)), d));
+        }
+    }
+}
+
+/// One Q4_0 block (18 bytes at `p`: `d`, then byte `j` holding element `j` in its low nibble and
+/// `j + 16` in its high one) into `y[..32]`.
+///
+/// # Safety
+/// As for [`dequantize`], for one block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0(p: *const u8, y: *mut f32) {
+    let (low4, eight) = (_mm256_set1_epi32(0x0f), _mm256_set1_epi32(8));
+    // SAFETY: bytes 2 + 8h .. 10 + 8h are quants, and y has 32 values.
+    unsafe {
+        let d = scale(p);
+        for h in 0..2 {
+            let bytes = widen_u8(p.add(2 + 8 * h));
+            // q − 8 in integers (exact), then one rounding by d, as the reference.
+            let lo = _mm256_sub_epi32(_mm256_and_si256(bytes, low4), eight);
+            let hi = _mm256_sub_epi32(_mm256_srli_epi32::<4>(bytes), eight);
+            put(y, 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(lo), d));
+            put(y, 16 + 8 * h, _mm256_mul_ps(_mm256_cvtepi32_ps(hi), d));
+        }
+    }
+}
+
+/// One Q4_K super-block (144 bytes at `p`) into `y[..256]`.
+///
+/// # Safety
+/// As for [`dequantize`], for one super-block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k(p: *const u8, y: *mut f32) {
+    let low4 = _mm256_set1_epi32(0x0f);
+    // SAFETY: d, dmin, the 12 scale bytes and the 128 quant bytes lie inside the super-block;
+    // y has 256 values.
+    unsafe {
+        let (d, dmin) = (scale(p), scale(p.add(2)));
+        let (sc, mn) = k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+        for s in 0..SUPER_BLOCK / BLOCK {
+            // The reference's two products, each rounded once: d·sc and dmin·m.
+            let d1 = _mm256_mul_ps(d, _mm256_set1_ps(f32::from(sc[s])));
+            let m1 = _mm256_mul_ps(dmin, _mm256_set1_ps(f32::from(mn[s])));
+            for c in 0..BLOCK / 8 {
+                let bytes = widen_u8(p.add(16 + 32 * (s / 2) + 8 * c));
+                let q = if s % 2 == 0 {
+                    _mm256_and_si256(bytes, low4)
+                } else {
+                    _mm256_srli_epi32::<4>(bytes)
+                };
+                let w = _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(q)), m1);
+                put(y, BLOCK * s + 8 * c, w);
+            }
+        }
+    }
+}
+
+/// One Q6_K super-block (210 bytes at `p`) into `y[..256]`.
+///
+/// # Safety
+/// As for [`dequantize`], for one super-block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k(p: *const u8, y: *mut f32) {
+    let (low4, high2, offset) = (
+        _mm256_set1_epi32(0x0f),
+        _mm256_set1_epi32(0x30),
+        _mm256_set1_epi32(32),
+    );
+    // SAFETY: ql (0..128), qh (128..192), the scales (192..208) and d (208) lie inside the
+    // super-block; y has 256 values.
+    unsafe {
+        let d = scale(p.add(208));
+        for n in 0..2 {
+            for quarter in 0..4 {
+                for c in 0..4 {
+                    let lo = widen_u8(p.add(64 * n + 32 * (quarter % 2) + 8 * c));
+                    let lo = if quarter < 2 {
+                        _mm256_and_si256(lo, low4)
+                    } else {
+                        _mm256_srli_epi32::<4>(lo)
+                    };
+                    // Bits 2·quarter and 2·quarter + 1 of qh, moved to bits 4 and 5.
+                    let hi = widen_u8(p.add(128 + 32 * n + 8 * c));
+                    let hi = match quarter {
+                        0 => _mm256_slli_epi32::<4>(hi),
+                        1 => _mm256_slli_epi32::<2>(hi),
+                        2 => hi,
+                        _ => _mm256_srli_epi32::<2>(hi),
+                    };
+                    let q = _mm256_or_si256(lo, _mm256_and_si256(hi, high2));
+                    let q = _mm256_cvtepi32_ps(_mm256_sub_epi32(q, offset));
+                    // Weights 128n + 32·quarter + 8c.. share the scale of their 16-weight group.
+                    let group = 8 * n + 2 * quarter + c / 2;
+                    let sc = f32::from(*p.add(192 + group) as i8);
+                    let dsc = _mm256_mul_ps(d, _mm256_set1_ps(sc));
+                    put(y, 128 * n + 32 * quarter + 8 * c, _mm256_mul_ps(dsc, q));
+                }
+            }
+        }
+    }
+}
