@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use tch::{nn, Device, Kind, Tensor};
 
+use super::block_store::BlockStore;
 use super::layers::Weight;
 use super::qlinear::QuantWeight;
 use super::quant::Format;
@@ -23,6 +24,8 @@ pub struct Loader<'a> {
     /// The weights stored quantized, by name, with their sizes in bytes (they are not in the var
     /// store).
     pub quantized: RefCell<BTreeMap<String, usize>>,
+    /// Where the quantized weights' bytes are kept (few large allocations, not one each).
+    pub blocks: BlockStore,
 }
 
 impl Loader<'_> {
@@ -43,7 +46,7 @@ impl Loader<'_> {
         if let Some((stored, bytes)) = self.ckpt.stored_blocks(&full)? {
             if self.quant.is_none_or(|q| q == stored) && self.device == Device::Cpu {
                 let [n, k] = [shape[0] as usize, shape[1] as usize];
-                let q = QuantWeight::from_bytes(stored, n, k, bytes, &full)?;
+                let q = QuantWeight::from_bytes(stored, n, k, bytes, &full)?.kept_in(&self.blocks);
                 self.quantized.borrow_mut().insert(full, q.byte_len());
                 return Ok(Weight::Quant(q));
             }
@@ -53,7 +56,7 @@ impl Loader<'_> {
         };
         // As stored (bf16 stays bf16): the quantizer widens a few rows at a time.
         let w = self.read_native(&full, shape)?;
-        let q = QuantWeight::quantize(&w, format, &full)?;
+        let q = QuantWeight::quantize(&w, format, &full)?.kept_in(&self.blocks);
         self.quantized.borrow_mut().insert(full, q.byte_len());
         Ok(Weight::Quant(q))
     }

@@ -3,6 +3,7 @@
 //! inference and training.
 
 pub mod attention;
+pub mod block_store;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
@@ -265,6 +266,7 @@ impl Model {
             fp8_block: config.fp8.as_ref().map(|f| f.block),
             quant,
             quantized: Default::default(),
+            blocks: Default::default(),
         };
         let root = vars.root();
         let m = &root / "model";

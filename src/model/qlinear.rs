@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use tch::{Device, Kind, Tensor};
 
+use super::block_store::{BlockStore, WeightBytes};
 use super::gemv;
 use super::quant::{self, Activations, Format, QuantMatrix};
 use super::ModelError;
@@ -34,7 +35,7 @@ pub struct QuantWeight {
     format: Format,
     n: usize,
     k: usize,
-    bytes: Vec<u8>,
+    bytes: WeightBytes,
 }
 
 impl QuantWeight {
@@ -84,8 +85,17 @@ impl QuantWeight {
             format,
             n,
             k,
-            bytes,
+            bytes: WeightBytes::Own(bytes),
         })
+    }
+
+    /// The same weight with its bytes moved into `store`'s shared chunks (what the loader does
+    /// with every matrix: see [`BlockStore`] for why).
+    pub fn kept_in(self, store: &BlockStore) -> Self {
+        Self {
+            bytes: store.keep(&self.bytes),
+            ..self
+        }
     }
 
     fn matrix(&self) -> QuantMatrix<'_> {
@@ -379,7 +389,7 @@ mod tests {
             for format in [Format::Q8_0, Format::Q4_0] {
                 let q = QuantWeight::quantize(&w, format, "w").unwrap();
                 let want = quant::quantize(format, &values).unwrap();
-                assert!(q.bytes == want, "{kind:?} {format:?}");
+                assert!(*q.bytes == want[..], "{kind:?} {format:?}");
             }
         }
         let e = QuantWeight::quantize(&w, Format::Q4_K, "model.layers.0.mlp.up_proj.weight")
