@@ -111,7 +111,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "decode_tokens_per_s": decode_on,
         "decode_tokens_per_s_trace_off": decode_off,
         "peak_rss_bytes": peak_rss,
+        // Float weights' decode kernels, and the block-quantized ones' (they can differ: the
+        // quantized kernels need only AVX-512F, the bf16 ones its BF16 extension).
         "cpu_kernels": crate::model::gemv::isa().name(),
+        "quant_kernels": crate::model::quant::Isa::detect().name(),
         "read_gb_per_s": read_bw / 1e9,
         "bytes_read_per_token": per_token,
         "decode_bound_tokens_per_s": read_bw / per_token as f64,
