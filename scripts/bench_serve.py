@@ -36,6 +36,10 @@ def start_server(model, threads, extra=()):
     return proc, host, int(port)
 
 
+# The built-in model, whose tokenizer the bench checkpoints borrow (wherever this runs from).
+BUILTIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "thinkbench-tiny")
+
+
 def servable(model):
     """The bench checkpoints have weights but no tokenizer: pair one with the built-in model's
     tokenizer (in a folder of links beside it). Sampling stays inside that tokenizer's ids; the
@@ -51,7 +55,7 @@ def servable(model):
     for name in ("tokenizer.json", "tokenizer_config.json"):
         link = os.path.join(paired, name)
         if not os.path.lexists(link):
-            os.symlink(os.path.abspath(os.path.join("models/thinkbench-tiny", name)), link)
+            os.symlink(os.path.join(BUILTIN, name), link)
     return paired
 
 

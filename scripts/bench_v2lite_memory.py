@@ -20,7 +20,9 @@ write):
     decode speed and the machine's read bandwidth;
   * generates a few tokens at q4_0 with the routing trace and prints which experts each MoE
     layer chose for the first generated token (what the workbench's routing view shows);
-  * deletes the checkpoint afterwards unless --keep (it is rebuilt in a few minutes).
+  * deletes the checkpoint afterwards unless --keep; with --keep, pairs it with the built-in
+    model's tokenizer (a folder of links beside it) and prints the command that opens it in the
+    workbench, whose routing view then shows all 26 MoE layers' 64 experts.
 
 Prints a markdown summary on stdout; the raw JSON lines go to target/bench-v2lite.jsonl.
 """
@@ -264,7 +266,13 @@ def main() -> None:
         for lr in routing:
             pairs = ", ".join(f"{e} {w:.3f}" for e, w in zip(lr["experts"], lr["weights"]))
             print(f"- layer {lr['layer']}: {pairs}")
-    if not a.keep:
+    if a.keep:
+        # The checkpoint has no tokenizer (the real one cannot be downloaded here): pair it with
+        # the built-in model's, as the serve bench does, so that the workbench opens it.
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_serve import servable
+        print(f"\nIn the workbench: {a.bin} --model {servable(str(out))} --quant q4_0 --dtype bf16")
+    else:
         shutil.rmtree(out)
         log(f"removed {out} (--keep keeps it)")
 
