@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 use super::format::{Format, BLOCK, SUPER_BLOCK};
 use super::kblocks::k_scales_mins;
 use super::x86::{load8, scale, widen_i8};
+use super::x86_k::q6_k_quants;
 
 /// `bytes` (whole blocks of `format`) into `out` (their weights).
 ///
@@ -136,34 +137,14 @@ unsafe fn q4_k(p: *const u8, y: *mut f32) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k(p: *const u8, y: *mut f32) {
-    let (low4, high2, offset) = (
-        _mm256_set1_epi32(0x0f),
-        _mm256_set1_epi32(0x30),
-        _mm256_set1_epi32(32),
-    );
-    // SAFETY: ql (0..128), qh (128..192), the scales (192..208) and d (208) lie inside the
-    // super-block; y has 256 values.
+    // SAFETY: the quants, the scales (192..208) and d (208) lie inside the super-block; y has
+    // 256 values.
     unsafe {
         let d = scale(p.add(208));
         for n in 0..2 {
             for quarter in 0..4 {
                 for c in 0..4 {
-                    let lo = widen_u8(p.add(64 * n + 32 * (quarter % 2) + 8 * c));
-                    let lo = if quarter < 2 {
-                        _mm256_and_si256(lo, low4)
-                    } else {
-                        _mm256_srli_epi32::<4>(lo)
-                    };
-                    // Bits 2·quarter and 2·quarter + 1 of qh, moved to bits 4 and 5.
-                    let hi = widen_u8(p.add(128 + 32 * n + 8 * c));
-                    let hi = match quarter {
-                        0 => _mm256_slli_epi32::<4>(hi),
-                        1 => _mm256_slli_epi32::<2>(hi),
-                        2 => hi,
-                        _ => _mm256_srli_epi32::<2>(hi),
-                    };
-                    let q = _mm256_or_si256(lo, _mm256_and_si256(hi, high2));
-                    let q = _mm256_cvtepi32_ps(_mm256_sub_epi32(q, offset));
+                    let q = q6_k_quants(p, n, quarter, c);
                     // Weights 128n + 32·quarter + 8c.. share the scale of their 16-weight group.
                     let group = 8 * n + 2 * quarter + c / 2;
                     let sc = f32::from(*p.add(192 + group) as i8);

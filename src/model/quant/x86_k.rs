@@ -230,11 +230,6 @@ impl KFormat for Q6K {
         i: usize,
     ) -> [[__m256; MB]; R] {
         let mut acc = [[_mm256_setzero_ps(); MB]; R];
-        let (low4, high2, offset) = (
-            _mm256_set1_epi32(0x0f),
-            _mm256_set1_epi32(0x30),
-            _mm256_set1_epi32(32),
-        );
         // SAFETY (every read): rows r..r + R < n, x rows i..i + MB < m and b < nb (the caller's);
         // offsets inside a 210-byte super-block and its 256 x values.
         unsafe {
@@ -258,22 +253,7 @@ impl KFormat for Q6K {
                             let e = 128 * n + 32 * quarter + 8 * c;
                             let xs: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, e));
                             for (a, &p) in blocks.iter().enumerate() {
-                                let lo = widen_u8(p.add(64 * n + 32 * (quarter % 2) + 8 * c));
-                                let lo = if quarter < 2 {
-                                    _mm256_and_si256(lo, low4)
-                                } else {
-                                    _mm256_srli_epi32::<4>(lo)
-                                };
-                                // Bits 2·quarter, 2·quarter + 1 of qh, moved to bits 4 and 5.
-                                let hi = widen_u8(p.add(128 + 32 * n + 8 * c));
-                                let hi = match quarter {
-                                    0 => _mm256_slli_epi32::<4>(hi),
-                                    1 => _mm256_slli_epi32::<2>(hi),
-                                    2 => hi,
-                                    _ => _mm256_srli_epi32::<2>(hi),
-                                };
-                                let q = _mm256_or_si256(lo, _mm256_and_si256(hi, high2));
-                                let q = _mm256_cvtepi32_ps(_mm256_sub_epi32(q, offset));
+                                let q = q6_k_quants(p, n, quarter, c);
                                 let w = _mm256_mul_ps(q, _mm256_set1_ps(dsc[a][e / 16]));
                                 for (v, &x) in acc[a].iter_mut().zip(&xs) {
                                     *v = _mm256_fmadd_ps(x, w, *v);
@@ -286,6 +266,38 @@ impl KFormat for Q6K {
         }
         acc
     }
+}
+
+/// Weights `128n + 32·quarter + 8c ..` (8 of them) of the Q6_K super-block at `p` as f32
+/// `q − 32`, before their scale (n < 2, quarter < 4, c < 4). Also the prefill dequantizer's.
+///
+/// # Safety
+/// `p` addresses a whole 210-byte super-block; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6_k_quants(p: *const u8, n: usize, quarter: usize, c: usize) -> __m256 {
+    // SAFETY: ql bytes 64n + 32·(quarter mod 2) + 8c.. and qh bytes 128 + 32n + 8c.. lie inside
+    // the super-block.
+    let (lo, hi) = unsafe {
+        (
+            widen_u8(p.add(64 * n + 32 * (quarter % 2) + 8 * c)),
+            widen_u8(p.add(128 + 32 * n + 8 * c)),
+        )
+    };
+    let lo = if quarter < 2 {
+        _mm256_and_si256(lo, _mm256_set1_epi32(0x0f))
+    } else {
+        _mm256_srli_epi32::<4>(lo)
+    };
+    // Bits 2·quarter, 2·quarter + 1 of qh, moved to bits 4 and 5.
+    let hi = match quarter {
+        0 => _mm256_slli_epi32::<4>(hi),
+        1 => _mm256_slli_epi32::<2>(hi),
+        2 => hi,
+        _ => _mm256_srli_epi32::<2>(hi),
+    };
+    let q = _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi32(0x30)));
+    _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(32)))
 }
 
 /// Weight rows `rows` against every x row.
