@@ -10,8 +10,8 @@
 //!    in between) with the products by libtorch and by our kernels;
 //! 5. the tiny benchmark model's f32 products at M = 8 (a GRPO group's decode step), weights in
 //!    cache, where the cost of summing each accumulator's lanes shows;
-//! 6. the Q8_0 and Q4_0 block kernels (`model::quant`) at M = 1 and 4 for the 1.5B shapes, GB/s of
-//!    quantized weight, AVX2 against AVX-512 where the CPU has both.
+//! 6. the block kernels (`model::quant`: Q8_0, Q4_0, Q4_K, Q6_K) at M = 1 and 4 for the 1.5B
+//!    shapes, GB/s of quantized weight, AVX2 against AVX-512 where the CPU has both.
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -299,8 +299,11 @@ fn decode_step(min_time: Duration) {
     }
 }
 
+/// The formats section 6 measures.
+const QUANT_FORMATS: [Format; 4] = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
+
 fn quantized(min_time: Duration) {
-    println!("\n## 6. Q8_0 and Q4_0 block kernels: GB/s of quantized weight streamed, by ISA");
+    println!("\n## 6. Block kernels: GB/s of quantized weight streamed, by ISA");
     let isas: Vec<quant::Isa> = [quant::Isa::Avx2, quant::Isa::Avx512]
         .into_iter()
         .filter(|isa| isa.runs_here())
@@ -312,7 +315,7 @@ fn quantized(min_time: Duration) {
     let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
     print!("| N×K | what |");
     let mut columns = 0;
-    for format in [Format::Q8_0, Format::Q4_0] {
+    for format in QUANT_FORMATS {
         for m in [1, 4] {
             for name in &names {
                 print!(" {} M={m} {name} |", format.name());
@@ -324,7 +327,7 @@ fn quantized(min_time: Duration) {
     for &(n, k, what) in &SHAPES {
         let (n, k) = (n as usize, k as usize);
         print!("| {n}×{k} | {what} |");
-        for format in [Format::Q8_0, Format::Q4_0] {
+        for format in QUANT_FORMATS {
             let w = QuantWeights::new(format, n, k);
             for m in [1, 4] {
                 let xs: Vec<f32> = (0..m * k)
@@ -380,11 +383,19 @@ impl QuantWeights {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    // A small f16 scale (about 0.004), then quant bytes of any value.
-                    block[0] = seed as u8;
-                    block[1] = 0x1c;
-                    for (j, q) in block[2..].iter_mut().enumerate() {
+                    // Quant bytes of any value, and small f16 scales (about 0.004) where the
+                    // format keeps its `d` (and Q4_K its `dmin`).
+                    for (j, q) in block.iter_mut().enumerate() {
                         *q = (seed >> (j % 8 * 8)) as u8 ^ j as u8;
+                    }
+                    let scales: &[usize] = match format {
+                        Format::Q8_0 | Format::Q4_0 => &[0],
+                        Format::Q4_K => &[0, 2],
+                        Format::Q6_K => &[208],
+                    };
+                    for &p in scales {
+                        block[p] = seed as u8;
+                        block[p + 1] = 0x1c;
                     }
                 }
                 v

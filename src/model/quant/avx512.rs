@@ -30,6 +30,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::avx512_k::{Q4K, Q6K};
 use super::format::Format;
 use super::prefetch::{BlockBytes, Prefetch};
 use super::{Job, BLOCK};
@@ -60,6 +61,29 @@ trait Blocks: BlockBytes {
     /// # Safety
     /// As for [`raw`](Self::raw).
     unsafe fn dequant(qs: *const u8, d: __m512) -> (__m512, __m512);
+}
+
+/// A format as the shared loops here see it: blocks of [`LEN`](Self::LEN) weights, and the
+/// product of a few weight rows by a few x rows over a range of blocks. The 32-weight formats
+/// implement it below, the K formats in `avx512_k`.
+pub(super) trait Kernel: BlockBytes {
+    /// Weights per block: 32, or a K super-block's 256.
+    const LEN: usize;
+
+    /// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to `acc[a][j]` (weight row `r + a`, x row
+    /// `i + j`), as 16-lane sums. `PF`: the tile also prefetches, by
+    /// [`Operands::prefetch_plan`].
+    ///
+    /// # Safety
+    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`), and
+    /// `blocks` inside `0..nb`.
+    unsafe fn add_tile<const R: usize, const MB: usize, const PF: bool>(
+        o: &Operands,
+        acc: &mut [[__m512; MB]; R],
+        r: usize,
+        i: usize,
+        blocks: Range<usize>,
+    );
 }
 
 struct Q8;
@@ -185,17 +209,16 @@ unsafe fn scales<B: Blocks>(first: *const u8, count: usize, out: &mut [f32; SCAL
 /// Weight rows `rows` against every x row.
 ///
 /// # Safety
-/// `job` meets [`Job`]'s invariants, its matrix is Q8_0 or Q4_0, `rows` lies inside `0..n`, the
-/// outputs of those rows are this call's alone to write, and the CPU has AVX-512F, AVX2, FMA and
-/// F16C.
+/// `job` meets [`Job`]'s invariants, `rows` lies inside `0..n`, the outputs of those rows are this
+/// call's alone to write, and the CPU has AVX-512F, AVX2, FMA and F16C.
 pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
     // SAFETY: forwarded.
     unsafe {
         match job.w.format {
             Format::Q8_0 => rows_of::<Q8>(job, rows),
             Format::Q4_0 => rows_of::<Q4>(job, rows),
-            #[allow(unreachable_patterns)]
-            other => unreachable!("no AVX-512 kernel for {other:?}: the dispatch takes AVX2's"),
+            Format::Q4_K => rows_of::<Q4K>(job, rows),
+            Format::Q6_K => rows_of::<Q6K>(job, rows),
         }
     }
 }
@@ -203,7 +226,7 @@ pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
 /// # Safety
 /// As for [`rows`], with `B` matching the matrix's format.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
+unsafe fn rows_of<B: Kernel>(job: &Job, rows: Range<usize>) {
     let o = Operands::new::<B>(job);
     let mut acc = vec![_mm512_setzero_ps(); GROUP * o.m];
     let mut r = rows.start;
@@ -226,10 +249,10 @@ unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
 /// # Safety
 /// As for [`rows`], for the rows `r..r + G`; `acc` has at least G·m elements.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m512]) {
+unsafe fn group<B: Kernel, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m512]) {
     let m = o.m;
     acc[..G * m].fill(_mm512_setzero_ps());
-    let chunk = (X_CHUNK_BYTES / (m * BLOCK * 4)).max(1);
+    let chunk = (X_CHUNK_BYTES / (m * B::LEN * 4)).max(1);
     for b0 in (0..o.nb).step_by(chunk) {
         let blocks = b0..(b0 + chunk).min(o.nb);
         let mut i = 0;
@@ -238,21 +261,21 @@ unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, ac
         unsafe {
             while i + X_TILE <= m {
                 if i == 0 {
-                    tile::<B, G, X_TILE, true, true>(o, acc, r, i, blocks.clone());
+                    tile::<B, G, X_TILE, true>(o, acc, r, i, blocks.clone());
                 } else {
-                    tile::<B, G, X_TILE, true, false>(o, acc, r, i, blocks.clone());
+                    tile::<B, G, X_TILE, false>(o, acc, r, i, blocks.clone());
                 }
                 i += X_TILE;
             }
             let first = i == 0;
             match (m - i, first) {
                 (0, _) => {}
-                (1, true) => tile::<B, G, 1, false, true>(o, acc, r, i, blocks.clone()),
-                (1, false) => tile::<B, G, 1, false, false>(o, acc, r, i, blocks.clone()),
-                (2, true) => tile::<B, G, 2, false, true>(o, acc, r, i, blocks.clone()),
-                (2, false) => tile::<B, G, 2, false, false>(o, acc, r, i, blocks.clone()),
-                (3, true) => tile::<B, G, 3, true, true>(o, acc, r, i, blocks.clone()),
-                (3, false) => tile::<B, G, 3, true, false>(o, acc, r, i, blocks.clone()),
+                (1, true) => tile::<B, G, 1, true>(o, acc, r, i, blocks.clone()),
+                (1, false) => tile::<B, G, 1, false>(o, acc, r, i, blocks.clone()),
+                (2, true) => tile::<B, G, 2, true>(o, acc, r, i, blocks.clone()),
+                (2, false) => tile::<B, G, 2, false>(o, acc, r, i, blocks.clone()),
+                (3, true) => tile::<B, G, 3, true>(o, acc, r, i, blocks.clone()),
+                (3, false) => tile::<B, G, 3, false>(o, acc, r, i, blocks.clone()),
                 _ => unreachable!("x tiles of {X_TILE} rows"),
             }
         }
@@ -265,9 +288,8 @@ unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, ac
     }
 }
 
-/// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to the running sums `sums[a·m + i + j]`.
-/// `DQ`: by dequantized weights (each widened once, then used by all MB x rows); else by block
-/// sums (then one FMA by `d` per block and pair). `PF`: this tile also prefetches.
+/// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to the running sums `sums[a·m + i + j]`, by
+/// the format's [`Kernel::add_tile`]. `PF`: this tile also prefetches.
 ///
 /// Kept out of line, with its sums copied into a local array, so that they stay in registers.
 ///
@@ -276,7 +298,7 @@ unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, ac
 /// has at least R·m elements.
 #[inline(never)]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-unsafe fn tile<B: Blocks, const R: usize, const MB: usize, const DQ: bool, const PF: bool>(
+unsafe fn tile<B: Kernel, const R: usize, const MB: usize, const PF: bool>(
     o: &Operands,
     sums: &mut [__m512],
     r: usize,
@@ -286,6 +308,29 @@ unsafe fn tile<B: Blocks, const R: usize, const MB: usize, const DQ: bool, const
     let m = o.m;
     let mut acc: [[__m512; MB]; R] =
         std::array::from_fn(|a| std::array::from_fn(|j| sums[a * m + i + j]));
+    // SAFETY: forwarded.
+    unsafe { B::add_tile::<R, MB, PF>(o, &mut acc, r, i, blocks) };
+    for (a, acc_a) in acc.iter().enumerate() {
+        sums[a * m + i..][..MB].copy_from_slice(acc_a);
+    }
+}
+
+/// [`Kernel::add_tile`] for the 32-weight formats: from three x rows on by dequantized weights
+/// (each widened once, then used by all MB x rows), else by block sums (then one FMA by `d` per
+/// block and pair).
+///
+/// # Safety
+/// As for [`Kernel::add_tile`].
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn add_blocks<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
+    o: &Operands,
+    acc: &mut [[__m512; MB]; R],
+    r: usize,
+    i: usize,
+    blocks: Range<usize>,
+) {
+    let dq = MB >= 3;
     let plan = o.prefetch_plan::<B, R>(r);
     let mut d = [[0.0f32; SCALE_RUN]; R];
     // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb; each run's
@@ -306,7 +351,7 @@ unsafe fn tile<B: Blocks, const R: usize, const MB: usize, const DQ: bool, const
                     for (a, acc_a) in acc.iter_mut().enumerate() {
                         let qs = o.block::<B>(r + a, b).add(2);
                         let scale = _mm512_set1_ps(d[a][b - run]);
-                        if DQ {
+                        if dq {
                             let (lo, hi) = B::dequant(qs, scale);
                             for (s, (xlo, xhi)) in acc_a.iter_mut().zip(&x) {
                                 *s = _mm512_fmadd_ps(*xlo, lo, *s);
@@ -325,27 +370,49 @@ unsafe fn tile<B: Blocks, const R: usize, const MB: usize, const DQ: bool, const
             }
         }
     }
-    for (a, acc_a) in acc.iter().enumerate() {
-        sums[a * m + i..][..MB].copy_from_slice(acc_a);
-    }
 }
 
+/// [`Kernel`] for a 32-weight format, by [`add_blocks`].
+macro_rules! block_kernel {
+    ($t:ty) => {
+        impl Kernel for $t {
+            const LEN: usize = BLOCK;
+
+            #[inline]
+            #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+            unsafe fn add_tile<const R: usize, const MB: usize, const PF: bool>(
+                o: &Operands,
+                acc: &mut [[__m512; MB]; R],
+                r: usize,
+                i: usize,
+                blocks: Range<usize>,
+            ) {
+                // SAFETY: forwarded.
+                unsafe { add_blocks::<Self, R, MB, PF>(o, acc, r, i, blocks) }
+            }
+        }
+    };
+}
+block_kernel!(Q8);
+block_kernel!(Q4);
+
 /// Where tiles read their operands.
-struct Operands {
+pub(super) struct Operands {
     /// The matrix.
-    w: *const u8,
+    pub(super) w: *const u8,
     row_bytes: usize,
-    /// `x86::Staged::xs`.
+    /// `x86::Staged::xs`: x block-major, by 32-value blocks whatever the format's block.
     x: *const f32,
     m: usize,
+    /// The format's blocks per row.
     nb: usize,
     /// Whether rows are short enough for linear prefetching.
     linear: bool,
 }
 
 impl Operands {
-    fn new<B: Blocks>(job: &Job) -> Self {
-        let nb = job.x.k / BLOCK;
+    fn new<B: Kernel>(job: &Job) -> Self {
+        let nb = job.x.k / B::LEN;
         Self {
             w: job.w.bytes.as_ptr(),
             row_bytes: nb * B::BYTES,
@@ -360,27 +427,36 @@ impl Operands {
     ///
     /// # Safety
     /// `r < n`, `b < nb`.
-    unsafe fn block<B: Blocks>(&self, r: usize, b: usize) -> *const u8 {
+    pub(super) unsafe fn block<B: BlockBytes>(&self, r: usize, b: usize) -> *const u8 {
         // SAFETY: inside the matrix, by the caller's bounds.
         unsafe { self.w.add(r * self.row_bytes + b * B::BYTES) }
     }
 
-    /// x row `i`'s block `b`: values 0..16 and 16..32.
+    /// x row `i`'s 32-value block `b`: values 0..16 and 16..32.
     ///
     /// # Safety
-    /// `i < m`, `b < nb`; the staged values exist; the CPU has AVX-512F.
+    /// `i < m`, `b < k / 32`; the staged values exist; the CPU has AVX-512F.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn x(&self, i: usize, b: usize) -> (__m512, __m512) {
-        // SAFETY: the 32 values of (b, i), inside the m·k staged values by the caller's bounds.
-        unsafe {
-            let p = self.x.add((b * self.m + i) * BLOCK);
-            (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)))
-        }
+    pub(super) unsafe fn x(&self, i: usize, b: usize) -> (__m512, __m512) {
+        // SAFETY: forwarded.
+        unsafe { (self.x16(i, b, 0), self.x16(i, b, 1)) }
+    }
+
+    /// x row `i`'s 32-value block `b`: values `16h..16h + 16`.
+    ///
+    /// # Safety
+    /// `i < m`, `b < k / 32`, `h < 2`; the staged values exist; the CPU has AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn x16(&self, i: usize, b: usize, h: usize) -> __m512 {
+        // SAFETY: 16 of the 32 values of (b, i), inside the m·k staged values by the caller's
+        // bounds.
+        unsafe { _mm512_loadu_ps(self.x.add((b * self.m + i) * BLOCK + 16 * h)) }
     }
 
     /// The prefetch plan for a pass over rows `r..r + R` (see [`Prefetch::plan`]).
-    fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
+    pub(super) fn prefetch_plan<B: BlockBytes, const R: usize>(&self, r: usize) -> Prefetch {
         Prefetch::plan::<B, R>(self.linear, self.row_bytes, r)
     }
 }

@@ -45,6 +45,8 @@ pub fn k_scale_min(packed: &[u8], j: usize) -> (f32, f32) {
 
 /// All eight (scale, min) pairs of [`k_scale_min`] at once, as bytes: word arithmetic on the 12
 /// packed bytes read as three little-endian u32 (what the SIMD kernels use, once per super-block).
+/// Inline: a call from a kernel would cost more than the arithmetic, and spill its vectors.
+#[inline]
 pub fn k_scales_mins(packed: &[u8]) -> ([u8; 8], [u8; 8]) {
     let word =
         |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);

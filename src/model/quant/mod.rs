@@ -25,11 +25,14 @@
 //! other x86-64 ones ([`Isa::Avx2`]), a portable scalar loop everywhere else ([`Isa::Scalar`]),
 //! picked once by a cached CPU-feature check. `THINKBENCH_ISA=avx2` keeps an AVX-512 machine on
 //! the AVX2 kernels (to compare the two in one run), as it does for `gemv/`.
-//! The K formats have their own AVX2 kernels (`x86_k`, also used on AVX-512 machines); dispatch
-//! goes by format first, then by instruction set.
+//! AVX-512: one set of loops (`avx512`) for all four formats, with the K formats' super-block
+//! arithmetic in `avx512_k`. AVX2: the K formats have their own kernels (`x86_k`), apart from
+//! Q8_0 / Q4_0's (`x86`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_k;
 mod format;
 pub mod kblocks;
 #[cfg(target_arch = "x86_64")]
@@ -402,14 +405,10 @@ pub unsafe fn matvec_rows_on(
                 isa.runs_here(),
                 "this CPU lacks AVX-512F, AVX2, FMA or F16C"
             );
-            // SAFETY: as for AVX2; the CPU has AVX-512F as well (asserted just now), and formats
-            // without an AVX-512 kernel take the AVX2 one, which it runs too.
+            // SAFETY: as for AVX2; the CPU has AVX-512F as well (asserted just now).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                match w.format {
-                    Format::Q8_0 | Format::Q4_0 => avx512::rows(&job, rows),
-                    Format::Q4_K | Format::Q6_K => x86_k::rows(&job, rows),
-                }
+                avx512::rows(&job, rows)
             }
         }
     }

@@ -24,15 +24,18 @@ pub(super) fn linear(row_bytes: usize) -> bool {
     GROUP * row_bytes <= LINEAR_GROUP_BYTES
 }
 
-/// The addresses a pass prefetches at block `b`: `first + b·step + s·apart` (bytes into the
-/// matrix, `wrap_by` more from block `wrap_block` on) for `s < count`, with `count` as many as
-/// the pass reads lines per block (one more, for blocks that straddle lines) or rows, whichever
-/// is more ([`Prefetch::count`]).
+/// The addresses a pass over R rows prefetches at block `b`: `first + b·step + (s mod R)·apart +
+/// (s div R)·line` (bytes into the matrix, `wrap_by` more from block `wrap_block` on) for
+/// `s < count`, with `count` as many as the pass reads lines per block (one more, for blocks
+/// that straddle lines), or R times the lines of one row's block, whichever is more
+/// ([`Prefetch::count`]). So a long-row pass hints every row's lines of a block, also where a
+/// block is longer than a line (the K formats' 144- and 210-byte super-blocks).
 #[derive(Clone, Copy)]
 pub(super) struct Prefetch {
     first: usize,
     step: usize,
     apart: usize,
+    line: usize,
     wrap_block: usize,
     wrap_by: usize,
 }
@@ -52,10 +55,12 @@ impl Prefetch {
         r: usize,
     ) -> Prefetch {
         if linear {
+            // One run of lines: (s mod R)·64 + (s div R)·R·64 = s·64.
             Prefetch {
                 first: (r + GROUP) * row_bytes,
                 step: R * B::BYTES,
                 apart: 64,
+                line: R * 64,
                 wrap_block: usize::MAX,
                 wrap_by: 0,
             }
@@ -64,6 +69,7 @@ impl Prefetch {
                 first: r * row_bytes + PREFETCH,
                 step: B::BYTES,
                 apart: row_bytes,
+                line: 64,
                 wrap_block: row_bytes.saturating_sub(PREFETCH).div_ceil(B::BYTES),
                 wrap_by: (GROUP - 1) * row_bytes,
             }
@@ -72,10 +78,13 @@ impl Prefetch {
 
     pub(super) const fn count<B: BlockBytes, const R: usize>() -> usize {
         let lines = (R * B::BYTES).div_ceil(64) + 1;
-        if lines > R {
+        // Blocks of up to a line (Q8_0, Q4_0): R, one line per row; a K super-block: its lines in
+        // each of the R rows. `line` steps within a row, so these never reach past its block.
+        let per_row = R * B::BYTES.div_ceil(64);
+        if lines > per_row {
             lines
         } else {
-            R
+            per_row
         }
     }
 
@@ -95,9 +104,10 @@ impl Prefetch {
     pub(super) fn hint<B: BlockBytes, const R: usize>(&self, w: *const u8, b: usize) {
         let at = w.wrapping_add(self.first + b * self.step);
         for s in 0..Self::count::<B, R>() {
+            let offset = s % R * self.apart + s / R * self.line;
             // A hint, never a read: an address past the matrix is harmless, hence wrapping_add.
             // SAFETY: prefetching reads nothing and faults on no address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(s * self.apart) as *const i8) };
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(offset) as *const i8) };
         }
     }
 }

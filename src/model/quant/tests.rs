@@ -364,7 +364,8 @@ fn assert_close(got: &[f32], want: &[f64], tol: &[f64], what: &str) {
 }
 
 /// Every shape the brief names, on one ISA: N odd and not a multiple of any tile, K from one
-/// block to the MLP's 8960, M from 1 to 9 and 16 (every x-tile remainder), bias or not. The
+/// block to the MLP's 8960, M from 1 to 9 and 16 (every x-tile remainder; the K formats up to
+/// 17, past the AVX-512 kernels' one-super-block K chunks), bias or not. The
 /// largest N runs with fewer (K, M) pairs to keep the f64 reference quick.
 fn kernels_match_reference(isa: Isa) {
     let mut rng = Rng(7);
@@ -386,7 +387,9 @@ fn kernels_match_reference(isa: Isa) {
                 let ms: &[usize] = if n == 1000 {
                     &[1, 2, 4, 5, 9, 16]
                 } else if format.is_k() && k <= 1536 {
-                    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+                    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+                } else if format.is_k() {
+                    &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 17]
                 } else {
                     &[1, 2, 3, 4, 5, 6, 7, 8, 9, 16]
                 };
@@ -520,8 +523,12 @@ fn row_ranges_write_only_their_rows() {
 /// summation; a misplaced quant, scale or offset cannot hide inside the tolerance.
 #[test]
 fn exact_small_integer_products() {
-    let (n, m) = (5, 3);
-    for isa in isas() {
+    let n = 5;
+    // Every x-tile kind: one row, three, and four plus two.
+    for (isa, m) in isas()
+        .into_iter()
+        .flat_map(|isa| [(isa, 1), (isa, 3), (isa, 6)])
+    {
         for format in ALL {
             let k = if format.is_k() { 512 } else { 256 };
             let mut bytes = vec![0u8; n * format.row_bytes(k).unwrap()];
@@ -571,7 +578,7 @@ fn exact_small_integer_products() {
                 for r in 0..n {
                     let (xr, wr) = (&xs[i * k..][..k], &dense[r * k..][..k]);
                     let want: f32 = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
-                    assert_eq!(out[i * n + r], want, "{isa:?} {format:?} i={i} r={r}");
+                    assert_eq!(out[i * n + r], want, "{isa:?} {format:?} m={m} i={i} r={r}");
                 }
             }
         }
