@@ -53,12 +53,18 @@ VARIANTS = {
     "bf16": [("dtype bf16", ["--dtype", "bf16"])],
     # Quantized files: the blocks run as stored; activations are f32.
     "q8_0": [("as stored", ["--dtype", "f32"])],
+    # 4- and 6-bit blocks: the exact prefill (the default), and --prefill int8 (activations
+    # rounded to 8 bits for the prompt's products, as llama.cpp does).
     "q4_0": [
         ("as stored", ["--dtype", "f32"]),
+        ("--prefill int8", ["--dtype", "f32", "--prefill", "int8"]),
         # llama.cpp keeps output.weight at Q6_K in a Q4_0 file; this requantizes it to Q4_0.
         ("--quant q4_0", ["--dtype", "f32", "--quant", "q4_0"]),
     ],
-    "q4_k_m": [("as stored", ["--dtype", "f32"])],
+    "q4_k_m": [
+        ("as stored", ["--dtype", "f32"]),
+        ("--prefill int8", ["--dtype", "f32", "--prefill", "int8"]),
+    ],
 }
 
 

@@ -115,6 +115,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         // quantized kernels need only AVX-512F, the bf16 ones its BF16 extension).
         "cpu_kernels": crate::model::gemv::isa().name(),
         "quant_kernels": crate::model::quant::Isa::detect().name(),
+        "prefill": crate::model::qlinear::prefill_mode().name(),
         "read_gb_per_s": read_bw / 1e9,
         "bytes_read_per_token": per_token,
         "decode_bound_tokens_per_s": read_bw / per_token as f64,

@@ -75,6 +75,7 @@ pub fn run(args: &WorkbenchArgs, open: Option<&Path>) -> Result<()> {
         .clone()
         .or_else(session::default_dir)
         .unwrap_or_else(|| PathBuf::from("thinkbench-sessions"));
+    args.runtime.apply_prefill();
     runner::run(RunOptions {
         model,
         device: args.runtime.device.clone(),

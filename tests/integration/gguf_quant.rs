@@ -11,7 +11,8 @@
 //! The reference is independent of what is under test: its values come from gguf-py's numpy
 //! dequantizer, not from `model::quant` or `gguf::dequant`, and it runs through libtorch's f32
 //! products. The quantized file runs the stored blocks as they are: the prompt's dense products
-//! (more rows than the kernels take) through our dequantize-then-GEMM, decode (and experts that
+//! (more rows than the kernels take) through our dequantize-then-GEMM (the exact prefill;
+//! `--prefill int8`, which rounds the prompt's activations to 8 bits, is compared with it apart), decode (and experts that
 //! get few prompt rows) through the Q8_0 / Q4_0 block kernels; its embedding (Q8_0 in qwen2) goes
 //! through our GGUF dequantizer (qwen2_k's Q4_K embedding through the same K-block code the
 //! kernels' formats use). A wrong block layout, scale, nibble order or expert offset in any
@@ -75,6 +76,7 @@ fn same_run(quantized: &str, expected: &[(String, (usize, usize))], moe: bool) {
         greedy_traced(&r, &prompt, 16),
     );
     assert_same_run(&a, &b, TOL, quantized);
+    assert_integer_prefill_close(&q, &prompt, INTEGER_PREFILL_TOL, quantized);
     // Beyond the chosen tokens: every top-5 alternative, and routing really traced (so the
     // comparison above had experts to compare) exactly when the model is an MoE.
     let (ga, gb) = (&a.completions[0].tokens, &b.completions[0].tokens);

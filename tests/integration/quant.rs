@@ -5,7 +5,8 @@
 //! usual, with each quantized weight overwritten by its dequantized values (`model::quant`'s
 //! quantizer and dequantizer, checked byte for byte against gguf-py by their own fixture tests),
 //! run through libtorch's f32 products. The quantized model runs the block kernels (decode) and
-//! dequantize-then-GEMM (prefill) instead.
+//! dequantize-then-GEMM (prefill) instead; `--prefill int8`, which rounds the prompt's
+//! activations to 8 bits, is compared with that exact prefill.
 
 use tch::{Device, Tensor};
 use thinkbench::model::quant::{self, Format};
@@ -39,11 +40,13 @@ fn check(dir: &std::path::Path, format: Format, min_quantized: usize) {
     // A prompt longer than the kernels' row limit, so prefill takes the dequantize-and-GEMM path
     // and decode the block kernels.
     let prompt: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 200).collect();
+    let what = format!("{} {format:?}", name(dir));
     let (got, want) = (
         greedy_traced(&q, &prompt, 24),
         greedy_traced(&reference, &prompt, 24),
     );
-    assert_same_run(&got, &want, 2e-3, &format!("{} {format:?}", name(dir)));
+    assert_same_run(&got, &want, 2e-3, &what);
+    assert_integer_prefill_close(&q, &prompt, INTEGER_PREFILL_TOL, &what);
 }
 
 #[test]

@@ -34,6 +34,9 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_k;
 mod format;
+pub mod int8;
+#[cfg(target_arch = "x86_64")]
+mod int8_x86;
 pub mod kblocks;
 #[cfg(target_arch = "x86_64")]
 mod prefetch;
@@ -45,6 +48,8 @@ mod x86_dequant;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
 
+#[cfg(test)]
+pub(crate) mod int8_tests;
 #[cfg(test)]
 mod tests;
 

@@ -280,7 +280,7 @@ fn ggml_type_numbers() {
 // Kernels
 
 /// splitmix64: small, seeded, the same everywhere.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -292,7 +292,7 @@ impl Rng {
     }
 
     /// Uniform in [−1, 1).
-    fn uniform(&mut self) -> f32 {
+    pub(super) fn uniform(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
 }
@@ -300,7 +300,7 @@ impl Rng {
 /// Random blocks as a GGUF file could hold them: every quant byte value (Q8_0's −128 too, which
 /// the quantizer never writes; every 6-bit scale and min of Q4_K, every i8 scale of Q6_K) and f16
 /// scales of either sign over four orders of magnitude.
-fn random_matrix(rng: &mut Rng, format: Format, n: usize, k: usize) -> Vec<u8> {
+pub(super) fn random_matrix(rng: &mut Rng, format: Format, n: usize, k: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n * format.row_bytes(k).unwrap()];
     for block in bytes.chunks_exact_mut(format.block_bytes()) {
         for q in block.iter_mut() {
@@ -322,7 +322,7 @@ fn random_matrix(rng: &mut Rng, format: Format, n: usize, k: usize) -> Vec<u8> {
 
 /// x values of mixed sign and a spread of sizes; some rows are offset so that Σx is large next
 /// to the products, which Q4_0's `Σq·x − 8·Σx` has to survive.
-fn random_x(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
+pub(super) fn random_x(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
     (0..m * k)
         .map(|e| {
             let offset = if (e / k) % 3 == 2 { 1.5 } else { 0.0 };
@@ -333,7 +333,12 @@ fn random_x(rng: &mut Rng, m: usize, k: usize) -> Vec<f32> {
 
 /// The reference: `w` dequantized by the scalar format code, products and sums in f64. Returns
 /// the sums and, per output, the tolerance `16·ε·√K·max|x·w|` (plus the bias's own rounding).
-fn reference(w: &QuantMatrix, x: &[f32], m: usize, bias: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
+pub(super) fn reference(
+    w: &QuantMatrix,
+    x: &[f32],
+    m: usize,
+    bias: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
     let (n, k) = (w.n(), w.k());
     let dense = w.dequantize();
     let (mut sums, mut tols) = (vec![0.0; m * n], vec![0.0; m * n]);
