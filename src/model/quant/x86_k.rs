@@ -71,22 +71,20 @@ impl Q4K {
         _mm256_mul_ps(widen(mn), dmin)
     }
 
-    /// The quants `8c..8c + 8` of sub-block `s` of the super-block at `block`, as f32.
+    /// The low and high nibbles of the 8 quant bytes at `p`, as f32: 8 quants of sub-block `2j`
+    /// and the same 8 of sub-block `2j + 1`.
     ///
     /// # Safety
-    /// `block` addresses a whole Q4_K super-block, `s < 8`, `c < 4`; the CPU has AVX2.
+    /// `p` addresses 8 readable bytes; the CPU has AVX2.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn quants(block: *const u8, s: usize, c: usize) -> __m256 {
-        // SAFETY: quant bytes 32(s/2) + 8c.. lie inside the 128 at 16..144.
-        let bytes = unsafe { widen_u8(block.add(16 + 32 * (s / 2) + 8 * c)) };
-        let q = if s % 2 == 0 {
-            _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f))
-        } else {
-            // A byte in an i32 lane shifted down by 4: its high nibble alone.
-            _mm256_srli_epi32::<4>(bytes)
-        };
-        _mm256_cvtepi32_ps(q)
+    unsafe fn nibbles(p: *const u8) -> (__m256, __m256) {
+        // SAFETY: the caller's.
+        let bytes = unsafe { widen_u8(p) };
+        let lo = _mm256_and_si256(bytes, _mm256_set1_epi32(0x0f));
+        // A byte in an i32 lane shifted down by 4: its high nibble alone.
+        let hi = _mm256_srli_epi32::<4>(bytes);
+        (_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi))
     }
 
     /// [`Kernel::add_tile`] by block sums (one or two x rows; see the module's doc).
@@ -120,26 +118,32 @@ impl Q4K {
                         }
                     }
                     in_memory(&mut dsc);
-                    for s in 0..X_BLOCKS {
-                        let xb = X_BLOCKS * b + s;
-                        let mut bacc = [[_mm256_setzero_ps(); MB]; R];
+                    // Quant bytes 32j..32j + 32: sub-block 2j in their low nibbles, 2j + 1 in
+                    // their high ones, each summed apart before its scale.
+                    for j in 0..4 {
+                        let xb = X_BLOCKS * b + 2 * j;
+                        let mut bacc = [[[_mm256_setzero_ps(); MB]; 2]; R];
                         for c in 0..4 {
-                            let x: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, xb, c));
                             for (ba, &p) in bacc.iter_mut().zip(&sbs) {
-                                let q = Self::quants(p, s, c);
-                                for (v, &xv) in ba.iter_mut().zip(&x) {
-                                    *v = if c == 0 {
-                                        _mm256_mul_ps(xv, q)
-                                    } else {
-                                        _mm256_fmadd_ps(xv, q, *v)
-                                    };
+                                let (lo, hi) = Self::nibbles(p.add(16 + 32 * j + 8 * c));
+                                for (h, q) in [lo, hi].into_iter().enumerate() {
+                                    for (e, v) in ba[h].iter_mut().enumerate() {
+                                        let x = o.x(i + e, xb + h, c);
+                                        *v = if c == 0 {
+                                            _mm256_mul_ps(x, q)
+                                        } else {
+                                            _mm256_fmadd_ps(x, q, *v)
+                                        };
+                                    }
                                 }
                             }
                         }
                         for ((acc_a, ba), dsc_a) in acc.iter_mut().zip(&bacc).zip(&dsc) {
-                            let d = _mm256_set1_ps(dsc_a[s]);
-                            for (v, &bv) in acc_a.iter_mut().zip(ba) {
-                                *v = _mm256_fmadd_ps(bv, d, *v);
+                            for (h, ba_h) in ba.iter().enumerate() {
+                                let d = _mm256_set1_ps(dsc_a[2 * j + h]);
+                                for (v, &bv) in acc_a.iter_mut().zip(ba_h) {
+                                    *v = _mm256_fmadd_ps(bv, d, *v);
+                                }
                             }
                         }
                     }
@@ -163,7 +167,6 @@ impl Q4K {
     ) {
         let plan = o.prefetch_plan::<Self, R>(r);
         let (mut dsc, mut mins) = ([[0.0f32; 8]; R], [[0.0f32; 8]; R]);
-        let low4 = _mm256_set1_epi32(0x0f);
         // SAFETY (every read): rows r..r + R < n, x rows i..i + MB < m and b < nb (the
         // caller's); offsets inside a 144-byte super-block and its 256 x values.
         unsafe {
@@ -187,9 +190,7 @@ impl Q4K {
                             for ((acc_a, &p), (dsc_a, mins_a)) in
                                 acc.iter_mut().zip(&sbs).zip(dsc.iter().zip(&mins))
                             {
-                                let bytes = widen_u8(p.add(16 + 32 * j + 8 * c));
-                                let lo = _mm256_cvtepi32_ps(_mm256_and_si256(bytes, low4));
-                                let hi = _mm256_cvtepi32_ps(_mm256_srli_epi32::<4>(bytes));
+                                let (lo, hi) = Self::nibbles(p.add(16 + 32 * j + 8 * c));
                                 let weights = |q, s: usize| {
                                     let (d, m) = (dsc_a[s], mins_a[s]);
                                     _mm256_fmsub_ps(q, _mm256_set1_ps(d), _mm256_set1_ps(m))
