@@ -186,16 +186,21 @@ impl Q4K {
                     // their high ones; x blocks 8b + 2j and 8b + 2j + 1.
                     for j in 0..4 {
                         let xb = X_BLOCKS * b + 2 * j;
-                        for c in 0..4 {
-                            for ((acc_a, &p), (dsc_a, mins_a)) in
-                                acc.iter_mut().zip(&sbs).zip(dsc.iter().zip(&mins))
-                            {
+                        for ((acc_a, &p), (dsc_a, mins_a)) in
+                            acc.iter_mut().zip(&sbs).zip(dsc.iter().zip(&mins))
+                        {
+                            // The two sub-blocks' scales and mins, once for their 64 weights.
+                            let [d_lo, d_hi, m_lo, m_hi] = [
+                                dsc_a[2 * j],
+                                dsc_a[2 * j + 1],
+                                mins_a[2 * j],
+                                mins_a[2 * j + 1],
+                            ]
+                            .map(|v| _mm256_set1_ps(v));
+                            for c in 0..4 {
                                 let (lo, hi) = Self::nibbles(p.add(16 + 32 * j + 8 * c));
-                                let weights = |q, s: usize| {
-                                    let (d, m) = (dsc_a[s], mins_a[s]);
-                                    _mm256_fmsub_ps(q, _mm256_set1_ps(d), _mm256_set1_ps(m))
-                                };
-                                let (lo, hi) = (weights(lo, 2 * j), weights(hi, 2 * j + 1));
+                                let lo = _mm256_fmsub_ps(lo, d_lo, m_lo);
+                                let hi = _mm256_fmsub_ps(hi, d_hi, m_hi);
                                 for (e, v) in acc_a.iter_mut().enumerate() {
                                     *v = _mm256_fmadd_ps(o.x(i + e, xb, c), lo, *v);
                                     *v = _mm256_fmadd_ps(o.x(i + e, xb + 1, c), hi, *v);
