@@ -11,7 +11,8 @@
 //! 5. the tiny benchmark model's f32 products at M = 8 (a GRPO group's decode step), weights in
 //!    cache, where the cost of summing each accumulator's lanes shows;
 //! 6. the block kernels (`model::quant`: Q8_0, Q4_0, Q4_K, Q6_K) at M = 1 and 4 for the 1.5B
-//!    shapes, GB/s of quantized weight, AVX2 against AVX-512 where the CPU has both.
+//!    shapes, GB/s of quantized weight, AVX2 against AVX-512 where the CPU has both;
+//!    `QUANT_FORMATS=Q4_K,Q6_K` and `QUANT_M=1,2,4,8,16` pick other formats and rows of x.
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -299,8 +300,28 @@ fn decode_step(min_time: Duration) {
     }
 }
 
-/// The formats section 6 measures.
-const QUANT_FORMATS: [Format; 4] = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
+/// The formats section 6 measures: all, or those named in `QUANT_FORMATS` (comma-separated).
+fn quant_formats() -> Vec<Format> {
+    let all = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
+    match std::env::var("QUANT_FORMATS") {
+        Ok(names) => all
+            .into_iter()
+            .filter(|f| names.split(',').any(|n| n.eq_ignore_ascii_case(f.name())))
+            .collect(),
+        Err(_) => all.to_vec(),
+    }
+}
+
+/// The rows of x section 6 measures: 1 and 4, or those listed in `QUANT_M` (comma-separated).
+fn quant_ms() -> Vec<usize> {
+    std::env::var("QUANT_M")
+        .map(|ms| {
+            ms.split(',')
+                .filter_map(|m| m.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| vec![1, 4])
+}
 
 fn quantized(min_time: Duration) {
     println!("\n## 6. Block kernels: GB/s of quantized weight streamed, by ISA");
@@ -313,10 +334,11 @@ fn quantized(min_time: Duration) {
         return;
     }
     let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
+    let (formats, ms) = (quant_formats(), quant_ms());
     print!("| N×K | what |");
     let mut columns = 0;
-    for format in QUANT_FORMATS {
-        for m in [1, 4] {
+    for &format in &formats {
+        for &m in &ms {
             for name in &names {
                 print!(" {} M={m} {name} |", format.name());
                 columns += 1;
@@ -327,9 +349,9 @@ fn quantized(min_time: Duration) {
     for &(n, k, what) in &SHAPES {
         let (n, k) = (n as usize, k as usize);
         print!("| {n}×{k} | {what} |");
-        for format in QUANT_FORMATS {
+        for &format in &formats {
             let w = QuantWeights::new(format, n, k);
-            for m in [1, 4] {
+            for &m in &ms {
                 let xs: Vec<f32> = (0..m * k)
                     .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
                     .collect();

@@ -35,6 +35,7 @@ use super::avx512::{Kernel, Operands};
 use super::format::{Format, BLOCK, SUPER_BLOCK};
 use super::kblocks::k_scales_mins;
 use super::prefetch::BlockBytes;
+use super::x86::in_memory;
 
 /// 32-value x blocks per super-block.
 const X_BLOCKS: usize = SUPER_BLOCK / BLOCK;
@@ -48,15 +49,6 @@ impl BlockBytes for Q4K {
 
 impl BlockBytes for Q6K {
     const BYTES: usize = Format::Q6_K.block_bytes();
-}
-
-/// Keeps what `v` holds in memory: read back with constant indices (loops unrolled), the
-/// values of a scale array stored just before would otherwise be forwarded into registers and
-/// each broadcast made from its lane by one to three shuffles, all on the port that also widens
-/// and looks up the quants; from memory a broadcast is a plain load (or an FMA's operand).
-#[inline]
-fn in_memory<T>(v: &mut T) {
-    std::hint::black_box(v);
 }
 
 /// 16 bytes at `p`, each zero-extended to an i32 lane.

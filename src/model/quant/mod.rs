@@ -25,9 +25,8 @@
 //! other x86-64 ones ([`Isa::Avx2`]), a portable scalar loop everywhere else ([`Isa::Scalar`]),
 //! picked once by a cached CPU-feature check. `THINKBENCH_ISA=avx2` keeps an AVX-512 machine on
 //! the AVX2 kernels (to compare the two in one run), as it does for `gemv/`.
-//! AVX-512: one set of loops (`avx512`) for all four formats, with the K formats' super-block
-//! arithmetic in `avx512_k`. AVX2: the K formats have their own kernels (`x86_k`), apart from
-//! Q8_0 / Q4_0's (`x86`).
+//! Each ISA has one set of loops for all four formats (`x86` for AVX2, `avx512`), with the K
+//! formats' super-block arithmetic apart (`x86_k`, `avx512_k`).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -398,11 +397,7 @@ pub unsafe fn matvec_rows_on(
             // the features the kernels are compiled for (asserted just now).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                if w.format.is_k() {
-                    x86_k::rows(&job, rows)
-                } else {
-                    x86::rows(&job, rows)
-                }
+                x86::rows(&job, rows)
             }
         }
         Isa::Avx512 => {

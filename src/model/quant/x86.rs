@@ -1,4 +1,6 @@
-//! AVX2 + FMA + F16C kernels (x86-64): the weights widened to f32 in registers, f32 FMAs.
+//! AVX2 + FMA + F16C kernels (x86-64): the weights widened to f32 in registers, f32 FMAs. One
+//! set of loops for all four formats, through [`Kernel`]: Q8_0 and Q4_0 here, the K formats'
+//! super-block arithmetic in `x86_k` (a super-block is one of their blocks).
 //!
 //! Widening: 8 quants at a time go from 8 bytes to 8 i32 lanes (`vpmovsxbd` / `vpmovzxbd`
 //! straight from memory) and to f32. Q8_0's bytes 8h..8h+8 and 16+8h..24+8h (h = 0, 1) are x
@@ -6,12 +8,12 @@
 //! nibbles: chunk h + 2), so both formats go through one loop.
 //!
 //! Two ways to apply the block scale `d`, by tile:
-//! - [`Tiles::tile_sum`] (one or two x rows): per block and (weight row, x row) pair, `Σ x·q` in a
-//!   block accumulator, then one FMA by `d`. Q4_0's `q − 8` is never formed: the accumulator
-//!   starts at `−Σx` of the block in every lane, and its eight lanes add up to the `−8·Σx` that
+//! - [`tile_sum`] (one or two x rows): per block and (weight row, x row) pair, `Σ x·q` in a block
+//!   accumulator, then one FMA by `d`. Q4_0's `q − 8` is never formed: the accumulator starts at
+//!   `−Σx` of the block in every lane, and its eight lanes add up to the `−8·Σx` that
 //!   `Σ (q − 8)·x = Σ q·x − 8·Σ x` needs.
-//! - [`Tiles::tile_dq`] (three x rows and more): each widened weight vector is dequantized once,
-//!   `q·d` (Q4_0: `q·d − 8·d` in one FMA), and then serves every x row.
+//! - [`tile_dq`] (three x rows and more): each widened weight vector is dequantized once, `q·d`
+//!   (Q4_0: `q·d − 8·d` in one FMA), and then serves every x row.
 //!
 //! Order: a group of [`GROUP`] weight rows at a time; K in chunks whose x values (all M rows)
 //! fit in half of L1; per chunk, tiles of R weight rows × MB x rows, whose R·MB sums stay in
@@ -22,12 +24,16 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::format::Format;
+use super::format::{Format, SUPER_BLOCK};
 use super::prefetch::{BlockBytes, Prefetch};
+use super::x86_k::{Q4K, Q6K};
 use super::{Job, BLOCK};
 
 /// Weight rows multiplied by all of x before the next rows are read.
 const GROUP: usize = super::ROW_TILE;
+
+/// 32-value x blocks per K super-block.
+pub(super) const X_BLOCKS: usize = SUPER_BLOCK / BLOCK;
 
 /// x as the kernels read it, made once per product by [`Activations`](super::Activations).
 #[derive(Debug, Default)]
@@ -37,7 +43,8 @@ pub(super) struct Staged {
     /// where x rows K·4 bytes apart (a multiple of 2 KiB at the usual K) collide in L1's sets.
     /// (The AVX-512 kernels read it too.)
     pub(super) xs: Vec<f32>,
-    /// `neg_sums[b·m + i] = −Σ x[i, 32b..32b + 32]`, Q4_0's offset term.
+    /// `−Σ x[i, 32b..32b + 32]` at [`sum_at`](Self::sum_at)`(m, i, b)`: Q4_0's offset term and
+    /// Q4_K's min term.
     neg_sums: Vec<f32>,
 }
 
@@ -45,21 +52,27 @@ impl Staged {
     pub(super) fn new(x: &[f32], m: usize, k: usize) -> Self {
         let nb = k / BLOCK;
         let mut xs = Vec::with_capacity(m * k);
-        let mut neg_sums = Vec::with_capacity(m * nb);
+        let mut neg_sums = vec![0.0; m * nb.next_multiple_of(X_BLOCKS)];
         for b in 0..nb {
             for i in 0..m {
                 let block = &x[i * k + b * BLOCK..][..BLOCK];
                 xs.extend_from_slice(block);
-                neg_sums.push(-sum32(block));
+                neg_sums[Self::sum_at(m, i, b)] = -sum32(block);
             }
         }
         Self { xs, neg_sums }
     }
+
+    /// Where the sum of x row `i`'s block `b` is: by runs of a K super-block's eight blocks, row
+    /// after row, so that Q4_K reads a super-block's eight as one vector (padded to whole runs).
+    fn sum_at(m: usize, i: usize, b: usize) -> usize {
+        (b / X_BLOCKS * m + i) * X_BLOCKS + b % X_BLOCKS
+    }
 }
 
 /// The sum of 32 values in eight lanes, as the kernels add (a plain sum is one long chain of
-/// dependent additions). Also Q4_K's min term (`x86_k`).
-pub(super) fn sum32(block: &[f32]) -> f32 {
+/// dependent additions).
+fn sum32(block: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     for chunk in block.chunks_exact(8) {
         for (l, v) in lanes.iter_mut().zip(chunk) {
@@ -150,6 +163,17 @@ pub(super) unsafe fn load8(p: *const u8) -> __m128i {
     unsafe { _mm_loadl_epi64(p as *const __m128i) }
 }
 
+/// 8 bytes at `p` as 8 i32 lanes, zero-extended.
+///
+/// # Safety
+/// `p` addresses 8 readable bytes; the CPU has AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn widen_u8(p: *const u8) -> __m256i {
+    // SAFETY: the caller's.
+    unsafe { _mm256_cvtepu8_epi32(load8(p)) }
+}
+
 /// 8 signed bytes at `p` as f32.
 ///
 /// # Safety
@@ -182,6 +206,71 @@ pub(super) fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
+/// Keeps what `v` holds in memory: read back with constant indices (loops unrolled), the
+/// values of a scale array stored just before would otherwise be forwarded into registers and
+/// each broadcast made from its lane by one to three shuffles, all on the port that also widens
+/// the quants; from memory a broadcast is a plain load (or an FMA's operand). (The AVX-512 K
+/// kernels use it too.)
+#[inline]
+pub(super) fn in_memory<T>(v: &mut T) {
+    std::hint::black_box(v);
+}
+
+/// A format as the shared loops here see it: blocks of [`LEN`](Self::LEN) weights, and the
+/// product of a few weight rows by a few x rows over a range of blocks. Q8_0 and Q4_0 implement
+/// it below (by [`tile_sum`] and [`tile_dq`]), the K formats in `x86_k`.
+pub(super) trait Kernel: BlockBytes {
+    /// Weights per block: 32, or a K super-block's 256.
+    const LEN: usize;
+
+    /// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to `acc[a][j]` (weight row `r + a`, x row
+    /// `i + j`), as eight-lane sums. `PF`: the tile also prefetches, by
+    /// [`Operands::prefetch_plan`]. The split of a group into tiles gives MB ≤ 2 tiles up to
+    /// 2·R·MB = 8 registers of their own (block sums), and MB ≥ 3 tiles R·MB ≤ 8.
+    ///
+    /// # Safety
+    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`), and
+    /// `blocks` inside `0..nb`.
+    unsafe fn add_tile<const R: usize, const MB: usize, const PF: bool>(
+        o: &Operands,
+        acc: &mut [[__m256; MB]; R],
+        r: usize,
+        i: usize,
+        blocks: Range<usize>,
+    );
+}
+
+/// [`Kernel`] for a 32-weight format: from three x rows on by dequantized weights
+/// ([`tile_dq`]), else by block sums ([`tile_sum`]).
+macro_rules! block_kernel {
+    ($t:ty) => {
+        impl Kernel for $t {
+            const LEN: usize = BLOCK;
+
+            #[inline]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn add_tile<const R: usize, const MB: usize, const PF: bool>(
+                o: &Operands,
+                acc: &mut [[__m256; MB]; R],
+                r: usize,
+                i: usize,
+                blocks: Range<usize>,
+            ) {
+                // SAFETY: forwarded.
+                unsafe {
+                    if MB >= 3 {
+                        tile_dq::<Self, R, MB, PF>(o, acc, r, i, blocks)
+                    } else {
+                        tile_sum::<Self, R, MB, PF>(o, acc, r, i, blocks)
+                    }
+                }
+            }
+        }
+    };
+}
+block_kernel!(Q8);
+block_kernel!(Q4);
+
 /// Weight rows `rows` against every x row.
 ///
 /// # Safety
@@ -193,7 +282,8 @@ pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
         match job.w.format {
             Format::Q8_0 => rows_of::<Q8>(job, rows),
             Format::Q4_0 => rows_of::<Q4>(job, rows),
-            Format::Q4_K | Format::Q6_K => unreachable!("the K formats run in x86_k"),
+            Format::Q4_K => rows_of::<Q4K>(job, rows),
+            Format::Q6_K => rows_of::<Q6K>(job, rows),
         }
     }
 }
@@ -201,7 +291,7 @@ pub(super) unsafe fn rows(job: &Job, rows: Range<usize>) {
 /// # Safety
 /// As for [`rows`], with `B` matching the matrix's format.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
+unsafe fn rows_of<B: Kernel>(job: &Job, rows: Range<usize>) {
     let o = Operands::new::<B>(job);
     let mut acc = vec![_mm256_setzero_ps(); GROUP * o.m];
     let mut r = rows.start;
@@ -226,38 +316,32 @@ unsafe fn rows_of<B: Blocks>(job: &Job, rows: Range<usize>) {
 /// # Safety
 /// As for [`rows`], for the rows `r..r + G`; `acc` has at least G·m elements.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m256]) {
+unsafe fn group<B: Kernel, const G: usize>(job: &Job, o: &Operands, r: usize, acc: &mut [__m256]) {
     let m = o.m;
     acc[..G * m].fill(_mm256_setzero_ps());
-    let chunk = (X_CHUNK_BYTES / (m * BLOCK * 4)).max(1);
+    let chunk = (X_CHUNK_BYTES / (m * B::LEN * 4)).max(1);
     for b0 in (0..o.nb).step_by(chunk) {
         let blocks = b0..(b0 + chunk).min(o.nb);
-        let mut t = Tiles {
-            o,
-            r,
-            blocks,
-            acc: &mut *acc,
-        };
         let mut i = 0;
         // SAFETY: every call covers weight rows inside r..r + G (R divides G where it is called:
-        // the guards) and x rows inside 0..m, and only the first x tile prefetches.
+        // the guards) and x rows inside 0..m.
         unsafe {
             let two = G.is_multiple_of(2);
             while i + 4 <= m {
                 if two {
-                    t.split::<B, G, 2, 4, true>(i);
+                    split::<B, G, 2, 4>(o, acc, r, i, &blocks);
                 } else {
-                    t.split::<B, G, 1, 4, true>(i);
+                    split::<B, G, 1, 4>(o, acc, r, i, &blocks);
                 }
                 i += 4;
             }
             match m - i {
                 0 => {}
-                1 => t.split::<B, G, G, 1, false>(i),
-                2 if two => t.split::<B, G, 2, 2, false>(i),
-                2 => t.split::<B, G, 1, 2, false>(i),
-                3 if two => t.split::<B, G, 2, 3, true>(i),
-                3 => t.split::<B, G, 1, 3, true>(i),
+                1 => split::<B, G, G, 1>(o, acc, r, i, &blocks),
+                2 if two => split::<B, G, 2, 2>(o, acc, r, i, &blocks),
+                2 => split::<B, G, 1, 2>(o, acc, r, i, &blocks),
+                3 if two => split::<B, G, 2, 3>(o, acc, r, i, &blocks),
+                3 => split::<B, G, 1, 3>(o, acc, r, i, &blocks),
                 _ => unreachable!("x tiles of 4 rows"),
             }
         }
@@ -273,24 +357,82 @@ unsafe fn group<B: Blocks, const G: usize>(job: &Job, o: &Operands, r: usize, ac
 /// x values (all rows) per K chunk: half of L1, the rest for the weights and the stack.
 const X_CHUNK_BYTES: usize = 16 << 10;
 
+/// Weight rows `r..r + G` against x rows `i..i + MB` over `blocks`, in tiles of `R` weight rows.
+/// The first x tile (`i == 0`) also prefetches.
+///
+/// # Safety
+/// As for [`rows`], for weight rows `r..r + G` and x rows `i..i + MB` (inside `0..m`);
+/// `R` divides `G`; `sums` has G·m elements.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn split<B: Kernel, const G: usize, const R: usize, const MB: usize>(
+    o: &Operands,
+    sums: &mut [__m256],
+    r: usize,
+    i: usize,
+    blocks: &Range<usize>,
+) {
+    for t in (0..G).step_by(R) {
+        let sums = &mut sums[t * o.m..];
+        // SAFETY: rows r + t..r + t + R lie inside r..r + G, since R divides G. Whether the tile
+        // prefetches is settled here, once, so that its loop is one straight path.
+        unsafe {
+            if i == 0 {
+                tile::<B, R, MB, true>(o, sums, r + t, i, blocks.clone());
+            } else {
+                tile::<B, R, MB, false>(o, sums, r + t, i, blocks.clone());
+            }
+        }
+    }
+}
+
+/// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to the running sums `sums[a·m + i + j]`, by
+/// the format's [`Kernel::add_tile`]. `PF`: this tile also prefetches.
+///
+/// Kept out of line, with its sums copied into a local array, so that they stay in registers
+/// (inlined into [`split`]'s dispatch, LLVM kept some of them on the stack).
+///
+/// # Safety
+/// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`); `sums`
+/// has at least R·m elements.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile<B: Kernel, const R: usize, const MB: usize, const PF: bool>(
+    o: &Operands,
+    sums: &mut [__m256],
+    r: usize,
+    i: usize,
+    blocks: Range<usize>,
+) {
+    let m = o.m;
+    let mut acc: [[__m256; MB]; R] =
+        std::array::from_fn(|a| std::array::from_fn(|j| sums[a * m + i + j]));
+    // SAFETY: forwarded.
+    unsafe { B::add_tile::<R, MB, PF>(o, &mut acc, r, i, blocks) };
+    for (a, acc_a) in acc.iter().enumerate() {
+        sums[a * m + i..][..MB].copy_from_slice(acc_a);
+    }
+}
+
 /// Where tiles read their operands.
-struct Operands {
+pub(super) struct Operands {
     /// The matrix.
-    w: *const u8,
+    pub(super) w: *const u8,
     row_bytes: usize,
-    /// [`Staged::xs`].
+    /// [`Staged::xs`]: x block-major, by 32-value blocks whatever the format's block.
     x: *const f32,
     /// [`Staged::neg_sums`].
     sums: *const f32,
     m: usize,
+    /// The format's blocks per row.
     nb: usize,
     /// Whether rows are short enough for linear prefetching.
     linear: bool,
 }
 
 impl Operands {
-    fn new<B: Blocks>(job: &Job) -> Self {
-        let nb = job.x.k / BLOCK;
+    fn new<B: Kernel>(job: &Job) -> Self {
+        let nb = job.x.k / B::LEN;
         Self {
             w: job.w.bytes.as_ptr(),
             row_bytes: nb * B::BYTES,
@@ -306,182 +448,145 @@ impl Operands {
     ///
     /// # Safety
     /// `r < n`, `b < nb`.
-    unsafe fn block<B: Blocks>(&self, r: usize, b: usize) -> *const u8 {
+    pub(super) unsafe fn block<B: BlockBytes>(&self, r: usize, b: usize) -> *const u8 {
         // SAFETY: inside the matrix, by the caller's bounds.
         unsafe { self.w.add(r * self.row_bytes + b * B::BYTES) }
     }
 
-    /// x row `i`, chunk `c` (8 values) of block `b`.
+    /// x row `i`, chunk `c` (8 values) of its 32-value block `b`.
     ///
     /// # Safety
-    /// `i < m`, `b < nb`, `c < 4`; the CPU has AVX.
+    /// `i < m`, `b < k / 32`, `c < 4`; the CPU has AVX.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn x(&self, i: usize, b: usize, c: usize) -> __m256 {
+    pub(super) unsafe fn x(&self, i: usize, b: usize, c: usize) -> __m256 {
         // SAFETY: 8 of the 32 values of (b, i), inside the m·k staged values by the caller's
         // bounds.
         unsafe { _mm256_loadu_ps(self.x.add((b * self.m + i) * BLOCK + 8 * c)) }
     }
 
-    /// The negated sum of x row `i`'s block `b`, in all lanes (Q4_0 only).
+    /// The negated sum of x row `i`'s 32-value block `b`, in all lanes (Q4_0).
     ///
     /// # Safety
-    /// `i < m`, `b < nb`; the sums exist (the AVX2 kernels run); the CPU has AVX.
+    /// `i < m`, `b < k / 32`; the CPU has AVX.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn neg_sum(&self, i: usize, b: usize) -> __m256 {
-        // SAFETY: by the caller's bounds, inside the m·nb sums.
-        unsafe { _mm256_broadcast_ss(&*self.sums.add(b * self.m + i)) }
+        // SAFETY: by the caller's bounds, inside the staged sums.
+        unsafe { _mm256_broadcast_ss(&*self.sums.add(Staged::sum_at(self.m, i, b))) }
+    }
+
+    /// The negated sums of x row `i`'s eight 32-value blocks `8s..8s + 8`, lane by lane (Q4_K's
+    /// min term, per super-block `s`).
+    ///
+    /// # Safety
+    /// `i < m`, `s < k / 256`; the CPU has AVX.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn neg_sums8(&self, i: usize, s: usize) -> __m256 {
+        // SAFETY: by the caller's bounds, 8 consecutive staged sums.
+        unsafe { _mm256_loadu_ps(self.sums.add(Staged::sum_at(self.m, i, X_BLOCKS * s))) }
     }
 
     /// The prefetch plan for a pass over rows `r..r + R` (see [`Prefetch::plan`]).
-    fn prefetch_plan<B: Blocks, const R: usize>(&self, r: usize) -> Prefetch {
+    pub(super) fn prefetch_plan<B: BlockBytes, const R: usize>(&self, r: usize) -> Prefetch {
         Prefetch::plan::<B, R>(self.linear, self.row_bytes, r)
     }
 }
 
-/// One K chunk of a group: weight rows from `r`, blocks `blocks`, running sums in `acc`.
-struct Tiles<'a> {
-    o: &'a Operands,
+/// Adds `x[i..i + MB] · W[r..r + R]` over `blocks` to `acc`, by block sums: per block and
+/// (weight row, x row) pair, `Σ x·q` in a block accumulator, then one FMA by `d`. Cheapest for
+/// one or two x rows; needs 2·R·MB registers.
+///
+/// # Safety
+/// As for [`Kernel::add_tile`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_sum<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
+    o: &Operands,
+    acc: &mut [[__m256; MB]; R],
     r: usize,
+    i: usize,
     blocks: Range<usize>,
-    acc: &'a mut [__m256],
+) {
+    let plan = o.prefetch_plan::<B, R>(r);
+    // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
+    unsafe {
+        for (blocks, prefetch) in plan.parts(blocks) {
+            for b in blocks {
+                // Q4_0's offset term starts each block accumulator; without one, the first
+                // product does (a multiply, not an FMA onto a zero that takes a register).
+                let start: [__m256; MB] = std::array::from_fn(|j| {
+                    if B::OFFSET {
+                        o.neg_sum(i + j, b)
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                let mut bacc = [start; R];
+                for h in 0..2 {
+                    let xlo: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h));
+                    let xhi: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h + 2));
+                    for (a, ba) in bacc.iter_mut().enumerate() {
+                        let (wlo, whi) = B::pair(o.block::<B>(r + a, b).add(2), h);
+                        for j in 0..MB {
+                            ba[j] = if h == 0 && !B::OFFSET {
+                                _mm256_mul_ps(xlo[j], wlo)
+                            } else {
+                                _mm256_fmadd_ps(xlo[j], wlo, ba[j])
+                            };
+                            ba[j] = _mm256_fmadd_ps(xhi[j], whi, ba[j]);
+                        }
+                    }
+                }
+                if PF {
+                    prefetch.hint::<B, R>(o.w, b);
+                }
+                for (a, (acc_a, ba)) in acc.iter_mut().zip(&bacc).enumerate() {
+                    let d = scale(o.block::<B>(r + a, b));
+                    for j in 0..MB {
+                        acc_a[j] = _mm256_fmadd_ps(ba[j], d, acc_a[j]);
+                    }
+                }
+            }
+        }
+    }
 }
 
-impl Tiles<'_> {
-    /// Weight rows `r..r + G` against x rows `i..i + MB`, in tiles of `R` weight rows:
-    /// [`tile_dq`](Self::tile_dq) if `DQ`, else [`tile_sum`](Self::tile_sum). The first x tile
-    /// (`i == 0`) also prefetches.
-    ///
-    /// # Safety
-    /// As for [`rows`], for weight rows `r..r + G` and x rows `i..i + MB` (inside `0..m`);
-    /// `R` divides `G`; `acc` has G·m elements.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn split<B: Blocks, const G: usize, const R: usize, const MB: usize, const DQ: bool>(
-        &mut self,
-        i: usize,
-    ) {
-        let m = self.o.m;
-        for t in (0..G).step_by(R) {
-            let mut acc: [[__m256; MB]; R] =
-                std::array::from_fn(|a| std::array::from_fn(|j| self.acc[(t + a) * m + i + j]));
-            let r = self.r + t;
-            // SAFETY: rows r..r + R lie inside self.r..self.r + G, since R divides G. The tile
-            // kind and whether it prefetches are settled here, once, so that each loop is one
-            // straight path with its sums in registers.
-            unsafe {
-                match (DQ, i == 0) {
-                    (true, true) => self.tile_dq::<B, R, MB, true>(&mut acc, r, i),
-                    (true, false) => self.tile_dq::<B, R, MB, false>(&mut acc, r, i),
-                    (false, true) => self.tile_sum::<B, R, MB, true>(&mut acc, r, i),
-                    (false, false) => self.tile_sum::<B, R, MB, false>(&mut acc, r, i),
+/// The same sums by dequantized weights: each widened weight vector is multiplied by `d` (Q4_0:
+/// and offset by −8·d in the same FMA) once, then used by all MB x rows. One more operation per 8
+/// weights than [`tile_sum`] but one fewer per block and x row, and only R·MB accumulators: the
+/// better one from three x rows on.
+///
+/// # Safety
+/// As for [`Kernel::add_tile`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_dq<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
+    o: &Operands,
+    acc: &mut [[__m256; MB]; R],
+    r: usize,
+    i: usize,
+    blocks: Range<usize>,
+) {
+    let plan = o.prefetch_plan::<B, R>(r);
+    // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
+    unsafe {
+        for (blocks, prefetch) in plan.parts(blocks) {
+            for b in blocks {
+                if PF {
+                    prefetch.hint::<B, R>(o.w, b);
                 }
-            }
-            for (a, acc_a) in acc.iter().enumerate() {
-                self.acc[(t + a) * m + i..][..MB].copy_from_slice(acc_a);
-            }
-        }
-    }
-
-    /// Adds `x[i..i + MB] · W[r..r + R]` over the chunk's blocks to `acc`, by block sums: per
-    /// block and (weight row, x row) pair, `Σ x·q` in a block accumulator, then one FMA by `d`.
-    /// Cheapest for one or two x rows; needs 2·R·MB registers.
-    ///
-    /// Kept out of line (as is [`tile_dq`](Self::tile_dq)): inlined into [`split`](Self::split)'s
-    /// four-way dispatch, LLVM kept some of the running sums on the stack.
-    ///
-    /// # Safety
-    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_sum<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
-        &self,
-        acc: &mut [[__m256; MB]; R],
-        r: usize,
-        i: usize,
-    ) {
-        let o = self.o;
-        let plan = o.prefetch_plan::<B, R>(r);
-        // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
-        unsafe {
-            for (blocks, prefetch) in plan.parts(self.blocks.clone()) {
-                for b in blocks {
-                    // Q4_0's offset term starts each block accumulator; without one, the first
-                    // product does (a multiply, not an FMA onto a zero that takes a register).
-                    let start: [__m256; MB] = std::array::from_fn(|j| {
-                        if B::OFFSET {
-                            o.neg_sum(i + j, b)
-                        } else {
-                            _mm256_setzero_ps()
-                        }
-                    });
-                    let mut bacc = [start; R];
+                for (a, acc_a) in acc.iter_mut().enumerate() {
+                    let block = o.block::<B>(r + a, b);
+                    let d = scale(block);
+                    let offset = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
                     for h in 0..2 {
-                        let xlo: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h));
-                        let xhi: [__m256; MB] = std::array::from_fn(|j| o.x(i + j, b, h + 2));
-                        for (a, ba) in bacc.iter_mut().enumerate() {
-                            let (wlo, whi) = B::pair(o.block::<B>(r + a, b).add(2), h);
-                            for j in 0..MB {
-                                ba[j] = if h == 0 && !B::OFFSET {
-                                    _mm256_mul_ps(xlo[j], wlo)
-                                } else {
-                                    _mm256_fmadd_ps(xlo[j], wlo, ba[j])
-                                };
-                                ba[j] = _mm256_fmadd_ps(xhi[j], whi, ba[j]);
-                            }
-                        }
-                    }
-                    if PF {
-                        prefetch.hint::<B, R>(o.w, b);
-                    }
-                    for (a, (acc_a, ba)) in acc.iter_mut().zip(&bacc).enumerate() {
-                        let d = scale(o.block::<B>(r + a, b));
-                        for j in 0..MB {
-                            acc_a[j] = _mm256_fmadd_ps(ba[j], d, acc_a[j]);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The same sums by dequantized weights: each widened weight vector is multiplied by `d`
-    /// (Q4_0: and offset by −8·d in the same FMA) once, then used by all MB x rows. One more
-    /// operation per 8 weights than [`tile_sum`](Self::tile_sum) but one fewer per block and x
-    /// row, and only R·MB accumulators: the better one from three x rows on.
-    ///
-    /// # Safety
-    /// As for [`rows`], for weight rows `r..r + R` and x rows `i..i + MB` (inside `0..m`).
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_dq<B: Blocks, const R: usize, const MB: usize, const PF: bool>(
-        &self,
-        acc: &mut [[__m256; MB]; R],
-        r: usize,
-        i: usize,
-    ) {
-        let o = self.o;
-        let plan = o.prefetch_plan::<B, R>(r);
-        // SAFETY: rows r..r + R < n and i..i + MB < m (the caller's), blocks b < nb.
-        unsafe {
-            for (blocks, prefetch) in plan.parts(self.blocks.clone()) {
-                for b in blocks {
-                    if PF {
-                        prefetch.hint::<B, R>(o.w, b);
-                    }
-                    for (a, acc_a) in acc.iter_mut().enumerate() {
-                        let block = o.block::<B>(r + a, b);
-                        let d = scale(block);
-                        let offset = _mm256_mul_ps(d, _mm256_set1_ps(-8.0));
-                        for h in 0..2 {
-                            let (wlo, whi) = B::pair(block.add(2), h);
-                            let (wlo, whi) =
-                                (B::dequant(wlo, d, offset), B::dequant(whi, d, offset));
-                            for (j, s) in acc_a.iter_mut().enumerate() {
-                                *s = _mm256_fmadd_ps(o.x(i + j, b, h), wlo, *s);
-                                *s = _mm256_fmadd_ps(o.x(i + j, b, h + 2), whi, *s);
-                            }
+                        let (wlo, whi) = B::pair(block.add(2), h);
+                        let (wlo, whi) = (B::dequant(wlo, d, offset), B::dequant(whi, d, offset));
+                        for (j, s) in acc_a.iter_mut().enumerate() {
+                            *s = _mm256_fmadd_ps(o.x(i + j, b, h), wlo, *s);
+                            *s = _mm256_fmadd_ps(o.x(i + j, b, h + 2), whi, *s);
                         }
                     }
                 }

@@ -14,8 +14,8 @@ use std::arch::x86_64::*;
 
 use super::format::{Format, BLOCK, SUPER_BLOCK};
 use super::kblocks::k_scales_mins;
-use super::x86::{load8, scale, widen_i8};
-use super::x86_k::q6_k_quants;
+use super::x86::{scale, widen_i8, widen_u8};
+use super::x86_k::{q6_k_unpack, Q6Quants};
 
 /// `bytes` (whole blocks of `format`) into `out` (their weights).
 ///
@@ -36,17 +36,6 @@ pub(super) unsafe fn dequantize(format: Format, bytes: &[u8], out: &mut [f32]) {
             Format::Q6_K => blocks.for_each(|(block, y)| q6_k(block.as_ptr(), y.as_mut_ptr())),
         }
     }
-}
-
-/// 8 bytes at `p` as 8 i32 lanes, zero-extended.
-///
-/// # Safety
-/// `p` addresses 8 readable bytes; the CPU has AVX2.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn widen_u8(p: *const u8) -> __m256i {
-    // SAFETY: the caller's.
-    unsafe { _mm256_cvtepu8_epi32(load8(p)) }
 }
 
 /// Stores 8 values at `y + at`.
@@ -137,21 +126,18 @@ unsafe fn q4_k(p: *const u8, y: *mut f32) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k(p: *const u8, y: *mut f32) {
+    let mut quants: Q6Quants = [0; SUPER_BLOCK];
     // SAFETY: the quants, the scales (192..208) and d (208) lie inside the super-block; y has
-    // 256 values.
+    // 256 values, and `quants` 256 bytes.
     unsafe {
+        q6_k_unpack(p, &mut quants);
         let d = scale(p.add(208));
-        for n in 0..2 {
-            for quarter in 0..4 {
-                for c in 0..4 {
-                    let q = q6_k_quants(p, n, quarter, c);
-                    // Weights 128n + 32·quarter + 8c.. share the scale of their 16-weight group.
-                    let group = 8 * n + 2 * quarter + c / 2;
-                    let sc = f32::from(*p.add(192 + group) as i8);
-                    let dsc = _mm256_mul_ps(d, _mm256_set1_ps(sc));
-                    put(y, 128 * n + 32 * quarter + 8 * c, _mm256_mul_ps(dsc, q));
-                }
-            }
+        for e in (0..SUPER_BLOCK).step_by(8) {
+            // Weights e..e + 8 share the scale of their 16-weight group.
+            let sc = f32::from(*p.add(192 + e / 16) as i8);
+            let dsc = _mm256_mul_ps(d, _mm256_set1_ps(sc));
+            let q = widen_i8(quants.as_ptr().add(e) as *const u8);
+            put(y, e, _mm256_mul_ps(dsc, q));
         }
     }
 }
