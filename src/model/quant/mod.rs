@@ -27,6 +27,9 @@
 //! the AVX2 kernels (to compare the two in one run), as it does for `gemv/`.
 //! Each ISA has one set of loops for all four formats (`x86` for AVX2, `avx512`), with the K
 //! formats' super-block arithmetic apart (`x86_k`, `avx512_k`).
+//!
+//! [`int8`] is the one exception to "nothing is requantized": the integer prefill
+//! (`--prefill int8`), which rounds a prompt's activations to 8 bits as llama.cpp does.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
