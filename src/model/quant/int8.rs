@@ -32,6 +32,10 @@ use half::f16;
 /// x rows per kernel pass; [`QuantizedX`] pads m to a multiple of it.
 pub const X_TILE: usize = 32;
 
+/// Bytes of one group of four x values across a tile's rows: what separates one group's bytes
+/// from the next in [`QuantizedX::q`].
+pub(super) const GROUP_BYTES: usize = X_TILE * 4;
+
 /// Weights per unit of `format`, where the integer path covers it (not Q8_0: its signed
 /// quants times 8-bit x overflow AVX2's 16-bit pair sums, and its float prefill is fast enough).
 pub fn unit_len(format: Format) -> Option<usize> {
@@ -50,7 +54,8 @@ pub struct QuantizedX {
     /// m padded to a multiple of [`X_TILE`]; the padding rows are zero.
     pub(super) mp: usize,
     pub(super) k: usize,
-    /// `q[((b·8 + g)·mp + i)·4 + e] = qx[i, 32b + 4g + e]`.
+    /// `qx[i, e]` at [`q_at(i, e)`](Self::q_at): tiles of [`X_TILE`] rows, each tile the k/4
+    /// groups of four in order, each group the tile's rows in order (four bytes each).
     pub(super) q: Vec<u8>,
     /// `d[b·mp + i]`: block b's scale in row i.
     pub(super) d: Vec<f32>,
@@ -125,7 +130,7 @@ impl QuantizedX {
                 let (d, groups, lo, hi) = round(block);
                 out.d[b * mp + i] = d;
                 for (g, four) in groups.iter().enumerate() {
-                    let at = ((b * 8 + g) * mp + i) * 4;
+                    let at = out.q_at(i, b * BLOCK + 4 * g);
                     out.q[at..at + 4].copy_from_slice(four);
                 }
                 out.sums16[2 * b * mp + i] = lo;
@@ -134,6 +139,14 @@ impl QuantizedX {
             }
         }
         out
+    }
+
+    /// Where `qx[i, e]` is in [`q`](Self::q). A kernel pass over a tile reads one group of
+    /// four of every row in one run of [`GROUP_BYTES`], and the groups one after another: x
+    /// streams through the caches in order, however many rows the prompt has.
+    #[inline(always)]
+    pub(super) fn q_at(&self, i: usize, e: usize) -> usize {
+        ((i / X_TILE * (self.k / 4) + e / 4) * X_TILE + i % X_TILE) * 4 + e % 4
     }
 
     /// Rows of x (without the padding).
@@ -308,8 +321,7 @@ pub(super) fn rows_scalar(w: &Unpacked, x: &QuantizedX, bias: &[f32], out_t: &mu
                 let b = e0 / BLOCK;
                 let mut dot = 0i32;
                 for e in e0..e0 + l {
-                    let (bb, g, c) = (e / BLOCK, (e % BLOCK) / 4, e % 4);
-                    let qx = x.q[((bb * 8 + g) * mp + i) * 4 + c] as i8;
+                    let qx = x.q[x.q_at(i, e)] as i8;
                     dot += i32::from(w.q[a * k + e]) * i32::from(qx);
                 }
                 let sum = if l == BLOCK {

@@ -130,7 +130,7 @@ fn x_rounds_as_llama_cpp_q8_0_but_keeps_its_scale_in_f32() {
     assert_eq!(x.padded_m(), 32);
     let d = 2.54f32 / 127.0;
     assert_eq!(x.d[0], d);
-    let q: Vec<i8> = (0..4).map(|e| x.q[e] as i8).collect();
+    let q: Vec<i8> = (0..4).map(|e| x.q[x.q_at(0, e)] as i8).collect();
     let round = |v: f32| (v * (1.0 / d)).round_ties_even() as i8;
     assert_eq!(q, vec![-127, round(0.01), round(0.03), round(1.0)]);
     assert_eq!(round(1.0), 50);
@@ -139,11 +139,15 @@ fn x_rounds_as_llama_cpp_q8_0_but_keeps_its_scale_in_f32() {
     assert_eq!(round(0.03), 2);
     assert_eq!(x.sums16[0], x.sums32[0]);
     assert_eq!(x.sums16[x.mp], 0.0);
-    // Element 4 is group 1: at byte (1·mp + 0)·4.
-    let mut xs2 = vec![0.0f32; 32];
+    // The layout: element 4 of row 0 is group 1, after group 0 of all 32 rows of the tile;
+    // row 32's element 0 opens the second tile, after the first tile's 8 groups.
+    let mut xs2 = vec![0.0f32; 33 * 32];
     xs2[4] = 1.0;
-    let x2 = QuantizedX::new(&xs2, 1, 32);
+    xs2[33 * 32 - 32] = -1.0;
+    let x2 = QuantizedX::new(&xs2, 33, 32);
+    assert_eq!((x2.q_at(0, 4), x2.q_at(32, 0)), (32 * 4, 8 * 32 * 4));
     assert_eq!(x2.q[32 * 4] as i8, 127);
+    assert_eq!(x2.q[8 * 32 * 4] as i8, -127);
 }
 
 /// The AVX2 rounding of x (what runs on every x86 CPU we support) against the portable loop,

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::int8::{QuantizedX, Unpacked};
+use super::int8::{QuantizedX, Unpacked, GROUP_BYTES};
 use super::BLOCK;
 
 /// Weight rows unpacked and multiplied together (the AVX-512 tile's R).
@@ -45,7 +45,7 @@ unsafe fn unit(w: &Unpacked, x: &QuantizedX, u: usize, i0: usize) -> Unit {
     // SAFETY (all four): inside the buffers, by the caller's bounds and the layouts in `int8`.
     unsafe {
         Unit {
-            xq: x.q.as_ptr().add(((b * 8 + (e0 % BLOCK) / 4) * mp + i0) * 4),
+            xq: x.q.as_ptr().add(x.q_at(i0, e0)),
             xd: x.d.as_ptr().add(b * mp + i0),
             xs: if l == BLOCK {
                 x.sums32.as_ptr().add(b * mp + i0)
@@ -92,7 +92,7 @@ pub(super) unsafe fn vnni(w: &Unpacked, x: &QuantizedX, bias: &[f32], out_t: *mu
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn vnni_tile<const R: usize>(w: &Unpacked, x: &QuantizedX, bias: &[f32], out_t: *mut f32) {
     let (k, mp, units) = (w.k, x.mp, w.k / w.l);
-    let step = mp * 4;
+    let step = GROUP_BYTES;
     for i0 in (0..mp).step_by(32) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for u in 0..units {
@@ -171,7 +171,7 @@ unsafe fn avx2_tile<const R: usize>(
     out_t: *mut f32,
 ) {
     let (k, mp, units) = (w.k, x.mp, w.k / w.l);
-    let step = mp * 4;
+    let step = GROUP_BYTES;
     let ones = _mm256_set1_epi16(1);
     for i0 in (0..mp).step_by(16) {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
