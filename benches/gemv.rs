@@ -12,7 +12,11 @@
 //!    cache, where the cost of summing each accumulator's lanes shows;
 //! 6. the block kernels (`model::quant`: Q8_0, Q4_0, Q4_K, Q6_K) at M = 1 and 4 for the 1.5B
 //!    shapes, GB/s of quantized weight, AVX2 against AVX-512 where the CPU has both;
-//!    `QUANT_FORMATS=Q4_K,Q6_K` and `QUANT_M=1,2,4,8,16` pick other formats and rows of x.
+//!    `QUANT_FORMATS=Q4_K,Q6_K` and `QUANT_M=1,2,4,8,16` pick other formats and rows of x;
+//! 7. the integer prefill kernels (`quant::int8`, `--prefill int8`) for Q4_0, Q4_K and Q6_K at
+//!    M = 64 (`QUANT_M` picks others), billions of multiply-adds per second, VNNI against AVX2
+//!    where the CPU has both (x rounded once outside the timing, as a layer's three products
+//!    share nothing else).
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 use thinkbench::model::gemv;
-use thinkbench::model::quant::{self, Activations, Format, QuantMatrix};
+use thinkbench::model::quant::{self, int8, Activations, Format, QuantMatrix};
 
 const CPU: Device = Device::Cpu;
 /// Copies of each weight add up to at least this many bytes (L3 here is 32 MiB).
@@ -70,6 +74,7 @@ fn main() {
             4 => decode_step(Duration::from_secs(if quick { 6 } else { 20 })),
             5 => small_f32(min_time),
             6 => quantized(min_time),
+            7 => integer_prefill(min_time),
             _ => eprintln!("no section {s}"),
         }
     }
@@ -371,6 +376,75 @@ fn quantized(min_time: Duration) {
                     .collect();
                 for s in race(min_time, &mut refs) {
                     print!(" {:.1} |", w.bytes() as f64 / s / 1e9);
+                }
+                drop(calls);
+                black_box(&out);
+            }
+        }
+        println!();
+    }
+}
+
+fn integer_prefill(min_time: Duration) {
+    println!("\n## 7. Integer prefill kernels: GMAC/s (weight rows × x rows × K per second)");
+    let kernels: Vec<int8::Kernel> = [int8::Kernel::Avx2, int8::Kernel::Vnni]
+        .into_iter()
+        .filter(|k| k.runs_here())
+        .collect();
+    if kernels.is_empty() {
+        println!("this CPU runs neither integer kernel");
+        return;
+    }
+    let ms: Vec<usize> = std::env::var("QUANT_M")
+        .ok()
+        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64]);
+    let formats = [Format::Q4_0, Format::Q4_K, Format::Q6_K];
+    print!("| N×K | what |");
+    for format in formats {
+        for &m in &ms {
+            for kernel in &kernels {
+                print!(" {} M={m} {kernel:?} |", format.name());
+            }
+        }
+    }
+    println!(
+        "\n|---|---|{}",
+        "---|".repeat(formats.len() * ms.len() * kernels.len())
+    );
+    for &(n, k, what) in SHAPES.iter().filter(|s| s.0 != 151936) {
+        let (n, k) = (n as usize, k as usize);
+        print!("| {n}×{k} | {what} |");
+        for format in formats {
+            let w = QuantWeights::new(format, n, k);
+            for &m in &ms {
+                let xs: Vec<f32> = (0..m * k)
+                    .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
+                    .collect();
+                let x = int8::QuantizedX::new(&xs, m, k);
+                let mut out = vec![0.0f32; n * x.padded_m()];
+                let dst = OutPtr(out.as_mut_ptr());
+                let mut calls: Vec<Box<dyn FnMut(usize) + '_>> = kernels
+                    .iter()
+                    .map(|&kernel| {
+                        let (w, x, dst) = (&w, &x, &dst);
+                        Box::new(move |i: usize| {
+                            let bytes = &w.copies[i % w.copies.len()];
+                            let q = QuantMatrix::new(w.format, n, k, bytes).expect("sizes");
+                            gemv::parallel_rows(n, bytes.len(), &|r| {
+                                // SAFETY: `out` holds n·mp f32s for the whole call; each row
+                                // range has one thread.
+                                unsafe { int8::rows_on(kernel, &q, x, None, dst.0, r) }
+                            });
+                        }) as Box<dyn FnMut(usize)>
+                    })
+                    .collect();
+                let mut refs: Vec<&mut dyn FnMut(usize)> = calls
+                    .iter_mut()
+                    .map(|c| c.as_mut() as &mut dyn FnMut(usize))
+                    .collect();
+                for s in race(min_time, &mut refs) {
+                    print!(" {:.1} |", (n * m * k) as f64 / s / 1e9);
                 }
                 drop(calls);
                 black_box(&out);
