@@ -357,9 +357,7 @@ fn quantized(min_time: Duration) {
         for &format in &formats {
             let w = QuantWeights::new(format, n, k);
             for &m in &ms {
-                let xs: Vec<f32> = (0..m * k)
-                    .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
-                    .collect();
+                let xs = bench_x(m, k);
                 let x = Activations::new(&xs, m, k).expect("whole blocks");
                 let mut out = vec![0.0f32; m * n];
                 let dst = OutPtr(out.as_mut_ptr());
@@ -370,11 +368,7 @@ fn quantized(min_time: Duration) {
                         Box::new(move |i: usize| w.call(i, isa, x, dst)) as Box<dyn FnMut(usize)>
                     })
                     .collect();
-                let mut refs: Vec<&mut dyn FnMut(usize)> = calls
-                    .iter_mut()
-                    .map(|c| c.as_mut() as &mut dyn FnMut(usize))
-                    .collect();
-                for s in race(min_time, &mut refs) {
+                for s in race_boxed(min_time, &mut calls) {
                     print!(" {:.1} |", w.bytes() as f64 / s / 1e9);
                 }
                 drop(calls);
@@ -418,9 +412,7 @@ fn integer_prefill(min_time: Duration) {
         for format in formats {
             let w = QuantWeights::new(format, n, k);
             for &m in &ms {
-                let xs: Vec<f32> = (0..m * k)
-                    .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
-                    .collect();
+                let xs = bench_x(m, k);
                 let x = int8::QuantizedX::new(&xs, m, k);
                 let mut out = vec![0.0f32; n * x.padded_m()];
                 let dst = OutPtr(out.as_mut_ptr());
@@ -429,9 +421,8 @@ fn integer_prefill(min_time: Duration) {
                     .map(|&kernel| {
                         let (w, x, dst) = (&w, &x, &dst);
                         Box::new(move |i: usize| {
-                            let bytes = &w.copies[i % w.copies.len()];
-                            let q = QuantMatrix::new(w.format, n, k, bytes).expect("sizes");
-                            gemv::parallel_rows(n, bytes.len(), &|r| {
+                            let q = w.matrix(i);
+                            gemv::parallel_rows(n, w.bytes(), &|r| {
                                 // SAFETY: `out` holds n·mp f32s for the whole call; each row
                                 // range has one thread.
                                 unsafe { int8::rows_on(kernel, &q, x, None, dst.0, r) }
@@ -439,11 +430,7 @@ fn integer_prefill(min_time: Duration) {
                         }) as Box<dyn FnMut(usize)>
                     })
                     .collect();
-                let mut refs: Vec<&mut dyn FnMut(usize)> = calls
-                    .iter_mut()
-                    .map(|c| c.as_mut() as &mut dyn FnMut(usize))
-                    .collect();
-                for s in race(min_time, &mut refs) {
+                for s in race_boxed(min_time, &mut calls) {
                     print!(" {:.1} |", (n * m * k) as f64 / s / 1e9);
                 }
                 drop(calls);
@@ -509,15 +496,36 @@ impl QuantWeights {
         self.copies[0].len()
     }
 
+    /// Copy `i` (cycling).
+    fn matrix(&self, i: usize) -> QuantMatrix<'_> {
+        let bytes = &self.copies[i % self.copies.len()];
+        QuantMatrix::new(self.format, self.n, self.k, bytes).expect("sizes")
+    }
+
     /// One product with copy `i` (cycling) on `isa`'s kernels, split by rows as a decode step does.
     fn call(&self, i: usize, isa: quant::Isa, x: &Activations, out: &OutPtr) {
-        let bytes = &self.copies[i % self.copies.len()];
-        let w = QuantMatrix::new(self.format, self.n, self.k, bytes).expect("sizes");
-        gemv::parallel_rows(self.n, bytes.len(), &|r| {
+        let w = self.matrix(i);
+        gemv::parallel_rows(self.n, self.bytes(), &|r| {
             // SAFETY: `out` holds m·n f32s for the whole call; each row range has one thread.
             unsafe { quant::matvec_rows_on(isa, &w, x, None, out.0, r) }
         });
     }
+}
+
+/// Deterministic activations in [-1, 1) for `m` rows of `k`.
+fn bench_x(m: usize, k: usize) -> Vec<f32> {
+    (0..m * k)
+        .map(|e| ((e * 7919) % 200) as f32 / 100.0 - 1.0)
+        .collect()
+}
+
+/// [`race`] over boxed candidates.
+fn race_boxed(min_time: Duration, calls: &mut [Box<dyn FnMut(usize) + '_>]) -> Vec<f64> {
+    let mut refs: Vec<&mut dyn FnMut(usize)> = calls
+        .iter_mut()
+        .map(|c| c.as_mut() as &mut dyn FnMut(usize))
+        .collect();
+    race(min_time, &mut refs)
 }
 
 /// Best seconds per call of each candidate over 7 rounds in which they take turns (the best round

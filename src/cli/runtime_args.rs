@@ -26,8 +26,8 @@ pub struct RuntimeArgs {
     /// How prompts run against 4- and 6-bit weights (Q4_0, Q4_K, Q6_K): exact (f32 against the
     /// stored weights, as decode) or int8 (activations rounded to 8 bits as llama.cpp does:
     /// about twice as fast on AVX2 and AVX-512 CPUs, log-probs move by a few hundredths).
-    #[arg(long, default_value = "exact", value_parser = ["exact", "int8"])]
-    pub prefill: String,
+    #[arg(long, default_value = "exact", value_parser = parse_prefill)]
+    pub prefill: Prefill,
 }
 
 impl RuntimeArgs {
@@ -47,8 +47,7 @@ impl RuntimeArgs {
 
     /// Sets `--prefill` for the whole process (commands whose engine applies the rest itself).
     pub fn apply_prefill(&self) {
-        let p = Prefill::parse(&self.prefill).expect("clap checked --prefill's values");
-        crate::model::qlinear::set_prefill(p);
+        crate::model::qlinear::set_prefill(self.prefill);
     }
 
     /// `--quant`, parsed.
@@ -65,7 +64,11 @@ impl Default for RuntimeArgs {
             dtype: "f32".into(),
             threads: None,
             quant: None,
-            prefill: "exact".into(),
+            prefill: Prefill::Exact,
         }
     }
+}
+
+fn parse_prefill(s: &str) -> Result<Prefill, String> {
+    Prefill::parse(s).ok_or_else(|| format!("expected exact or int8, not {s:?}"))
 }

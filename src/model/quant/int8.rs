@@ -18,7 +18,7 @@
 //! `Σ w·(x̂ − x)`, weighted by the centred weights; exact sums of x would weight it by the
 //! unsigned `s·q` instead, which measured 2–3 times further from the exact product on the
 //! built-in model's layers.
-
+//!
 //! Layout, for the kernels' sake: weight rows are unpacked a few at a time into one byte per
 //! weight ([`Unpacked`]); x ([`QuantizedX`]) is stored four bytes of a row at a time with the
 //! rows interleaved, so that one vector holds the same four positions of 16 (AVX-512) or 8
@@ -26,8 +26,7 @@
 //! sums for x row `i` then land in lane `i`: the output is computed transposed, `[n, mp]`.
 
 use super::format::{Format, BLOCK, SUPER_BLOCK};
-use super::kblocks::{k_scales_mins, Q4_K_BYTES, Q6_K_BYTES};
-use half::f16;
+use super::kblocks::{half_at, k_scales_mins, Q4_K_BYTES, Q6_K_BYTES};
 
 /// x rows per kernel pass; [`QuantizedX`] pads m to a multiple of it.
 pub const X_TILE: usize = 32;
@@ -50,7 +49,6 @@ pub fn unit_len(format: Format) -> Option<usize> {
 /// rounded values.
 #[derive(Debug)]
 pub struct QuantizedX {
-    pub(super) m: usize,
     /// m padded to a multiple of [`X_TILE`]; the padding rows are zero.
     pub(super) mp: usize,
     pub(super) k: usize,
@@ -116,7 +114,6 @@ impl QuantizedX {
         let mp = m.next_multiple_of(X_TILE);
         let nb = k / BLOCK;
         let mut out = Self {
-            m,
             mp,
             k,
             q: vec![0; mp * k],
@@ -147,11 +144,6 @@ impl QuantizedX {
     #[inline(always)]
     pub(super) fn q_at(&self, i: usize, e: usize) -> usize {
         ((i / X_TILE * (self.k / 4) + e / 4) * X_TILE + i % X_TILE) * 4 + e % 4
-    }
-
-    /// Rows of x (without the padding).
-    pub fn m(&self) -> usize {
-        self.m
     }
 
     /// Rows the output has: m padded to [`X_TILE`].
@@ -234,11 +226,6 @@ impl Unpacked {
     pub(super) fn rows(&self) -> usize {
         self.q.len() / self.k.max(1)
     }
-}
-
-#[inline(always)]
-fn half_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 #[inline(always)]
@@ -409,26 +396,29 @@ pub unsafe fn rows_on(
             &w.bytes()[r * row_bytes..(r + len) * row_bytes],
             row_bytes,
         );
-        let bias: Vec<f32> = (r..r + len).map(|r| bias.map_or(0.0, |b| b[r])).collect();
+        let bias = bias.map_or(&NO_BIAS[..len], |b| &b[r..r + len]);
         // SAFETY: rows r..r + len of the output are this call's (the caller's contract).
         let out = unsafe { out_t.add(r * x.mp) };
         match kernel {
             Kernel::Portable => {
                 // SAFETY: as above; `len · mp` values.
                 let out = unsafe { std::slice::from_raw_parts_mut(out, len * x.mp) };
-                rows_scalar(&unpacked, x, &bias, out);
+                rows_scalar(&unpacked, x, bias, out);
             }
             // SAFETY: as above, and the CPU runs the kernel (asserted).
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => unsafe { super::int8_x86::vnni(&unpacked, x, &bias, out) },
+            Kernel::Vnni => unsafe { super::int8_x86::vnni(&unpacked, x, bias, out) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { super::int8_x86::avx2(&unpacked, x, &bias, out) },
+            Kernel::Avx2 => unsafe { super::int8_x86::avx2(&unpacked, x, bias, out) },
             #[cfg(not(target_arch = "x86_64"))]
             Kernel::Vnni | Kernel::Avx2 => unreachable!("runs_here is false"),
         }
         r += len;
     }
 }
+
+/// The bias of a product that has none, for a group of rows.
+static NO_BIAS: [f32; GROUP] = [0.0; GROUP];
 
 /// Weight rows unpacked at a time: the AVX-512 tile's height (the AVX2 tile takes them in pairs).
 #[cfg(target_arch = "x86_64")]

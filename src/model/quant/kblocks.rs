@@ -23,7 +23,8 @@ pub const Q4_K_BYTES: usize = 2 + 2 + 12 + 128;
 /// Bytes of a Q6_K super-block.
 pub const Q6_K_BYTES: usize = 128 + 64 + 16 + 2;
 
-fn half_at(b: &[u8], i: usize) -> f32 {
+#[inline]
+pub(super) fn half_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
