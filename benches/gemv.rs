@@ -17,6 +17,10 @@
 //!    M = 64 (`QUANT_M` picks others), billions of multiply-adds per second, VNNI against AVX2
 //!    where the CPU has both (x rounded once outside the timing, as a layer's three products
 //!    share nothing else).
+//! 8. the float prefill kernels (`quant::float_gemm`, the default `--prefill exact`) for Q8_0,
+//!    Q4_0, Q4_K and Q6_K at M = 64 (`QUANT_M` picks others), GFLOP/s, AVX2 against AVX-512 where
+//!    the CPU has both, beside libtorch's f32 GEMM on the weight dequantized first (the float
+//!    prefill before these kernels, and still the path where the CPU has no AVX2).
 //!
 //! "ours" runs on the default threads (libtorch's OpenMP pool where the process has one), "own
 //! pool" on `model::gemv`'s own helper threads. Each weight is replicated until the copies exceed
@@ -30,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor};
 use thinkbench::model::gemv;
-use thinkbench::model::quant::{self, int8, Activations, Format, QuantMatrix};
+use thinkbench::model::quant::{self, float_gemm, int8, Activations, Format, QuantMatrix};
 
 const CPU: Device = Device::Cpu;
 /// Copies of each weight add up to at least this many bytes (L3 here is 32 MiB).
@@ -45,6 +49,7 @@ const SHAPES: [(i64, i64, &str); 5] = [
 ];
 
 fn main() {
+    thinkbench::model::cpu::cap_libraries_too();
     if let Some(t) = std::env::var("THREADS").ok().and_then(|t| t.parse().ok()) {
         tch::set_num_threads(t);
     }
@@ -75,6 +80,7 @@ fn main() {
             5 => small_f32(min_time),
             6 => quantized(min_time),
             7 => integer_prefill(min_time),
+            8 => float_prefill(min_time),
             _ => eprintln!("no section {s}"),
         }
     }
@@ -432,6 +438,91 @@ fn integer_prefill(min_time: Duration) {
                     .collect();
                 for s in race_boxed(min_time, &mut calls) {
                     print!(" {:.1} |", (n * m * k) as f64 / s / 1e9);
+                }
+                drop(calls);
+                black_box(&out);
+            }
+        }
+        println!();
+    }
+}
+
+fn float_prefill(min_time: Duration) {
+    println!("\n## 8. Float prefill kernels: GFLOP/s (2 × weight rows × x rows × K per second)");
+    let kernels: Vec<float_gemm::Kernel> = [float_gemm::Kernel::Avx2, float_gemm::Kernel::Avx512]
+        .into_iter()
+        .filter(|k| k.runs_here())
+        .collect();
+    let ms: Vec<usize> = std::env::var("QUANT_M")
+        .ok()
+        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64]);
+    let formats = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
+    print!("| N×K | what |");
+    for format in formats {
+        for &m in &ms {
+            print!(" {} M={m} libtorch |", format.name());
+            for kernel in &kernels {
+                print!(" {kernel:?} |");
+            }
+        }
+    }
+    println!(
+        "\n|---|---|{}",
+        "---|".repeat(formats.len() * ms.len() * (1 + kernels.len()))
+    );
+    for &(n, k, what) in SHAPES.iter().filter(|s| s.0 != 151936) {
+        let (n, k) = (n as usize, k as usize);
+        print!("| {n}×{k} | {what} |");
+        for format in formats {
+            let w = QuantWeights::new(format, n, k);
+            for &m in &ms {
+                let xs = bench_x(m, k);
+                let x_t = Tensor::from_slice(&xs).view([m as i64, k as i64]);
+                let dense = Tensor::empty([n as i64, k as i64], (Kind::Float, CPU));
+                let x = float_gemm::PackedX::new(&xs, m, k);
+                let mut out = vec![0.0f32; n * x.padded_m()];
+                let dst = OutPtr(out.as_mut_ptr());
+                let (w, x, dst, x_t, dense) = (&w, &x, &dst, &x_t, &dense);
+                let mut calls: Vec<Box<dyn FnMut(usize) + '_>> = vec![Box::new(move |i: usize| {
+                    let q = w.matrix(i);
+                    // SAFETY: `dense` is n·k f32s that only this call writes.
+                    let d = unsafe {
+                        std::slice::from_raw_parts_mut(dense.data_ptr() as *mut f32, n * k)
+                    };
+                    let rows = |r: std::ops::Range<usize>| {
+                        let row_bytes = q.bytes().len() / n;
+                        let out = &d[r.start * k..r.end * k];
+                        // SAFETY: each row range has one thread; `out` is its rows of `dense`.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(out.as_ptr() as *mut f32, out.len())
+                        };
+                        let bytes = &q.bytes()[r.start * row_bytes..r.end * row_bytes];
+                        quant::dequantize_fast(format, bytes, out).expect("whole rows");
+                    };
+                    gemv::parallel_rows(n, n * k * 4, &rows);
+                    let _ = black_box(x_t.mm(&dense.tr()));
+                })];
+                for &kernel in &kernels {
+                    calls.push(Box::new(move |i: usize| {
+                        let q = w.matrix(i);
+                        gemv::parallel_rows(n.div_ceil(float_gemm::GROUP), n * k * 4, &|g| {
+                            // SAFETY: `out` holds n·mp f32s for the whole call; each range of
+                            // groups has one thread.
+                            unsafe {
+                                float_gemm::rows_on(
+                                    kernel,
+                                    &float_gemm::Weights::Quant(q),
+                                    x,
+                                    dst.0,
+                                    g,
+                                )
+                            }
+                        });
+                    }));
+                }
+                for s in race_boxed(min_time, &mut calls) {
+                    print!(" {:.1} |", 2.0 * (n * m * k) as f64 / s / 1e9);
                 }
                 drop(calls);
                 black_box(&out);

@@ -53,6 +53,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    thinkbench::model::cpu::cap_libraries_too();
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Generate(args)) => cli::generate::run(args),

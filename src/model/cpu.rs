@@ -9,3 +9,26 @@ pub fn capped_at_avx2() -> bool {
     static CAP: OnceLock<bool> = OnceLock::new();
     *CAP.get_or_init(|| matches!(std::env::var("THINKBENCH_ISA").as_deref(), Ok("avx2")))
 }
+
+/// With `THINKBENCH_ISA=avx2`, caps libtorch's own kernels and the BLAS and oneDNN it calls at
+/// AVX2 as well, through their own variables (each unless already set), so that an AVX-512
+/// machine stands in for an AVX2-only one as a whole: without, the cap would compare our AVX2
+/// kernels against libtorch's AVX-512 GEMM, which no AVX2 machine has.
+///
+/// Call first thing in `main`, while the process has one thread and before any libtorch op.
+pub fn cap_libraries_too() {
+    if !capped_at_avx2() {
+        return;
+    }
+    let caps = [
+        ("ATEN_CPU_CAPABILITY", "avx2"),
+        ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+        ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+    ];
+    for (var, value) in caps {
+        if std::env::var_os(var).is_none() {
+            // The caller's promise: no other thread yet, so nothing reads the environment meanwhile.
+            std::env::set_var(var, value);
+        }
+    }
+}

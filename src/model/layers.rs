@@ -5,6 +5,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::gemv::{self, Scalar};
 use super::loader::Loader;
 use super::qlinear::QuantWeight;
+use super::tiled;
 use super::ModelError;
 
 /// RMSNorm exactly as transformers orders it: normalise in f32, cast back, then scale.
@@ -177,13 +178,17 @@ impl Linear {
 }
 
 /// `x.linear(weight, bias)` by the fastest path this machine has: the GEMV kernels for a few rows
-/// (decode); for more rows, libtorch's GEMM, in f32 over widened operands where libtorch's own
-/// 16-bit GEMM is slow on this CPU (see [`widens_for_gemm`]).
+/// (decode); for more rows, libtorch's GEMM, or in f32 over widened operands where libtorch's own
+/// 16-bit GEMM is slow on this CPU (see [`widens_for_gemm`]): our float kernels widen a panel at
+/// a time ([`tiled`]), libtorch a whole copy of the layer where they do not run.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     if let Some(y) = gemv::try_linear(x, weight, bias) {
         return y;
     }
     if widens_for_gemm(weight) && !gemv::records_graph(&[x, weight]) && x.kind() == weight.kind() {
+        if let Some(y) = tiled::try_linear_16bit(x, weight, bias) {
+            return y;
+        }
         let b = bias.map(|b| b.to_kind(Kind::Float));
         return x
             .to_kind(Kind::Float)
@@ -289,6 +294,44 @@ mod tests {
             // bf16: at most one rounding step apart where the f32 sums differ in order.
             assert!(diff <= tol * 8.0, "{kind:?}: max difference {diff}");
             assert_eq!(direct.size(), reference.size());
+        }
+    }
+
+    /// A long product (a prompt's rows) with 16-bit weights, by whichever path this CPU takes
+    /// (our float kernels, libtorch's GEMM on a widened copy, or its bf16 GEMM), against libtorch's
+    /// f32 linear over the same values widened: the same sums up to their order, then one
+    /// rounding to the 16-bit kind. Rows of 3-D x and odd sizes, with and without a bias.
+    #[test]
+    fn long_16_bit_products_match_libtorch_in_f32() {
+        tch::manual_seed(8);
+        let _g = tch::no_grad_guard();
+        let cpu = (Kind::Float, Device::Cpu);
+        for (kind, ulp) in [(Kind::BFloat16, 1.0 / 128.0), (Kind::Half, 1.0 / 1024.0)] {
+            for (n, k, rows) in [(29, 40, 17), (300, 520, 45)] {
+                let w = Tensor::randn([n, k], cpu).to_kind(kind);
+                let b = Tensor::randn([n], cpu).to_kind(kind);
+                let x = Tensor::randn([1, rows, k], cpu).to_kind(kind);
+                for bias in [None, Some(&b)] {
+                    let got = linear(&x, &w, bias).to_kind(Kind::Float);
+                    let wf = w.to_kind(Kind::Float);
+                    let bf = bias.map(|b| b.to_kind(Kind::Float));
+                    let want = x.to_kind(Kind::Float).linear(&wf, bf.as_ref());
+                    let size = x
+                        .to_kind(Kind::Float)
+                        .abs()
+                        .linear::<Tensor>(&wf.abs(), None);
+                    let tol = want.abs() * ulp + size * (k as f64 * 1.2e-7) + 1e-6;
+                    let bad = (&got - &want).abs().gt_tensor(&tol).sum(Kind::Int64);
+                    assert_eq!(got.size(), [1, rows, n]);
+                    assert_eq!(
+                        bad.int64_value(&[]),
+                        0,
+                        "{kind:?} [{n}, {k}] × {rows} rows, bias {}: max error {}",
+                        bias.is_some(),
+                        (&got - &want).abs().max().double_value(&[])
+                    );
+                }
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod qlinear;
 pub mod quant;
 pub mod rope;
 pub mod source;
+pub mod tiled;
 
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,9 @@
 //! [`super::quant`].
 //!
 //! The stored bytes are the model. Activations stay f32: a decode product (a few rows) runs the
-//! quantized kernels on libtorch's threads; a longer one (prefill) dequantizes the layer to f32 a
-//! cache-sized tile of rows at a time, each tile multiplied by libtorch's f32 GEMM. Either way every weight
+//! quantized kernels on libtorch's threads; a longer one (prefill) runs our float kernels
+//! ([`super::tiled`]), which dequantize the weight a panel at a time into L1 (where the CPU has no
+//! AVX2, a cache-sized tile of rows at a time for libtorch's f32 GEMM). Either way every weight
 //! is exactly its stored value, so what the inspectors show is the quantized model itself.
 //! [`Prefill::Int8`] (`--prefill int8`) trades that for speed on the prompt alone: its products
 //! against 4- and 6-bit weights round the activations to 8 bits, as llama.cpp does.
@@ -15,7 +16,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::block_store::{BlockStore, WeightBytes};
 use super::gemv;
+use super::quant::float_gemm::Weights;
 use super::quant::{self, int8, Activations, Format, QuantMatrix};
+use super::tiled::{self, OutPtr};
 use super::ModelError;
 
 /// Rows of `x` up to which the decode kernels run; beyond, dequantize-and-GEMM wins (it reads the
@@ -160,16 +163,16 @@ impl QuantWeight {
 
     /// A long product (prefill) over `m` rows of contiguous f32 `x`: `[m, n]` f32. With
     /// `--prefill int8`, 4- and 6-bit weights run the integer kernels where the CPU has AVX2
-    /// (llama.cpp's way, and under half the float path's time); otherwise the weight is
-    /// dequantized a tile of rows at a time (AVX2 where the CPU has it) into one buffer that
-    /// stays in cache, and each tile goes straight to libtorch's f32 GEMM while it is still
-    /// there; a whole layer in f32 (55 MB for one MLP matrix of the 1.5B model) would go out to
-    /// memory and back instead.
+    /// (llama.cpp's way, and under half the float path's time); otherwise our float kernels
+    /// where the CPU has AVX2, libtorch's GEMM elsewhere.
     fn prefill(&self, x: &Tensor, m: usize, bias: Option<&Tensor>) -> Tensor {
         if let Some(kernel) = integer_prefill(self.format) {
             return self.prefill_int8(kernel, x, m, bias);
         }
-        self.prefill_float(x, m, bias)
+        match tiled::kernel() {
+            Some(kernel) => tiled::product(kernel, Weights::Quant(self.matrix()), x, m, bias),
+            None => self.prefill_float(x, m, bias),
+        }
     }
 
     /// [`prefill`](Self::prefill) by 8-bit integer dot products (`quant::int8`): x rounded to
@@ -199,8 +202,10 @@ impl QuantWeight {
         y_t.narrow(1, 0, m as i64).tr().contiguous()
     }
 
-    /// [`prefill`](Self::prefill) in f32: the weight dequantized a tile of rows at a time into
-    /// one buffer that stays in cache, each tile multiplied by libtorch's f32 GEMM.
+    /// [`prefill`](Self::prefill) in f32 where our kernels do not run: the weight dequantized a
+    /// tile of rows at a time into one buffer that stays in cache, each tile multiplied by
+    /// libtorch's f32 GEMM while it is still there (a whole layer in f32, 55 MB for one MLP
+    /// matrix of the 1.5B model, would go out to memory and back instead).
     fn prefill_float(&self, x: &Tensor, m: usize, bias: Option<&Tensor>) -> Tensor {
         let tile = (PREFILL_TILE_BYTES / (self.k * 4))
             .max(PREFILL_TILE_MIN_ROWS)
@@ -370,28 +375,15 @@ impl BytePtr {
 unsafe impl Sync for BytePtr {}
 unsafe impl Send for BytePtr {}
 
-/// The output's base pointer, shared by the threads that write its disjoint rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-// SAFETY: every thread writes a disjoint set of rows through it (see the callers).
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Both paths (kernels for few rows, dequantize + GEMM for many) against an independent
-    /// reference: the dequantized weight (`quant::dequantize_row`, checked against gguf-py) through
-    /// libtorch's f32 linear, in f32 and bf16 activations. At k = 8192 a long product takes
-    /// two tiles of rows (256 and 44), at k = 96 one.
+    /// Every path (kernels for few rows; for many, our float kernels, the integer ones, and
+    /// dequantize + libtorch's GEMM) against an independent reference: the dequantized weight
+    /// (`quant::dequantize_row`, checked against gguf-py) through libtorch's f32 linear, in f32
+    /// and bf16 activations. At k = 8192 a long product takes two tiles of rows (256 and 44) on
+    /// the libtorch path and 32 panels of columns on ours, at k = 96 one.
     #[test]
     fn forward_matches_the_dequantized_weight() {
         tch::manual_seed(3);
@@ -439,6 +431,15 @@ mod tests {
                             "{format:?} rows={rows} {kind:?} {mode:?}: max err {}",
                             err.max().double_value(&[])
                         );
+                    }
+                    // The libtorch GEMM path, which CPUs without AVX2 take for a long product.
+                    if rows as usize > MAX_ROWS {
+                        let xf = x.to_kind(Kind::Float).contiguous();
+                        let b = bias.to_kind(kind).to_kind(Kind::Float);
+                        let y = q.prefill_float(&xf, rows as usize, Some(&b));
+                        let err = (y - &want).abs();
+                        let bad = err.gt_tensor(&exact_tol).sum(Kind::Int64).int64_value(&[]);
+                        assert_eq!(bad, 0, "{format:?} rows={rows} {kind:?}: libtorch path");
                     }
                 }
             }

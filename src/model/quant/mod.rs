@@ -35,6 +35,9 @@
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_k;
+pub mod float_gemm;
+#[cfg(target_arch = "x86_64")]
+mod float_gemm_x86;
 mod format;
 pub mod int8;
 #[cfg(target_arch = "x86_64")]
@@ -50,6 +53,8 @@ mod x86_dequant;
 #[cfg(target_arch = "x86_64")]
 mod x86_k;
 
+#[cfg(test)]
+mod float_gemm_tests;
 #[cfg(test)]
 pub(crate) mod int8_tests;
 #[cfg(test)]
