@@ -467,9 +467,15 @@ fn float_prefill(min_time: Duration) {
             }
         }
     }
+    for &m in &ms {
+        print!(" bf16 M={m} libtorch bf16 |");
+        for kernel in &kernels {
+            print!(" {kernel:?} |");
+        }
+    }
     println!(
         "\n|---|---|{}",
-        "---|".repeat(formats.len() * ms.len() * (1 + kernels.len()))
+        "---|".repeat((formats.len() + 1) * ms.len() * (1 + kernels.len()))
     );
     for &(n, k, what) in SHAPES.iter().filter(|s| s.0 != 151936) {
         let (n, k) = (n as usize, k as usize);
@@ -527,6 +533,41 @@ fn float_prefill(min_time: Duration) {
                 drop(calls);
                 black_box(&out);
             }
+        }
+        // bf16 weights: libtorch's own GEMM in bf16 (x rounded to bf16, as a bf16 model's is)
+        // against our kernels on the same values, widened a panel at a time.
+        let w16 = Weights::new(n as i64, k as i64, Kind::BFloat16);
+        for &m in &ms {
+            let x16 = Tensor::from_slice(&bench_x(m, k))
+                .view([m as i64, k as i64])
+                .to_kind(Kind::BFloat16);
+            let xs = Vec::<f32>::try_from(x16.to_kind(Kind::Float).flatten(0, -1)).expect("f32");
+            let x = float_gemm::PackedX::new(&xs, m, k);
+            let mut out = vec![0.0f32; n * x.padded_m()];
+            let dst = OutPtr(out.as_mut_ptr());
+            let (w16, x, dst, x16) = (&w16, &x, &dst, &x16);
+            let mut calls: Vec<Box<dyn FnMut(usize) + '_>> = vec![Box::new(move |i: usize| {
+                w16.call(i, |w| x16.linear::<Tensor>(w, None))
+            })];
+            for &kernel in &kernels {
+                calls.push(Box::new(move |i: usize| {
+                    let t = &w16.copies[i % w16.copies.len()];
+                    // SAFETY: a contiguous bf16 tensor of n·k values, alive and unwritten.
+                    let w = unsafe {
+                        std::slice::from_raw_parts(t.data_ptr() as *const half::bf16, n * k)
+                    };
+                    let w = float_gemm::Weights::Bf16 { w, n, k };
+                    gemv::parallel_rows(n.div_ceil(float_gemm::GROUP), n * k * 4, &|g| {
+                        // SAFETY: as for the quantized weights above.
+                        unsafe { float_gemm::rows_on(kernel, &w, x, dst.0, g) }
+                    });
+                }));
+            }
+            for s in race_boxed(min_time, &mut calls) {
+                print!(" {:.1} |", 2.0 * (n * m * k) as f64 / s / 1e9);
+            }
+            drop(calls);
+            black_box(&out);
         }
         println!();
     }

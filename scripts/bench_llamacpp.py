@@ -235,6 +235,8 @@ def llama(args) -> None:
     print(json.dumps({
         "engine": "llama.cpp",
         "llama_cpp_python": llama_cpp.__version__,
+        # which instructions this build of llama.cpp uses (an AVX2-only one under BENCH_ISA=avx2)
+        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "model": args.model,
         "threads": args.threads,
         "n_vocab": vocab,

@@ -10,6 +10,10 @@
 # llama.cpp's converter (scripts/setup-llamacpp.sh: 10-15 min the first time). LLAMA_CPP_DIR and
 # CONV_PYTHON point it at another converter and python.
 #
+# BENCH_ISA=avx2 runs both as an AVX2-only CPU would, on an AVX-512 machine: llama.cpp's libraries
+# built for AVX2 alone (scripts/setup-llamacpp-avx2.sh), thinkbench with THINKBENCH_ISA=avx2 (which
+# caps libtorch, MKL and oneDNN too); results then go to target/bench-llamacpp-avx2.{jsonl,md}.
+#
 # Env: BENCH_THREADS (2), BENCH_ROUNDS (2), BENCH_KINDS (bf16,q8_0,q4_0,q4_k_m), BENCH_PREFILL (64),
 # BENCH_DECODE (32), BENCH_REPEAT (2). GGUF files are cached in
 # ~/.cache/thinkbench/bench-models/gguf/; raw results go to target/bench-llamacpp.jsonl and the
@@ -36,11 +40,17 @@ prepared=$(date +%s)
 
 mkdir -p target
 results=target/bench-llamacpp.jsonl
+table=target/bench-llamacpp.md
+if [ "${BENCH_ISA:-}" = avx2 ]; then
+  export THINKBENCH_ISA=avx2 LLAMA_CPP_LIB_PATH="$(scripts/setup-llamacpp-avx2.sh)"
+  results=target/bench-llamacpp-avx2.jsonl table=target/bench-llamacpp-avx2.md
+  echo "bench_llamacpp: AVX2 only (llama.cpp from $LLAMA_CPP_LIB_PATH, THINKBENCH_ISA=avx2)" >&2
+fi
 : > "$results"
 "$py" scripts/bench_llamacpp.py run --gguf-dir "$gguf" --thinkbench "$bin" --threads "$threads" \
   --rounds "${BENCH_ROUNDS:-2}" --kinds "${BENCH_KINDS:-bf16,q8_0,q4_0,q4_k_m}" --prefill "${BENCH_PREFILL:-64}" \
   --decode "${BENCH_DECODE:-32}" --repeat "${BENCH_REPEAT:-2}" --results "$results" || true
 end=$(date +%s)
 
-"$py" scripts/bench_llamacpp.py table "$results" --gguf-dir "$gguf" | tee target/bench-llamacpp.md
+"$py" scripts/bench_llamacpp.py table "$results" --gguf-dir "$gguf" | tee "$table"
 echo "bench_llamacpp: prepare $((prepared - start)) s, runs $((end - prepared)) s; load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -178,17 +178,21 @@ impl Linear {
 }
 
 /// `x.linear(weight, bias)` by the fastest path this machine has: the GEMV kernels for a few rows
-/// (decode); for more rows, libtorch's GEMM, or in f32 over widened operands where libtorch's own
-/// 16-bit GEMM is slow on this CPU (see [`widens_for_gemm`]): our float kernels widen a panel at
-/// a time ([`tiled`]), libtorch a whole copy of the layer where they do not run.
+/// (decode); for more rows of a bf16 or f16 weight, our float kernels ([`tiled`]: the weight
+/// widened a panel at a time, 1.3–1.7× libtorch's bf16 GEMM even with AVX512-BF16, `cargo bench
+/// --bench gemv -- 8`); where they do not run, libtorch's GEMM, in f32 over a widened copy of the
+/// layer where its 16-bit GEMM is slow on this CPU (see [`widens_for_gemm`]).
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     if let Some(y) = gemv::try_linear(x, weight, bias) {
         return y;
     }
-    if widens_for_gemm(weight) && !gemv::records_graph(&[x, weight]) && x.kind() == weight.kind() {
+    let plain = !gemv::records_graph(&[x, weight]) && x.kind() == weight.kind();
+    if plain {
         if let Some(y) = tiled::try_linear_16bit(x, weight, bias) {
             return y;
         }
+    }
+    if plain && widens_for_gemm(weight) {
         let b = bias.map(|b| b.to_kind(Kind::Float));
         return x
             .to_kind(Kind::Float)

@@ -48,6 +48,7 @@ pub fn try_linear_16bit(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> O
     let (n, k) = weight.size2().ok()?;
     let (n, k) = (n as usize, k as usize);
     if weight.device() != Device::Cpu
+        || x.device() != Device::Cpu
         || !weight.is_contiguous()
         || x.size().last() != Some(&(k as i64))
     {

@@ -119,10 +119,52 @@ impl Weights<'_> {
                 let bytes = &q.row(r)[cols.start / bl * bb..cols.end / bl * bb];
                 dequantize_fast(q.format(), bytes, out).expect("whole blocks of a checked matrix");
             }
-            Weights::Bf16 { w, k, .. } => w[r * k..][cols].convert_to_f32_slice(out),
+            // bf16 is f32's upper half: a shift, which this loop vectorizes to (half's slice
+            // conversion measured 0.6–0.7 of the quantized formats' panel rate here).
+            Weights::Bf16 { w, k, .. } => {
+                for (o, v) in out.iter_mut().zip(&w[r * k..][cols]) {
+                    *o = f32::from_bits(u32::from(v.to_bits()) << 16);
+                }
+            }
             Weights::F16 { w, k, .. } => w[r * k..][cols].convert_to_f32_slice(out),
         }
     }
+}
+
+impl Weights<'_> {
+    /// Asks the cache for rows `rows`, columns `cols` (whole blocks), which the next panel
+    /// widens: the panels walk a dozen rows a short run each, too many streams at once for the
+    /// hardware prefetcher to follow from memory.
+    fn prefetch(&self, rows: Range<usize>, cols: Range<usize>) {
+        #[cfg(target_arch = "x86_64")]
+        for r in rows {
+            let bytes: &[u8] = match *self {
+                Weights::Quant(q) => {
+                    let (bl, bb) = (q.format().block_len(), q.format().block_bytes());
+                    &q.row(r)[cols.start / bl * bb..cols.end / bl * bb]
+                }
+                Weights::Bf16 { w, k, .. } => bytemuck_16(&w[r * k..][cols.clone()]),
+                Weights::F16 { w, k, .. } => bytemuck_16(&w[r * k..][cols.clone()]),
+            };
+            for line in (0..bytes.len()).step_by(64) {
+                // SAFETY: a hint for an address inside `bytes`; it reads nothing.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(line) as *const i8);
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (rows, cols);
+    }
+}
+
+/// The bytes of 16-bit values (for [`Weights::prefetch`]).
+#[cfg(target_arch = "x86_64")]
+fn bytemuck_16<T: Copy>(v: &[T]) -> &[u8] {
+    debug_assert_eq!(std::mem::size_of::<T>(), 2);
+    // SAFETY: a 16-bit plain-data type (bf16 or f16): its slice is 2·len initialized bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 2) }
 }
 
 /// [`GROUP`] weight rows × `len` columns in f32, row after row (`w[a·len + e]`); rows past the
@@ -271,6 +313,20 @@ pub unsafe fn rows_on(
                 let r0 = g * GROUP;
                 let rows = r0..(r0 + GROUP).min(rows_end);
                 panel.fill(w, rows.clone(), cols.clone());
+                // The next panel's weights, while this one is multiplied.
+                let next = if g + 1 < groups.end {
+                    Some(((g + 1) * GROUP, cols.clone()))
+                } else {
+                    (cols.end < w.k()).then(|| {
+                        (
+                            groups.start * GROUP,
+                            cols.end..(cols.end + CHUNK).min(w.k()),
+                        )
+                    })
+                };
+                if let Some((r, c)) = next {
+                    w.prefetch(r..(r + GROUP).min(rows_end), c);
+                }
                 let out = if rows.len() < GROUP {
                     tail.as_mut_ptr()
                 } else {
