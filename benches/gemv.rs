@@ -385,6 +385,14 @@ fn quantized(min_time: Duration) {
     }
 }
 
+/// The rows of x sections 7 and 8 measure: 64 (a short prompt), or those listed in `QUANT_M`.
+fn prefill_ms() -> Vec<usize> {
+    std::env::var("QUANT_M")
+        .ok()
+        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![64])
+}
+
 fn integer_prefill(min_time: Duration) {
     println!("\n## 7. Integer prefill kernels: GMAC/s (weight rows × x rows × K per second)");
     let kernels: Vec<int8::Kernel> = [int8::Kernel::Avx2, int8::Kernel::Vnni]
@@ -395,10 +403,7 @@ fn integer_prefill(min_time: Duration) {
         println!("this CPU runs neither integer kernel");
         return;
     }
-    let ms: Vec<usize> = std::env::var("QUANT_M")
-        .ok()
-        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![64]);
+    let ms = prefill_ms();
     let formats = [Format::Q4_0, Format::Q4_K, Format::Q6_K];
     print!("| N×K | what |");
     for format in formats {
@@ -453,10 +458,7 @@ fn float_prefill(min_time: Duration) {
         .into_iter()
         .filter(|k| k.runs_here())
         .collect();
-    let ms: Vec<usize> = std::env::var("QUANT_M")
-        .ok()
-        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![64]);
+    let ms = prefill_ms();
     let formats = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
     print!("| N×K | what |");
     for format in formats {
