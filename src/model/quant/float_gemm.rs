@@ -3,10 +3,11 @@
 //! by our own tiled kernels instead of libtorch's GEMM on a dequantized (or widened) copy.
 //!
 //! Why not libtorch: at a prompt's shapes (tens to hundreds of rows of x) its f32 GEMM ran at
-//! 57–68% of this Xeon's FMA peak (145–173 GFLOP/s on two threads, M = 64, the 1.5B model's
-//! layers), and the weight has to be widened to f32 in memory first for it. The kernels here
-//! dequantize the weight a small panel at a time into L1 and keep their sums in registers, which
-//! reaches about 85–90% of the peak on the same shapes (`cargo bench --bench gemv -- 8`).
+//! 155–230 GFLOP/s on two threads of an AVX-512 Xeon (M = 64, the 1.5B model's layers), well
+//! below the cores' FMA rate, and the weight has to be widened to f32 in memory first for it.
+//! The kernels here dequantize the weight a small panel at a time into L1 and keep their sums in
+//! registers: 225–320 GFLOP/s on the same shapes, and 1.1–1.35× libtorch on AVX2 with its GEMM
+//! capped at AVX2 too (`cargo bench --bench gemv -- 8`).
 //!
 //! The arithmetic is a plain f32 dot product per output, one fused multiply-add per weight in
 //! order of k, so it differs from any other f32 product only by summation order; the portable
