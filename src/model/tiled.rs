@@ -1,7 +1,7 @@
 //! Long products (a prompt's rows) by our float kernels, `quant::float_gemm`: the tensor side,
 //! shared by block-quantized layers ([`super::qlinear`]) and 16-bit ones ([`super::layers`]).
 //! Every weight is widened exactly and every sum is f32, as libtorch's GEMM would compute it on a
-//! widened copy, but a panel at a time in L1 and at 1.3–1.6 times its speed at a prompt's shapes
+//! widened copy, but a panel at a time in L1 and at 1.2–1.7 times its speed at a prompt's shapes
 //! (`cargo bench --bench gemv -- 8`).
 
 use std::ops::Range;
