@@ -323,15 +323,16 @@ fn quant_formats() -> Vec<Format> {
     }
 }
 
-/// The rows of x section 6 measures: 1 and 4, or those listed in `QUANT_M` (comma-separated).
-fn quant_ms() -> Vec<usize> {
+/// The rows of x a section measures: those listed in `QUANT_M` (comma-separated), or `default`
+/// (section 6: 1 and 4, decode; sections 7 and 8: 64, a short prompt).
+fn rows_of_x_from_env(default: &[usize]) -> Vec<usize> {
     std::env::var("QUANT_M")
         .map(|ms| {
             ms.split(',')
                 .filter_map(|m| m.trim().parse().ok())
                 .collect()
         })
-        .unwrap_or_else(|_| vec![1, 4])
+        .unwrap_or_else(|_| default.to_vec())
 }
 
 fn quantized(min_time: Duration) {
@@ -345,7 +346,7 @@ fn quantized(min_time: Duration) {
         return;
     }
     let names: Vec<&str> = isas.iter().map(|isa| isa.name()).collect();
-    let (formats, ms) = (quant_formats(), quant_ms());
+    let (formats, ms) = (quant_formats(), rows_of_x_from_env(&[1, 4]));
     print!("| N×K | what |");
     let mut columns = 0;
     for &format in &formats {
@@ -385,14 +386,6 @@ fn quantized(min_time: Duration) {
     }
 }
 
-/// The rows of x sections 7 and 8 measure: 64 (a short prompt), or those listed in `QUANT_M`.
-fn prefill_ms() -> Vec<usize> {
-    std::env::var("QUANT_M")
-        .ok()
-        .map(|v| v.split(',').filter_map(|m| m.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![64])
-}
-
 fn integer_prefill(min_time: Duration) {
     println!("\n## 7. Integer prefill kernels: GMAC/s (weight rows × x rows × K per second)");
     let kernels: Vec<int8::Kernel> = [int8::Kernel::Avx2, int8::Kernel::Vnni]
@@ -403,7 +396,7 @@ fn integer_prefill(min_time: Duration) {
         println!("this CPU runs neither integer kernel");
         return;
     }
-    let ms = prefill_ms();
+    let ms = rows_of_x_from_env(&[64]);
     let formats = [Format::Q4_0, Format::Q4_K, Format::Q6_K];
     print!("| N×K | what |");
     for format in formats {
@@ -458,7 +451,7 @@ fn float_prefill(min_time: Duration) {
         .into_iter()
         .filter(|k| k.runs_here())
         .collect();
-    let ms = prefill_ms();
+    let ms = rows_of_x_from_env(&[64]);
     let formats = [Format::Q8_0, Format::Q4_0, Format::Q4_K, Format::Q6_K];
     print!("| N×K | what |");
     for format in formats {

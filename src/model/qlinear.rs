@@ -21,8 +21,8 @@ use super::quant::{self, int8, Activations, Format, QuantMatrix};
 use super::tiled::{self, OutPtr};
 use super::ModelError;
 
-/// Rows of `x` up to which the decode kernels run; beyond, dequantize-and-GEMM wins (it reads the
-/// weight once for every row, where the kernels' cost grows with each row).
+/// Rows of `x` up to which the decode kernels run; beyond, the prefill products win (they widen
+/// each weight once for all rows, where the kernels' cost grows with each row).
 const MAX_ROWS: usize = 16;
 
 /// Bytes of f32 weights one step of a long product dequantizes: a few MB, which stays in the
@@ -123,22 +123,14 @@ impl QuantWeight {
 
     /// `x.linear(W, bias)` with `x` of any float kind on the CPU; the result has `x`'s kind.
     pub fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        let kind = x.kind();
-        let xf = x.to_kind(Kind::Float).contiguous();
-        let mut shape = x.size();
-        let rows = (xf.numel() / self.k.max(1)) as i64;
-        *shape.last_mut().expect("x has a last dimension") = self.n as i64;
         let bias = bias.map(|b| b.to_kind(Kind::Float).contiguous());
-        let y = if rows as usize <= MAX_ROWS {
-            self.decode(&xf, rows as usize, bias.as_ref())
-        } else {
-            self.prefill(
-                &xf.view([rows, self.k as i64]),
-                rows as usize,
-                bias.as_ref(),
-            )
-        };
-        y.view(shape.as_slice()).to_kind(kind)
+        tiled::as_f32_rows(x, self.n, self.k, |xf, m| {
+            if m <= MAX_ROWS {
+                self.decode(xf, m, bias.as_ref())
+            } else {
+                self.prefill(xf, m, bias.as_ref())
+            }
+        })
     }
 
     /// The quantized kernels over `m` rows of contiguous f32 `x`: `[m, n]` f32.
@@ -176,8 +168,7 @@ impl QuantWeight {
     }
 
     /// [`prefill`](Self::prefill) by 8-bit integer dot products (`quant::int8`): x rounded to
-    /// 8 bits per block of 32, as llama.cpp does, the weights as stored. Computed transposed
-    /// (one lane per x row), with x's rows padded to the kernels' tile.
+    /// 8 bits per block of 32, as llama.cpp does, the weights as stored.
     fn prefill_int8(
         &self,
         kernel: int8::Kernel,
@@ -189,17 +180,13 @@ impl QuantWeight {
         let xs: &[f32] = unsafe { gemv::cpu_slice(x) }.expect("contiguous f32 CPU activations");
         let bs: Option<&[f32]> = bias.map(|b| unsafe { gemv::cpu_slice(b) }.expect("f32 bias"));
         let xq = int8::QuantizedX::new(xs, m, self.k);
-        let mp = xq.padded_m();
-        let y_t = Tensor::empty([self.n as i64, mp as i64], (Kind::Float, Device::Cpu));
-        let dst = OutPtr(y_t.data_ptr() as *mut f32);
         let w = self.matrix();
-        let rows = |r: Range<usize>| {
-            // SAFETY: `y_t` is a fresh [n, mp] f32 tensor alive until this product returns, and
-            // `parallel_rows` hands each row range to one thread.
-            unsafe { int8::rows_on(kernel, &w, &xq, bs, dst.get(), r) }
-        };
-        gemv::parallel_rows(self.n, self.bytes.len(), &rows);
-        y_t.narrow(1, 0, m as i64).tr().contiguous()
+        tiled::transposed_product(self.n, xq.padded_m(), m, 1, self.k, &|rows, out_t| {
+            // SAFETY: `out_t` is `transposed_product`'s [n, mp] output, and these rows are this
+            // call's alone.
+            unsafe { int8::rows_on(kernel, &w, &xq, bs, out_t, rows) }
+        })
+        .contiguous()
     }
 
     /// [`prefill`](Self::prefill) in f32 where our kernels do not run: the weight dequantized a

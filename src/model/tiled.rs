@@ -22,28 +22,51 @@ pub fn product(kernel: Kernel, w: Weights, x: &Tensor, m: usize, bias: Option<&T
     // SAFETY: a contiguous f32 CPU tensor the caller owns; nothing writes it meanwhile.
     let xs: &[f32] = unsafe { gemv::cpu_slice(x) }.expect("contiguous f32 CPU activations");
     let xp = PackedX::new(xs, m, k);
-    let mp = xp.padded_m();
-    // Computed transposed (one lane per x row), with x's rows padded to the kernels' tile.
-    let y_t = Tensor::empty([n as i64, mp as i64], (Kind::Float, Device::Cpu));
-    let dst = OutPtr(y_t.data_ptr() as *mut f32);
-    let groups = |g: Range<usize>| {
-        // SAFETY: `y_t` is a fresh [n, mp] f32 tensor alive until this product returns, and
-        // `parallel_rows` hands each range of groups (hence of rows) to one thread.
-        unsafe { float_gemm::rows_on(kernel, &w, &xp, dst.get(), g) }
-    };
-    // Worth a second thread by the work, which the f32 weight's size stands for here (a 4-bit
-    // k/v projection is under the threshold by its stored bytes, and ran on one thread).
-    gemv::parallel_rows(n.div_ceil(float_gemm::GROUP), n * k * 4, &groups);
-    let y = y_t.narrow(1, 0, m as i64).tr();
+    let y = transposed_product(
+        n,
+        xp.padded_m(),
+        m,
+        float_gemm::GROUP,
+        k,
+        &|groups, out_t| {
+            // SAFETY: `out_t` is `transposed_product`'s [n, mp] output, and these groups' rows are
+            // this call's alone.
+            unsafe { float_gemm::rows_on(kernel, &w, &xp, out_t, groups) }
+        },
+    );
     match bias {
         Some(b) => y + b.to_kind(Kind::Float),
         None => y.contiguous(),
     }
 }
 
+/// The prefill kernels' common frame: they compute `x · Wᵀ` transposed (one lane per x row), with
+/// x's rows padded to `mp`. Allocates the `[n, mp]` output, has `fill` write it (called with
+/// ranges of `unit`-row groups, each on one of libtorch's threads, and the output's base), and
+/// returns its first `m` columns as an `[m, n]` view.
+pub(super) fn transposed_product(
+    n: usize,
+    mp: usize,
+    m: usize,
+    unit: usize,
+    k: usize,
+    fill: &(dyn Fn(Range<usize>, *mut f32) + Sync),
+) -> Tensor {
+    let y_t = Tensor::empty([n as i64, mp as i64], (Kind::Float, Device::Cpu));
+    let dst = OutPtr(y_t.data_ptr() as *mut f32);
+    // Worth a second thread by the work, which the f32 weight's size stands for here (a 4-bit
+    // k/v projection is under the threshold by its stored bytes, and ran on one thread).
+    gemv::parallel_rows(n.div_ceil(unit), n * k * 4, &|g| fill(g, dst.get()));
+    y_t.narrow(1, 0, m as i64).tr()
+}
+
 /// `x.linear(weight, bias)` for a bf16 or f16 CPU weight by [`product`], the result in `x`'s
 /// kind; `None` for other weights, or where no kernel runs.
 pub fn try_linear_16bit(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+    // The kind first: every prompt-sized f32 product asks, and should learn "no" in one call.
+    if !matches!(weight.kind(), Kind::BFloat16 | Kind::Half) {
+        return None;
+    }
     let kernel = kernel()?;
     let (n, k) = weight.size2().ok()?;
     let (n, k) = (n as usize, k as usize);
@@ -70,13 +93,26 @@ pub fn try_linear_16bit(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> O
         },
         _ => return None,
     };
+    Some(as_f32_rows(x, n, k, |xf, m| {
+        product(kernel, w, xf, m, bias)
+    }))
+}
+
+/// `f` over `x` (any leading shape, rows of `k`, any float kind) as `m` contiguous f32 rows
+/// `[m, k]`; its `[m, n]` f32 result goes back to `x`'s leading shape and kind.
+pub(super) fn as_f32_rows(
+    x: &Tensor,
+    n: usize,
+    k: usize,
+    f: impl FnOnce(&Tensor, usize) -> Tensor,
+) -> Tensor {
     let kind = x.kind();
     let mut shape = x.size();
     let xf = x.to_kind(Kind::Float).contiguous();
     let m = xf.numel() / k.max(1);
     *shape.last_mut().expect("x has a last dimension") = n as i64;
-    let y = product(kernel, w, &xf.view([m as i64, k as i64]), m, bias);
-    Some(y.view(shape.as_slice()).to_kind(kind))
+    let y = f(&xf.view([m as i64, k as i64]), m);
+    y.view(shape.as_slice()).to_kind(kind)
 }
 
 /// The output's base pointer, shared by the threads that write its disjoint rows.

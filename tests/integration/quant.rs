@@ -5,8 +5,9 @@
 //! usual, with each quantized weight overwritten by its dequantized values (`model::quant`'s
 //! quantizer and dequantizer, checked byte for byte against gguf-py by their own fixture tests),
 //! run through libtorch's f32 products. The quantized model runs the block kernels (decode) and
-//! dequantize-then-GEMM (prefill) instead; `--prefill int8`, which rounds the prompt's
-//! activations to 8 bits, is compared with that exact prefill.
+//! the float prefill kernels (prefill, the weight dequantized panel by panel) instead;
+//! `--prefill int8`, which rounds the prompt's activations to 8 bits, is compared with that
+//! exact prefill.
 
 use tch::{Device, Tensor};
 use thinkbench::model::quant::{self, Format};
@@ -37,7 +38,7 @@ fn check(dir: &std::path::Path, format: Format, min_quantized: usize) {
     for w in q.quantized_weights.keys() {
         dequantized_in_place(&reference, w, format);
     }
-    // A prompt longer than the kernels' row limit, so prefill takes the dequantize-and-GEMM path
+    // A prompt longer than the kernels' row limit, so prefill takes the float prefill kernels
     // and decode the block kernels.
     let prompt: Vec<u32> = (0..40).map(|i| 3 + (i * 7) % 200).collect();
     let what = format!("{} {format:?}", name(dir));
