@@ -229,16 +229,29 @@ impl<'a> Activations<'a> {
 /// widens every weight of a layer once per prompt; the portable loop would cost half as much as
 /// the matrix product that follows). `bytes` are whole blocks, `out` their weights.
 pub fn dequantize_fast(format: Format, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    dequantize_on(Isa::detect(), format, bytes, out)
+}
+
+/// [`dequantize_fast`] by `isa`'s instructions (the portable reference for `Scalar`).
+///
+/// # Panics
+/// If this CPU cannot run `isa`.
+pub(super) fn dequantize_on(
+    isa: Isa,
+    format: Format,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    assert!(isa.runs_here(), "this CPU cannot run {isa:?}");
     #[cfg(target_arch = "x86_64")]
-    if Isa::detect() != Isa::Scalar {
+    if isa != Isa::Scalar {
         let expected = out.len() / format.block_len() * format.block_bytes();
         if !out.len().is_multiple_of(format.block_len()) || bytes.len() != expected {
             // The reference states the mismatch.
             return dequantize_row(format, bytes, out);
         }
-        // SAFETY: whole blocks, `out` sized to them (checked above); the CPU has AVX2, FMA and
-        // F16C (every ISA above Scalar does).
-        unsafe { x86_dequant::dequantize(format, bytes, out) };
+        // SAFETY: whole blocks, `out` sized to them (checked above); the CPU runs `isa`.
+        unsafe { x86_dequant::dequantize(isa, format, bytes, out) };
         return Ok(());
     }
     dequantize_row(format, bytes, out)

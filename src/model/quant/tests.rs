@@ -218,26 +218,34 @@ fn k_scales_unpack_both_ways_alike() {
 #[test]
 fn fast_dequantizer_gives_the_reference_values_bit_for_bit() {
     let mut rng = Rng(11);
-    for format in ALL {
-        let k = 3 * format.block_len();
-        let bytes = random_matrix(&mut rng, format, 7, k);
-        let mut want = vec![0f32; 7 * k];
-        dequantize_row(format, &bytes, &mut want).unwrap();
-        let mut got = vec![f32::NAN; 7 * k];
-        dequantize_fast(format, &bytes, &mut got).unwrap();
-        for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+    for isa in isas() {
+        for format in ALL {
+            let k = 3 * format.block_len();
+            let bytes = random_matrix(&mut rng, format, 7, k);
+            let mut want = vec![0f32; 7 * k];
+            dequantize_row(format, &bytes, &mut want).unwrap();
+            let mut got = vec![f32::NAN; 7 * k];
+            dequantize_on(isa, format, &bytes, &mut got).unwrap();
+            for (e, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{isa:?} {format:?} weight {e}: {g} vs {w}"
+                );
+            }
+            let short = &bytes[..bytes.len() - 1];
             assert_eq!(
-                g.to_bits(),
-                w.to_bits(),
-                "{format:?} weight {e}: {g} vs {w}"
+                dequantize_on(isa, format, short, &mut got).unwrap_err(),
+                dequantize_row(format, short, &mut want).unwrap_err()
             );
         }
-        let short = &bytes[..bytes.len() - 1];
-        assert_eq!(
-            dequantize_fast(format, short, &mut got).unwrap_err(),
-            dequantize_row(format, short, &mut want).unwrap_err()
-        );
     }
+    // The process's choice is one of them.
+    let bytes = random_matrix(&mut rng, Format::Q4_K, 1, 256);
+    let (mut want, mut got) = (vec![0f32; 256], vec![f32::NAN; 256]);
+    dequantize_row(Format::Q4_K, &bytes, &mut want).unwrap();
+    dequantize_fast(Format::Q4_K, &bytes, &mut got).unwrap();
+    assert_eq!(got, want);
 }
 
 #[test]

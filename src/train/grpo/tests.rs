@@ -1074,7 +1074,7 @@ fn an_unknown_rollout_precision_names_the_key() {
         "temperature = 1.0\n",
         "temperature = 1.0\ndtype = \"int3\"\n",
     );
-    let e = parse("g.toml", &text).err().expect("refused").to_string();
+    let e = parse("g.toml", &text).expect_err("refused").to_string();
     assert!(
         e.contains("generation.dtype") && e.contains("\"int3\" is not a rollout precision"),
         "{e}"
