@@ -350,7 +350,7 @@ def table(args) -> None:
     bws = [r["result"]["read_gb_per_s"] for r in ok if r["engine"] == "thinkbench" and "read_gb_per_s" in r["result"]]
     if bws:
         bws.sort()
-        print(f"Read bandwidth (thinkbench's 1 GiB sum, {ok[0]['result'].get('threads', '?')} threads): best "
+        print(f"Read bandwidth (thinkbench's best 1 GiB read, {ok[0]['result'].get('threads', '?')} threads): best "
               f"{bws[-1]:.1f} GB/s, median {bws[len(bws) // 2]:.1f} GB/s, worst {bws[0]:.1f} GB/s over {len(bws)} runs")
     loads = [r["loadavg_before"][0] for r in recs]
     if loads:
