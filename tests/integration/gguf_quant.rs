@@ -13,11 +13,11 @@
 //! products. The quantized file runs the stored blocks as they are: the prompt's dense products
 //! (more rows than the kernels take) through our float prefill kernels, panel by panel (the
 //! exact prefill; `--prefill int8`, which rounds the prompt's activations to 8 bits, is compared
-//! with it apart), decode (and experts that get few prompt rows) through the Q8_0 / Q4_0 block kernels; its embedding (Q8_0 in qwen2) goes
-//! through our GGUF dequantizer (qwen2_k's Q4_K embedding through the same K-block code the
-//! kernels' formats use). A wrong block layout, scale, nibble order or expert offset in any
-//! of them changes the tokens, the log-probabilities (checked within 2e-3, the tolerance of
-//! `quant.rs`) or the experts chosen.
+//! with it apart), decode (and experts that get few prompt rows) through the Q8_0 / Q4_0 block
+//! kernels; its embedding (Q8_0 in qwen2) goes through our GGUF dequantizer (qwen2_k's Q4_K
+//! embedding through the same K-block code the kernels' formats use). A wrong block layout,
+//! scale, nibble order or expert offset in any of them changes the tokens, the log-probabilities
+//! (checked within 2e-3, the tolerance of `quant.rs`) or the experts chosen.
 
 use std::path::PathBuf;
 

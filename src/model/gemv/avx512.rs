@@ -72,7 +72,10 @@ unsafe fn bf16_tile<const R: usize, const MB: usize>(p: &Product, r: usize, m0: 
             for (i, v) in wv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(w.add((r + i) * k + kk) as *const __m512i);
             }
-            super::prefetch_rows::<R>(p.w, 2 * k, r, 2 * kk);
+            if m0 == 0 {
+                // Later tiles of x find these rows in L1.
+                super::prefetch_rows::<R>(p.w, 2 * k, r, 2 * kk);
+            }
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(
                     x.add((m0 + j) * k + kk) as *const __m512i,
@@ -174,7 +177,9 @@ unsafe fn f32_tile<const R: usize, const MB: usize>(p: &Product, r: usize, m0: u
             for (i, v) in wv.iter_mut().enumerate() {
                 *v = _mm512_loadu_ps(w.add((r + i) * k + kk));
             }
-            super::prefetch_rows::<R>(p.w, 4 * k, r, 4 * kk);
+            if m0 == 0 {
+                super::prefetch_rows::<R>(p.w, 4 * k, r, 4 * kk);
+            }
             for (j, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_loadu_ps(x.add((m0 + j) * k + kk));
                 for (i, ai) in a.iter_mut().enumerate() {
